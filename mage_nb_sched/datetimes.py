@@ -1,0 +1,92 @@
+"""Normalising user-supplied instants and time zones (pure; no clock reads).
+
+All instants are kept as UTC-aware datetimes. Naive input means UTC. ``pytz``, ``zoneinfo`` and
+``datetime.timezone`` tzinfos are all converted correctly, including the classic pytz pitfall of
+``datetime(..., tzinfo=pytz.timezone('Europe/Berlin'))`` (which pytz gives a local-mean-time offset):
+such a value is read as wall time in that zone.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone, tzinfo
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .errors import ValidationError
+
+UTC = timezone.utc
+
+
+@lru_cache(maxsize=512)
+def load_zone(name: str, field: str = "settings.timezone") -> tzinfo:
+    """Return the tzinfo for an IANA zone name; ``UTC`` gives :data:`datetime.timezone.utc`."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValidationError(
+            field, name, "a time zone must be a non-empty IANA name", "Use e.g. 'Europe/Berlin'."
+        )
+    if name.upper() in ("UTC", "Z", "ETC/UTC", "GMT"):
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError) as err:
+        raise ValidationError(
+            field,
+            name,
+            "unknown time zone",
+            "Use an IANA name such as 'UTC', 'America/New_York' or 'Europe/Berlin'.",
+        ) from err
+
+
+def _pytz_zone_name(tz: tzinfo) -> str | None:
+    """The zone name of a pytz zone object that was attached with ``tzinfo=`` instead of localize."""
+    zone = getattr(tz, "zone", None)
+    if zone is None or not hasattr(tz, "localize"):
+        return None
+    try:
+        import pytz
+    except ImportError:  # pragma: no cover - pytz objects cannot exist without pytz
+        return None
+    # pytz caches one object per zone; the un-localized default is that exact object.
+    if zone != "UTC" and pytz.timezone(zone) is tz:
+        return str(zone)
+    return None
+
+
+def to_utc(value: datetime) -> datetime:
+    """Convert any datetime to a UTC-aware datetime (naive means UTC)."""
+    tz = value.tzinfo
+    if tz is None:
+        return value.replace(tzinfo=UTC)
+    if tz is UTC:
+        return value
+    name = _pytz_zone_name(tz)
+    if name is not None:
+        value = value.replace(tzinfo=ZoneInfo(name))
+    return value.astimezone(UTC)
+
+
+def coerce_datetime(value: object, field: str) -> datetime:
+    """Accept a datetime, a date (midnight UTC) or an ISO-8601 string; return UTC-aware."""
+    if isinstance(value, datetime):
+        return to_utc(value)
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.endswith("Z"):
+            text = text[:-1] + "+00:00"
+        try:
+            return to_utc(datetime.fromisoformat(text))
+        except ValueError as err:
+            raise ValidationError(
+                field,
+                value,
+                "not an ISO-8601 date-time",
+                "Give a datetime or a string like '2024-01-01T09:00:00+00:00'.",
+            ) from err
+    raise ValidationError(
+        field,
+        value,
+        f"expected a datetime, got {type(value).__name__}",
+        "Give a datetime (e.g. datetime(2024, 1, 1, 9, tzinfo=timezone.utc)) or an ISO string.",
+    )

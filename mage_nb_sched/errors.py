@@ -1,0 +1,65 @@
+"""One exception hierarchy for the whole package.
+
+Every message says *what* went wrong, *why*, and *how to fix it*. Foreign errors (SQLAlchemy, croniter,
+zoneinfo, YAML) are translated into these at the boundary where they occur, so callers — magics, REST
+handlers, the CLI — only ever need to catch :class:`MageNbSchedError`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class MageNbSchedError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+    #: HTTP status a REST handler should answer with.
+    http_status: int = 500
+
+
+class ValidationError(MageNbSchedError, ValueError):
+    """A value given by the user is not acceptable. Nothing was written.
+
+    ``field`` names the offending field (dotted for nested settings, e.g. ``settings.timeout``),
+    ``value`` is what was given and ``fix`` says what would be accepted, with an example.
+    """
+
+    http_status = 400
+
+    def __init__(self, field: str, value: Any, problem: str, fix: str) -> None:
+        self.field = field
+        self.value = value
+        self.problem = problem
+        self.fix = fix
+        shown = repr(value)
+        if len(shown) > 120:
+            shown = shown[:117] + "..."
+        super().__init__(f"{field}={shown}: {problem}. {fix}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able description, used by REST error bodies."""
+        return {
+            "field": self.field,
+            "value": repr(self.value),
+            "problem": self.problem,
+            "fix": self.fix,
+            "message": str(self),
+        }
+
+
+class NotFoundError(MageNbSchedError, LookupError):
+    """A schedule, run, backfill or notebook that was asked for does not exist."""
+
+    http_status = 404
+
+
+class ConflictError(ValidationError):
+    """The value is well-formed but clashes with what is stored (duplicate name, inactive schedule)."""
+
+    http_status = 409
+
+
+class StoreError(MageNbSchedError):
+    """The database could not be opened, migrated or written."""
+
+    http_status = 503

@@ -1,0 +1,646 @@
+"""SQLAlchemy 2.0 models with Mage's model API on top.
+
+The columns follow Mage's ``pipeline_schedule`` / ``pipeline_run`` / ``block_run`` / ``backfill`` /
+``event_matcher`` tables, plus ``run_key`` (one run per schedule period, enforced by a unique
+index) and a hashed API token. Every rule and validation lives in :mod:`mage_nb_sched.service`;
+the methods here are the Mage-shaped entry points that call it.
+"""
+
+from __future__ import annotations
+
+import enum as _enum
+from collections.abc import Generator, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    func,
+    select,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, Query, mapped_column, relationship
+
+from . import timing
+from .clock import utcnow
+from .datetimes import UTC, to_utc
+from .enums import (
+    BackfillIntervalType,
+    BackfillStatus,
+    BlockRunStatus,
+    PipelineRunStatus,
+    ScheduleInterval,
+    ScheduleStatus,
+    ScheduleType,
+)
+from .store import current_store
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores UTC instants; always gives back UTC-aware datetimes (SQLite drops offsets)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        value = to_utc(value)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class StrEnumColumn(TypeDecorator[str]):
+    """A string column that accepts enum members and returns the enum member on load."""
+
+    impl = String(32)
+    cache_ok = True
+
+    def __init__(self, enum_class: type[_enum.Enum]) -> None:
+        super().__init__()
+        self.enum_class = enum_class
+
+    def process_bind_param(self, value: Any, dialect: Any) -> str | None:
+        if value is None:
+            return None
+        return str(value.value if isinstance(value, _enum.Enum) else value)
+
+    def process_result_value(self, value: str | None, dialect: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            return self.enum_class(value)
+        except ValueError:
+            return value
+
+
+class ModelQuery(Query[Any]):
+    """Mage's ``Model.query``: a legacy ``Query`` whose ``get`` always reads fresh rows."""
+
+    def get(self, ident: Any) -> Any:
+        entity = self.column_descriptions[0]["entity"]
+        return self.session.get(entity, ident, populate_existing=True)
+
+
+class _QueryProperty:
+    def __get__(self, instance: object, owner: type[Any]) -> ModelQuery:
+        session = current_store().session()
+        return ModelQuery(owner, session=session).populate_existing()
+
+
+class Base(DeclarativeBase):
+    """Declarative base with Mage's ``BaseModel`` conveniences."""
+
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime}
+    # Lets plain (non-column) instance attributes such as ``PipelineSchedule.token`` exist.
+    __allow_unmapped__ = True
+
+    #: ``Model.query.get(id)``, ``Model.query.filter_by(...).all()`` as in Mage.
+    query: ClassVar[ModelQuery] = _QueryProperty()  # type: ignore[assignment]
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, onupdate=utcnow, nullable=False
+    )
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        # ``await schedule.update(...)`` (as in Mage's docs) resolves to the model itself.
+        return _resolved(self).__await__()
+
+    @classmethod
+    def session(cls) -> Session:
+        """The thread-local session of the current store."""
+        return current_store().session()
+
+    def refresh(self) -> Any:
+        """Reload this object's columns from the database and return it."""
+        self.session().refresh(self)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Column values as a plain dict (enums as strings)."""
+        result: dict[str, Any] = {}
+        for column in self.__table__.columns:
+            value = getattr(self, column.key)
+            result[column.key] = value.value if isinstance(value, _enum.Enum) else value
+        return result
+
+
+async def _resolved(value: Any) -> Any:
+    return value
+
+
+pipeline_schedule_event_matcher_association = Table(
+    "pipeline_schedule_event_matcher_association",
+    Base.metadata,
+    Column(
+        "pipeline_schedule_id",
+        Integer,
+        ForeignKey("pipeline_schedule.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column(
+        "event_matcher_id",
+        Integer,
+        ForeignKey("event_matcher.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+)
+
+
+class PipelineSchedule(Base):
+    """A trigger: when (time/cron), on what event, or by which API token a notebook runs."""
+
+    __tablename__ = "pipeline_schedule"
+    __table_args__ = (
+        Index("uq_pipeline_schedule_pipeline_name", "pipeline_uuid", "name", unique=True),
+        Index("ix_pipeline_schedule_status_type", "status", "schedule_type"),
+    )
+
+    name: Mapped[str] = mapped_column(String(255), nullable=False)
+    description: Mapped[str | None] = mapped_column(Text)
+    pipeline_uuid: Mapped[str] = mapped_column(String(255), index=True, nullable=False)
+    schedule_type: Mapped[ScheduleType] = mapped_column(
+        StrEnumColumn(ScheduleType), nullable=False, default=ScheduleType.TIME
+    )
+    schedule_interval: Mapped[str | None] = mapped_column(String(100))
+    start_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    status: Mapped[ScheduleStatus] = mapped_column(
+        StrEnumColumn(ScheduleStatus), nullable=False, default=ScheduleStatus.INACTIVE
+    )
+    last_enabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    variables: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    sla: Mapped[int | None] = mapped_column(Integer)
+    settings: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    token_hash: Mapped[str | None] = mapped_column(String(128), index=True)
+    token_hint: Mapped[str | None] = mapped_column(String(16))
+    #: True when the schedule is defined in ``<notebook stem>.triggers.yaml`` (synced both ways).
+    in_code: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+
+    backfills: Mapped[list[Backfill]] = relationship(
+        back_populates="pipeline_schedule", passive_deletes=True
+    )
+    event_matchers: Mapped[list[EventMatcher]] = relationship(
+        secondary=pipeline_schedule_event_matcher_association,
+        back_populates="pipeline_schedules",
+    )
+
+    #: The clear-text API token, only on the object that created or rotated it (shown once).
+    token: str | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"PipelineSchedule(id={self.id}, name={self.name!r}, "
+            f"pipeline_uuid={self.pipeline_uuid!r}, schedule_type={self.schedule_type!s}, "
+            f"schedule_interval={self.schedule_interval!r}, status={self.status!s})"
+        )
+
+    # ----- Mage's write API --------------------------------------------------------------
+
+    @classmethod
+    def create(cls, **kwargs: Any) -> PipelineSchedule:
+        """Validate and insert a schedule (see README: every field and setting)."""
+        from .service import schedules
+
+        return schedules.create_schedule(**kwargs)
+
+    def update(self, **kwargs: Any) -> PipelineSchedule:
+        """Validate and apply changes. The result can be awaited (``await schedule.update()``)."""
+        from .service import schedules
+
+        return schedules.update_schedule(self, **kwargs)
+
+    def delete(self) -> None:
+        """Delete the schedule with its runs, block runs and backfills."""
+        from .service import schedules
+
+        schedules.delete_schedule(self)
+
+    def rotate_token(self) -> str:
+        """Replace the API token; returns the new clear-text token (shown once)."""
+        from .service import schedules
+
+        return schedules.rotate_token(self)
+
+    def check_token(self, token: str) -> bool:
+        """Whether ``token`` is this schedule's API token (constant-time comparison)."""
+        from .tokens import verify_token
+
+        return verify_token(token, self.token_hash)
+
+    # ----- settings ------------------------------------------------------------------------
+
+    def get_settings(self) -> dict[str, Any]:
+        """Settings with defaults filled in."""
+        from .settings import with_defaults
+
+        return with_defaults(self.settings)
+
+    @property
+    def timeout(self) -> int | None:
+        return self.get_settings()["timeout"]  # type: ignore[no-any-return]
+
+    @property
+    def timeout_status(self) -> str:
+        return self.get_settings()["timeout_status"]  # type: ignore[no-any-return]
+
+    @property
+    def timezone(self) -> str:
+        return self.get_settings()["timezone"]  # type: ignore[no-any-return]
+
+    def landing_time_enabled(self) -> bool:
+        """Mage: landing time applies to time schedules with @hourly/@daily/@weekly/@monthly."""
+        return (
+            self.schedule_type == ScheduleType.TIME
+            and self.schedule_interval in timing.LANDING_INTERVALS
+            and bool(self.get_settings()["landing_time_enabled"])
+        )
+
+    @property
+    def timing(self) -> timing.ScheduleTiming:
+        """The schedule's time facts for :mod:`mage_nb_sched.timing`."""
+        return timing.ScheduleTiming(
+            schedule_interval=self.schedule_interval,
+            timezone=self.timezone,
+            start_time=self.start_time,
+            last_enabled_at=self.last_enabled_at,
+            landing_time_enabled=self.landing_time_enabled(),
+        )
+
+    # ----- runs ----------------------------------------------------------------------------
+
+    def _runs_query(self) -> Any:
+        return select(PipelineRun).where(PipelineRun.pipeline_schedule_id == self.id)
+
+    @property
+    def pipeline_runs(self) -> list[PipelineRun]:
+        """All runs of this schedule, oldest first (read fresh each time)."""
+        statement = self._runs_query().order_by(PipelineRun.id)
+        return list(
+            self.session().scalars(statement, execution_options={"populate_existing": True})
+        )
+
+    @property
+    def pipeline_runs_count(self) -> int:
+        return self.session().scalar(
+            select(func.count(PipelineRun.id)).where(PipelineRun.pipeline_schedule_id == self.id)
+        ) or 0
+
+    @property
+    def pipeline_in_progress_runs_count(self) -> int:
+        """Runs that are ``initial`` or ``running``."""
+        return self.session().scalar(
+            select(func.count(PipelineRun.id)).where(
+                PipelineRun.pipeline_schedule_id == self.id,
+                PipelineRun.status.in_(
+                    [PipelineRunStatus.INITIAL.value, PipelineRunStatus.RUNNING.value]
+                ),
+            )
+        ) or 0
+
+    @property
+    def last_pipeline_run_status(self) -> PipelineRunStatus | None:
+        """Status of the most recently created run (None without runs)."""
+        return self.session().scalar(
+            select(PipelineRun.status)
+            .where(PipelineRun.pipeline_schedule_id == self.id)
+            .order_by(PipelineRun.created_at.desc(), PipelineRun.id.desc())
+            .limit(1)
+        )
+
+    def recently_completed_pipeline_runs(
+        self, pipeline_run: PipelineRun | None = None, sample_size: int | None = None
+    ) -> list[PipelineRun]:
+        """Completed runs, newest execution date first (at most ``sample_size``)."""
+        statement = self._runs_query().where(
+            PipelineRun.status == PipelineRunStatus.COMPLETED.value
+        )
+        if pipeline_run is not None:
+            statement = statement.where(PipelineRun.id != pipeline_run.id)
+        statement = statement.order_by(PipelineRun.execution_date.desc(), PipelineRun.id.desc())
+        if sample_size:
+            statement = statement.limit(sample_size)
+        return list(
+            self.session().scalars(statement, execution_options={"populate_existing": True})
+        )
+
+    def runtime_history(
+        self, pipeline_run: PipelineRun | None = None, sample_size: int | None = None
+    ) -> list[float]:
+        """Runtimes in seconds (creation → completion) of up to ``sample_size`` (7) recent runs."""
+        size = sample_size or 7
+        runtimes = [
+            (run.completed_at - run.created_at).total_seconds()
+            for run in self.recently_completed_pipeline_runs(pipeline_run, size)
+            if run.completed_at is not None
+        ]
+        if pipeline_run is not None and pipeline_run.completed_at is not None:
+            runtimes.insert(0, (pipeline_run.completed_at - pipeline_run.created_at).total_seconds())
+        return runtimes[:size]
+
+    def runtime_average(
+        self, pipeline_run: PipelineRun | None = None, sample_size: int | None = None
+    ) -> float | None:
+        """Mean runtime of up to ``sample_size`` (default 7) recent runs, 2 decimals; None if none."""
+        runtimes = self.runtime_history(pipeline_run, sample_size)
+        if not runtimes:
+            return None
+        return round(sum(runtimes) / len(runtimes), 2)
+
+    @classmethod
+    def active_schedules(cls, pipeline_uuids: Sequence[str] | None = None) -> list[PipelineSchedule]:
+        """Active schedules, optionally only of the given pipelines."""
+        statement = select(cls).where(cls.status == ScheduleStatus.ACTIVE.value)
+        if pipeline_uuids is not None:
+            statement = statement.where(cls.pipeline_uuid.in_(list(pipeline_uuids)))
+        statement = statement.order_by(cls.id)
+        return list(
+            cls.session().scalars(statement, execution_options={"populate_existing": True})
+        )
+
+    # ----- time ----------------------------------------------------------------------------
+
+    def current_execution_date(self, now: datetime | None = None) -> datetime | None:
+        """The execution date a run created now (or at ``now``) would get."""
+        now = to_utc(now) if now is not None else utcnow()
+        runtimes = self.runtime_history() if self.landing_time_enabled() else ()
+        return timing.current_execution_date(self.timing, now, runtimes)
+
+    def next_execution_date(self, now: datetime | None = None) -> datetime | None:
+        """The execution date of the period after the current one (None if not periodic)."""
+        now = to_utc(now) if now is not None else utcnow()
+        runtimes = self.runtime_history() if self.landing_time_enabled() else ()
+        return timing.next_execution_date(self.timing, now, runtimes)
+
+    def should_schedule(self, now: datetime | None = None) -> timing.ScheduleDecision:
+        """Whether a run is due now (or at ``now``). Truthy/falsy; ``.reason`` says why."""
+        now = to_utc(now) if now is not None else utcnow()
+        if self.schedule_type != ScheduleType.TIME:
+            return timing.ScheduleDecision(False, None, f"{self.schedule_type!s} schedules fire on "
+                                           "events or API calls, not on time")
+        settings = self.get_settings()
+
+        def run_exists_for(execution_date: datetime) -> bool:
+            return self.session().scalar(
+                select(func.count(PipelineRun.id)).where(
+                    PipelineRun.pipeline_schedule_id == self.id,
+                    PipelineRun.execution_date == execution_date,
+                )
+            ) > 0
+
+        return timing.decide(
+            self.timing,
+            now,
+            status=str(self.status),
+            create_initial_pipeline_run=bool(settings["create_initial_pipeline_run"]),
+            run_count=self.pipeline_runs_count,
+            last_run_status=None if self.last_pipeline_run_status is None
+            else str(self.last_pipeline_run_status),
+            run_exists_for=run_exists_for,
+            runtimes=self.runtime_history() if self.landing_time_enabled() else (),
+        )
+
+
+class PipelineRun(Base):
+    """One execution of a pipeline for one ``execution_date``."""
+
+    __tablename__ = "pipeline_run"
+    __table_args__ = (
+        Index("ix_pipeline_run_schedule_execution_date", "pipeline_schedule_id", "execution_date"),
+        Index("ix_pipeline_run_status_created", "status", "created_at"),
+    )
+
+    PipelineRunStatus: ClassVar[type[PipelineRunStatus]] = PipelineRunStatus
+
+    pipeline_schedule_id: Mapped[int | None] = mapped_column(
+        ForeignKey("pipeline_schedule.id", ondelete="CASCADE"), index=True
+    )
+    pipeline_uuid: Mapped[str] = mapped_column(String(255), index=True, nullable=False)
+    execution_date: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)
+    status: Mapped[PipelineRunStatus] = mapped_column(
+        StrEnumColumn(PipelineRunStatus), nullable=False, default=PipelineRunStatus.INITIAL
+    )
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    variables: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    event_variables: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    backfill_id: Mapped[int | None] = mapped_column(
+        ForeignKey("backfill.id", ondelete="CASCADE"), index=True
+    )
+    sla_breached: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    #: One run per key: ``schedule:<id>:<execution date>`` for scheduled periods, ``backfill:...``
+    #: for backfill dates, ``manual:<uuid>`` for hand-made runs (or the caller's idempotency key).
+    run_key: Mapped[str] = mapped_column(String(255), nullable=False, unique=True)
+
+    pipeline_schedule: Mapped[PipelineSchedule | None] = relationship()
+    backfill: Mapped[Backfill | None] = relationship(back_populates="pipeline_runs")
+
+    def __repr__(self) -> str:
+        return (
+            f"PipelineRun(id={self.id}, pipeline_uuid={self.pipeline_uuid!r}, "
+            f"execution_date={self.execution_date}, status={self.status!s})"
+        )
+
+    @classmethod
+    def create(cls, **kwargs: Any) -> PipelineRun:
+        """Create a run by hand (Mage's ``PipelineRun.create``); ``execution_date`` defaults to now."""
+        from .service import runs
+
+        return runs.create_run(**kwargs)
+
+    def update(self, **kwargs: Any) -> PipelineRun:
+        """Change a run's status, timestamps, variables or metrics."""
+        from .service import runs
+
+        return runs.update_run(self, **kwargs)
+
+    def delete(self) -> None:
+        """Delete the run and its block runs."""
+        from .service import runs
+
+        runs.delete_run(self)
+
+    @property
+    def execution_partition(self) -> str:
+        """``<schedule id>/<execution date %Y%m%dT%H%M%S>`` (``_%f`` appended when the date has
+        microseconds, so two hand-made runs in one second never share a folder)."""
+        stamp = self.execution_date.strftime("%Y%m%dT%H%M%S")
+        if self.execution_date.microsecond:
+            stamp += self.execution_date.strftime("_%f")
+        return f"{self.pipeline_schedule_id if self.pipeline_schedule_id is not None else 'manual'}/{stamp}"
+
+    @property
+    def passed_sla(self) -> bool:
+        """True while the run is within its schedule's SLA (the seed's meaning)."""
+        return not self.sla_breached
+
+    @property
+    def block_runs(self) -> list[BlockRun]:
+        """The run's block runs in creation order (read fresh)."""
+        statement = select(BlockRun).where(BlockRun.pipeline_run_id == self.id).order_by(BlockRun.id)
+        return list(
+            self.session().scalars(statement, execution_options={"populate_existing": True})
+        )
+
+    @property
+    def block_runs_count(self) -> int:
+        return self.session().scalar(
+            select(func.count(BlockRun.id)).where(BlockRun.pipeline_run_id == self.id)
+        ) or 0
+
+    @property
+    def runtime(self) -> timedelta | None:
+        """Creation → completion (Mage's runtime measure), None until completed."""
+        if self.completed_at is None:
+            return None
+        return self.completed_at - self.created_at
+
+
+class BlockRun(Base):
+    """One execution of one block (code cell) in a pipeline run."""
+
+    __tablename__ = "block_run"
+    __table_args__ = (Index("ix_block_run_run_block", "pipeline_run_id", "block_uuid"),)
+
+    BlockRunStatus: ClassVar[type[BlockRunStatus]] = BlockRunStatus
+
+    pipeline_run_id: Mapped[int] = mapped_column(
+        ForeignKey("pipeline_run.id", ondelete="CASCADE"), index=True, nullable=False
+    )
+    block_uuid: Mapped[str] = mapped_column(String(255), nullable=False)
+    status: Mapped[BlockRunStatus] = mapped_column(
+        StrEnumColumn(BlockRunStatus), nullable=False, default=BlockRunStatus.INITIAL
+    )
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    error: Mapped[str | None] = mapped_column(Text)
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+    def __repr__(self) -> str:
+        return f"BlockRun(id={self.id}, block_uuid={self.block_uuid!r}, status={self.status!s})"
+
+
+class Backfill(Base):
+    """Runs of a schedule's pipeline for every date in a historical range."""
+
+    __tablename__ = "backfill"
+
+    Status: ClassVar[type[BackfillStatus]] = BackfillStatus
+    IntervalType: ClassVar[type[BackfillIntervalType]] = BackfillIntervalType
+
+    name: Mapped[str] = mapped_column(String(255), nullable=False)
+    pipeline_uuid: Mapped[str] = mapped_column(String(255), index=True, nullable=False)
+    pipeline_schedule_id: Mapped[int | None] = mapped_column(
+        ForeignKey("pipeline_schedule.id", ondelete="CASCADE"), index=True
+    )
+    start_datetime: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    end_datetime: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    interval_type: Mapped[BackfillIntervalType] = mapped_column(
+        StrEnumColumn(BackfillIntervalType), nullable=False
+    )
+    interval_units: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    status: Mapped[BackfillStatus] = mapped_column(
+        StrEnumColumn(BackfillStatus), nullable=False, default=BackfillStatus.INITIAL
+    )
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    variables: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    settings: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+    pipeline_schedule: Mapped[PipelineSchedule | None] = relationship(back_populates="backfills")
+    pipeline_runs: Mapped[list[PipelineRun]] = relationship(
+        back_populates="backfill", passive_deletes=True
+    )
+
+    def __repr__(self) -> str:
+        return (
+            f"Backfill(id={self.id}, name={self.name!r}, {self.start_datetime} → "
+            f"{self.end_datetime} every {self.interval_units} {self.interval_type!s}, "
+            f"status={self.status!s})"
+        )
+
+    @classmethod
+    def create(cls, **kwargs: Any) -> Backfill:
+        """Validate and insert a backfill (no runs yet; see :meth:`start`)."""
+        from .service import backfills
+
+        return backfills.create_backfill(**kwargs)
+
+    def update(self, **kwargs: Any) -> Backfill:
+        from .service import backfills
+
+        return backfills.update_backfill(self, **kwargs)
+
+    def delete(self) -> None:
+        from .service import backfills
+
+        backfills.delete_backfill(self)
+
+    def preview_run_dates(self) -> list[dict[str, Any]]:
+        """One dict per run: ``execution_date`` and its ``interval_*``, ``ds``, ``hr`` variables."""
+        from .service import backfills
+
+        return backfills.preview_run_dates(self)
+
+    def start(self) -> list[PipelineRun]:
+        """Create every run of the range (idempotently) and mark the backfill running."""
+        from .service import backfills
+
+        return backfills.start_backfill(self)
+
+    def cancel(self) -> Backfill:
+        """Cancel the runs that have not finished and mark the backfill cancelled."""
+        from .service import backfills
+
+        return backfills.cancel_backfill(self)
+
+    def progress(self) -> dict[str, int]:
+        """Counts of this backfill's runs: total, done, failed, cancelled, running, initial."""
+        from .service import backfills
+
+        return backfills.backfill_progress(self)
+
+
+class EventMatcher(Base):
+    """Which events fire which event schedules."""
+
+    __tablename__ = "event_matcher"
+
+    name: Mapped[str] = mapped_column(String(255), nullable=False, unique=True)
+    event_type: Mapped[str] = mapped_column(String(255), nullable=False, index=True)
+    pattern: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+    pipeline_schedules: Mapped[list[PipelineSchedule]] = relationship(
+        secondary=pipeline_schedule_event_matcher_association,
+        back_populates="event_matchers",
+    )
+
+
+__all__ = [
+    "Backfill",
+    "Base",
+    "BlockRun",
+    "EventMatcher",
+    "PipelineRun",
+    "PipelineSchedule",
+    "ScheduleInterval",
+]

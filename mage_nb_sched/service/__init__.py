@@ -1,0 +1,1 @@
+"""The service layer: every rule and validation, shared by the model API, magics, REST and CLI."""

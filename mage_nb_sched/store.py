@@ -1,0 +1,241 @@
+"""The database: engine, sessions, SQLite tuning and automatic Alembic migrations.
+
+One :class:`Store` per database URL. The model API (``PipelineSchedule.create`` ...) works on the
+*current* store, which is opened lazily from the project dir and ``$MAGE_NB_SCHED_DB_URL`` the first
+time it is needed, or set explicitly with :func:`use_store`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.orm import Session, scoped_session, sessionmaker
+
+from .errors import StoreError, ValidationError
+from .project import data_dir, default_database_url, resolve_project_dir
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+#: How long a SQLite connection waits for another writer before failing (milliseconds).
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let us emit BEGIN ourselves so write transactions can take the lock up front.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        # BEGIN IMMEDIATE for writers: a deferred transaction that reads and then writes can fail
+        # with SQLITE_BUSY when another process committed in between (no busy wait for that).
+        immediate = connection.get_execution_options().get("mage_write", False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class Store:
+    """An engine plus a thread-local session factory, migrated to the latest schema on open."""
+
+    def __init__(self, url: str, project_dir: Path | None = None) -> None:
+        try:
+            parsed = make_url(url)
+        except ArgumentError as err:
+            raise ValidationError(
+                "db_url",
+                url,
+                "not a SQLAlchemy database URL",
+                "Use e.g. 'sqlite:////abs/path/scheduler.db' or "
+                "'postgresql+psycopg://user:pass@localhost/mage'.",
+            ) from err
+        self.url = url
+        self.project_dir = project_dir
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        kwargs: dict[str, Any] = {}
+        if self.is_sqlite:
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        else:
+            kwargs["pool_pre_ping"] = True
+        try:
+            self.engine = create_engine(url, **kwargs)
+        except (ArgumentError, ImportError) as err:
+            raise StoreError(f"cannot open database {parsed!r}: {err}") from err
+        if self.is_sqlite:
+            _configure_sqlite(self.engine)
+        self._factory = sessionmaker(bind=self.engine, expire_on_commit=False)
+        self.session = scoped_session(self._factory)
+        migrate(self)
+
+    def new_session(self) -> Session:
+        """A fresh session (not the thread-local one); the caller closes it."""
+        return self._factory()
+
+    @contextlib.contextmanager
+    def write(self, session: Session | None = None) -> Iterator[Session]:
+        """A write transaction: commits on success, rolls back on any error.
+
+        On SQLite the transaction takes the write lock first (``BEGIN IMMEDIATE``), so a
+        read-check-then-write inside it cannot be overtaken by another process.
+        """
+        session = session if session is not None else self.session()
+        if session.in_transaction():
+            # Reads earlier on this session opened a deferred transaction; end it first so the
+            # write transaction starts with a fresh snapshot and the lock.
+            session.commit()
+        session.connection(execution_options={"mage_write": True})
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+    def dispose(self) -> None:
+        """Close every session and pooled connection."""
+        self.session.remove()
+        self.engine.dispose()
+
+
+# --------------------------------------------------------------------------------------------
+# Migrations
+# --------------------------------------------------------------------------------------------
+
+
+def _alembic_config(connection: Any) -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    """The newest migration revision shipped with the package."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory(str(MIGRATIONS_DIR))
+    head = script.get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision a database is at (None for an empty database)."""
+    with engine.connect() as connection:
+        if not inspect(connection).has_table("alembic_version"):
+            return None
+        row = connection.execute(text("SELECT version_num FROM alembic_version")).first()
+        return None if row is None else str(row[0])
+
+
+@contextlib.contextmanager
+def _migration_lock(store: Store) -> Iterator[None]:
+    """Serialise migrations across processes: a file lock for SQLite, an advisory lock on PG."""
+    if store.is_sqlite:
+        database = make_url(store.url).database
+        if not database or database == ":memory:":
+            yield
+            return
+        lock_path = f"{database}.migrate.lock"
+        with open(lock_path, "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        return
+    if store.engine.dialect.name == "postgresql":
+        with store.engine.connect() as connection:
+            connection.execute(text("SELECT pg_advisory_lock(730114)"))
+            try:
+                yield
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(730114)"))
+                connection.commit()
+        return
+    yield
+
+
+def migrate(store: Store, revision: str = "head") -> None:
+    """Bring the database to ``revision`` (default: the latest). Safe to call concurrently."""
+    from alembic import command
+
+    try:
+        if revision == "head" and current_revision(store.engine) == head_revision():
+            return
+        with _migration_lock(store), store.engine.begin() as connection:
+            command.upgrade(_alembic_config(connection), revision)
+    except SQLAlchemyError as err:
+        raise StoreError(
+            f"cannot migrate the database at {make_url(store.url)!r}: {err}. "
+            "Check that the URL is right and the database is reachable and writable."
+        ) from err
+
+
+# --------------------------------------------------------------------------------------------
+# The current store
+# --------------------------------------------------------------------------------------------
+
+_lock = threading.Lock()
+_stores: dict[str, Store] = {}
+_explicit: Store | None = None
+
+
+def use_store(
+    url: str | None = None, project_dir: str | os.PathLike[str] | None = None
+) -> Store:
+    """Make the store for ``url`` (default: the project's) the current one and return it."""
+    global _explicit
+    store = open_store(url, project_dir)
+    _explicit = store
+    return store
+
+
+def open_store(
+    url: str | None = None, project_dir: str | os.PathLike[str] | None = None
+) -> Store:
+    """The (cached) store for ``url`` or for the project dir's default database."""
+    root = resolve_project_dir(project_dir)
+    resolved = url or default_database_url(root)
+    with _lock:
+        store = _stores.get(resolved)
+        if store is None:
+            if resolved.startswith("sqlite:///") and not url:
+                data_dir(root).mkdir(parents=True, exist_ok=True)
+            store = Store(resolved, root)
+            _stores[resolved] = store
+        return store
+
+
+def current_store() -> Store:
+    """The store the model API uses: the one set by :func:`use_store`, else the default."""
+    if _explicit is not None:
+        return _explicit
+    return open_store()
+
+
+def reset_stores() -> None:
+    """Forget every open store (closing connections). Tests and project switches use this."""
+    global _explicit
+    with _lock:
+        for store in _stores.values():
+            store.dispose()
+        _stores.clear()
+        _explicit = None

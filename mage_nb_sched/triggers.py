@@ -1,0 +1,361 @@
+"""Triggers as code: ``<notebook stem>.triggers.yaml`` beside each notebook, synced both ways.
+
+The file has Mage's shape::
+
+    triggers:
+    - name: nightly_etl
+      schedule_type: time
+      schedule_interval: '@daily'
+      start_time: 2024-01-01T02:00:00+00:00
+      status: active
+      variables: {env: production}
+      sla: 7200
+
+:func:`sync_triggers` applies every file to the store (creating, updating and deleting the
+schedules that came from files); schedules that came from a file write their changes back to it.
+API tokens are never written to a file: a ``token`` found in one is applied (hashed) and removed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from sqlalchemy import select
+
+from .datetimes import to_utc
+from .enums import ScheduleInterval, ScheduleStatus, ScheduleType
+from .errors import MageNbSchedError, ValidationError
+from .project import (
+    TRIGGERS_SUFFIX,
+    normalize_pipeline_uuid,
+    notebook_path,
+    pipeline_uuid_for,
+    resolve_project_dir,
+)
+from .store import current_store
+
+#: Keys of a trigger entry, in the order they are written.
+TRIGGER_KEYS = (
+    "name",
+    "description",
+    "schedule_type",
+    "schedule_interval",
+    "start_time",
+    "status",
+    "last_enabled_at",
+    "variables",
+    "sla",
+    "settings",
+)
+
+
+@dataclass
+class Trigger:
+    """Mage's trigger config: the YAML/dataclass form of a :class:`PipelineSchedule`."""
+
+    name: str
+    pipeline_uuid: str | None = None
+    schedule_type: ScheduleType | str = ScheduleType.TIME
+    schedule_interval: ScheduleInterval | str | None = None
+    start_time: datetime | str | None = None
+    status: ScheduleStatus | str = ScheduleStatus.INACTIVE
+    last_enabled_at: datetime | str | None = None
+    variables: dict[str, Any] | None = None
+    sla: int | None = None
+    settings: dict[str, Any] | None = None
+    description: str | None = None
+    token: str | None = field(default=None, repr=False)
+
+    def schedule_values(self) -> dict[str, Any]:
+        """The keyword arguments for ``PipelineSchedule.create`` / ``update``."""
+        values = {key: getattr(self, key) for key in TRIGGER_KEYS}
+        if self.token is not None:
+            values["token"] = self.token
+        return values
+
+    def to_yaml_entry(self) -> dict[str, Any]:
+        """The entry written to the file: plain strings, no token, no empty keys."""
+        entry: dict[str, Any] = {}
+        for key in TRIGGER_KEYS:
+            value = getattr(self, key)
+            if value is None or value == {}:
+                continue
+            if isinstance(value, datetime):
+                value = to_utc(value).isoformat()
+            elif hasattr(value, "value"):
+                value = value.value
+            entry[key] = value
+        return entry
+
+    @classmethod
+    def from_yaml_entry(cls, entry: object, pipeline_uuid: str) -> Trigger:
+        """Build a trigger from one file entry; unknown keys are a clear error."""
+        if not isinstance(entry, dict):
+            raise ValidationError(
+                "triggers[]", entry, "each trigger must be a mapping",
+                "Write entries like '- name: nightly\\n  schedule_interval: \"@daily\"'.",
+            )
+        known = {f.name for f in fields(cls)} - {"pipeline_uuid"}
+        for key in entry:
+            if key not in known:
+                raise ValidationError(
+                    str(key), entry[key], "unknown trigger key",
+                    f"Valid keys are: {', '.join(sorted(known))}.",
+                )
+        if "name" not in entry:
+            raise ValidationError("name", None, "a trigger needs a name", "Add 'name: nightly'.")
+        return cls(pipeline_uuid=pipeline_uuid, **entry)
+
+    @classmethod
+    def from_schedule(cls, schedule: Any) -> Trigger:
+        return cls(
+            name=schedule.name,
+            pipeline_uuid=schedule.pipeline_uuid,
+            schedule_type=schedule.schedule_type,
+            schedule_interval=schedule.schedule_interval,
+            start_time=schedule.start_time,
+            status=schedule.status,
+            last_enabled_at=schedule.last_enabled_at,
+            variables=schedule.variables,
+            sla=schedule.sla,
+            settings=schedule.settings,
+            description=schedule.description,
+        )
+
+
+def triggers_path(project_dir: Path, pipeline_uuid: str) -> Path:
+    """``<notebook stem>.triggers.yaml`` beside the pipeline's notebook."""
+    notebook = notebook_path(project_dir, pipeline_uuid)
+    return notebook.with_name(notebook.name[: -len(".ipynb")] + TRIGGERS_SUFFIX)
+
+
+def read_triggers_file(path: Path) -> list[Any]:
+    """The raw ``triggers:`` list of a file (empty for an empty file)."""
+    try:
+        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ValidationError(
+            str(path), None, f"not valid YAML ({err})", "Fix the syntax; see the README example."
+        ) from err
+    if content is None:
+        return []
+    if not isinstance(content, dict) or not isinstance(content.get("triggers", []), list):
+        raise ValidationError(
+            str(path), None, "expected a mapping with a 'triggers:' list",
+            "Write 'triggers:' followed by '- name: ...' entries.",
+        )
+    return list(content.get("triggers") or [])
+
+
+def write_triggers_file(path: Path, entries: list[dict[str, Any]]) -> None:
+    """Write the file atomically (a reader never sees half a file)."""
+    text = yaml.safe_dump({"triggers": entries}, sort_keys=False, allow_unicode=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def add_or_update_trigger_for_pipeline_and_persist(
+    trigger: Trigger, pipeline_uuid: str, project_dir: str | os.PathLike[str] | None = None
+) -> Trigger:
+    """Write ``trigger`` into the pipeline's ``triggers.yaml`` (replacing an entry of the same
+    name) and apply it to the store right away. Returns the trigger as written."""
+    store = current_store()
+    root = Path(project_dir) if project_dir else (store.project_dir or resolve_project_dir())
+    uuid = normalize_pipeline_uuid(pipeline_uuid)
+    trigger.pipeline_uuid = uuid
+    schedule = _apply_trigger(trigger)
+    path = triggers_path(root, uuid)
+    entries = read_triggers_file(path) if path.exists() else []
+    written = Trigger.from_schedule(schedule).to_yaml_entry()
+    for index, entry in enumerate(entries):
+        if isinstance(entry, dict) and entry.get("name") == trigger.name:
+            entries[index] = written
+            break
+    else:
+        entries.append(written)
+    write_triggers_file(path, entries)
+    return Trigger.from_yaml_entry(written, uuid)
+
+
+def _apply_trigger(trigger: Trigger) -> Any:
+    """Create or update the schedule of a trigger; returns the schedule."""
+    from .models import PipelineSchedule
+    from .service import schedules
+
+    assert trigger.pipeline_uuid is not None
+    session = current_store().session()
+    existing = session.scalar(
+        select(PipelineSchedule).where(
+            PipelineSchedule.pipeline_uuid == trigger.pipeline_uuid,
+            PipelineSchedule.name == trigger.name,
+        ),
+        execution_options={"populate_existing": True},
+    )
+    values = trigger.schedule_values()
+    if existing is None:
+        return schedules.create_schedule(pipeline_uuid=trigger.pipeline_uuid, in_code=True, **{
+            k: v for k, v in values.items() if v is not None
+        })
+    changes = {
+        key: value
+        for key, value in values.items()
+        if key != "name" and _differs(getattr(existing, key, None), value, key)
+    }
+    if "last_enabled_at" in changes and values.get("last_enabled_at") is None:
+        del changes["last_enabled_at"]  # the file does not track activation stamps
+    if changes or not existing.in_code:
+        schedules.update_schedule(existing, sync_file=False, in_code=True, **changes)
+    return existing
+
+
+def _differs(current: Any, wanted: Any, key: str) -> bool:
+    if key == "token":
+        return wanted is not None
+    if isinstance(current, datetime) or isinstance(wanted, (datetime, str)) and key in (
+        "start_time", "last_enabled_at"
+    ):
+        try:
+            from .datetimes import coerce_datetime
+
+            wanted_dt = None if wanted is None else coerce_datetime(wanted, key)
+        except ValidationError:
+            return True
+        return current != wanted_dt
+    current_value = getattr(current, "value", current)
+    wanted_value = getattr(wanted, "value", wanted)
+    if key in ("variables", "settings"):
+        return (current_value or {}) != (wanted_value or {})
+    return bool(current_value != wanted_value)
+
+
+@dataclass
+class SyncReport:
+    """What :func:`sync_triggers` did, and which entries it could not apply (and why)."""
+
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def sync_triggers(project_dir: str | os.PathLike[str] | None = None) -> SyncReport:
+    """Reconcile every ``*.triggers.yaml`` in the project with the store.
+
+    Entries create or update schedules; schedules that came from a file but are no longer in it
+    (or whose file is gone) are deleted. A bad entry is reported in ``errors`` and the others still
+    sync; a file that cannot be read at all leaves its pipeline's schedules untouched.
+    """
+    from .models import PipelineSchedule
+    from .service import schedules
+
+    store = current_store()
+    root = Path(project_dir).resolve() if project_dir else (
+        store.project_dir or resolve_project_dir()
+    )
+    report = SyncReport()
+    seen: set[tuple[str, str]] = set()
+    unreadable: set[str] = set()
+    for path in sorted(root.rglob(f"*{TRIGGERS_SUFFIX}")):
+        if any(part.startswith(".") for part in path.relative_to(root).parts[:-1]):
+            continue
+        notebook = path.with_name(path.name[: -len(TRIGGERS_SUFFIX)] + ".ipynb")
+        uuid = pipeline_uuid_for(root, notebook)
+        try:
+            entries = read_triggers_file(path)
+        except MageNbSchedError as err:
+            report.errors.append(f"{path}: {err}")
+            unreadable.add(uuid)
+            continue
+        cleaned_entries: list[Any] = []
+        rewrite = False
+        for position, entry in enumerate(entries):
+            label = f"{path.name}[{position}]"
+            try:
+                trigger = Trigger.from_yaml_entry(entry, uuid)
+                label = f"{uuid}:{trigger.name}"
+                seen.add((uuid, trigger.name))
+                before = _snapshot(uuid, trigger.name)
+                _apply_trigger(trigger)
+                after = _snapshot(uuid, trigger.name)
+                if before is None:
+                    report.created.append(label)
+                elif before != after:
+                    report.updated.append(label)
+                if trigger.token is not None:
+                    rewrite = True
+                    entry = {k: v for k, v in entry.items() if k != "token"}
+            except MageNbSchedError as err:
+                report.errors.append(f"{label}: {err}")
+                if isinstance(entry, dict) and "name" in entry:
+                    seen.add((uuid, str(entry["name"])))  # keep its schedule; the entry is bad
+            cleaned_entries.append(entry)
+        if rewrite:
+            write_triggers_file(path, cleaned_entries)
+    session = store.session()
+    in_code = session.scalars(
+        select(PipelineSchedule).where(PipelineSchedule.in_code.is_(True)),
+        execution_options={"populate_existing": True},
+    ).all()
+    for schedule in in_code:
+        key = (schedule.pipeline_uuid, schedule.name)
+        if key in seen or schedule.pipeline_uuid in unreadable:
+            continue
+        report.deleted.append(f"{schedule.pipeline_uuid}:{schedule.name}")
+        schedules.delete_schedule(schedule, sync_file=False)
+    return report
+
+
+def _snapshot(pipeline_uuid: str, name: str) -> tuple[Any, ...] | None:
+    from .models import PipelineSchedule
+
+    row = current_store().session().execute(
+        select(
+            PipelineSchedule.schedule_type,
+            PipelineSchedule.schedule_interval,
+            PipelineSchedule.start_time,
+            PipelineSchedule.status,
+            PipelineSchedule.variables,
+            PipelineSchedule.sla,
+            PipelineSchedule.settings,
+            PipelineSchedule.description,
+            PipelineSchedule.token_hash,
+        ).where(PipelineSchedule.pipeline_uuid == pipeline_uuid, PipelineSchedule.name == name)
+    ).first()
+    return None if row is None else tuple(row)
+
+
+def write_back(schedule: Any, project_dir: Path | None = None) -> None:
+    """Write an in-code schedule's current values into its file (store → YAML)."""
+    root = project_dir or current_store().project_dir or resolve_project_dir()
+    path = triggers_path(root, schedule.pipeline_uuid)
+    entries = read_triggers_file(path) if path.exists() else []
+    written = Trigger.from_schedule(schedule).to_yaml_entry()
+    for index, entry in enumerate(entries):
+        if isinstance(entry, dict) and entry.get("name") == schedule.name:
+            entries[index] = written
+            break
+    else:
+        entries.append(written)
+    write_triggers_file(path, entries)
+
+
+def remove_from_file(pipeline_uuid: str, name: str, project_dir: Path | None = None) -> None:
+    """Remove a deleted schedule's entry from its file (deletions sync to code)."""
+    root = project_dir or current_store().project_dir or resolve_project_dir()
+    path = triggers_path(root, pipeline_uuid)
+    if not path.exists():
+        return
+    entries = read_triggers_file(path)
+    kept = [e for e in entries if not (isinstance(e, dict) and e.get("name") == name)]
+    if len(kept) != len(entries):
+        write_triggers_file(path, kept)
