@@ -2,7 +2,8 @@
 
 All instants are kept as UTC-aware datetimes. Naive input means UTC. ``pytz``, ``zoneinfo`` and
 ``datetime.timezone`` tzinfos are all converted correctly, including the classic pytz pitfall of
-``datetime(..., tzinfo=pytz.timezone('Europe/Berlin'))`` (which pytz gives a local-mean-time offset):
+``datetime(..., tzinfo=pytz.timezone('Europe/Berlin'))`` (pytz gives that a local-mean-time
+offset):
 such a value is read as wall time in that zone.
 """
 
@@ -38,7 +39,7 @@ def load_zone(name: str, field: str = "settings.timezone") -> tzinfo:
 
 
 def _pytz_zone_name(tz: tzinfo) -> str | None:
-    """The zone name of a pytz zone object that was attached with ``tzinfo=`` instead of localize."""
+    """The zone name of a pytz zone attached with ``tzinfo=`` instead of ``localize``."""
     zone = getattr(tz, "zone", None)
     if zone is None or not hasattr(tz, "localize"):
         return None

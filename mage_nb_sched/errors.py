@@ -1,8 +1,8 @@
 """One exception hierarchy for the whole package.
 
-Every message says *what* went wrong, *why*, and *how to fix it*. Foreign errors (SQLAlchemy, croniter,
-zoneinfo, YAML) are translated into these at the boundary where they occur, so callers — magics, REST
-handlers, the CLI — only ever need to catch :class:`MageNbSchedError`.
+Every message says *what* went wrong, *why*, and *how to fix it*. Foreign errors (SQLAlchemy,
+croniter, zoneinfo, YAML) are translated into these at the boundary where they occur, so callers —
+magics, REST handlers, the CLI — only ever need to catch :class:`MageNbSchedError`.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class NotFoundError(MageNbSchedError, LookupError):
 
 
 class ConflictError(ValidationError):
-    """The value is well-formed but clashes with what is stored (duplicate name, inactive schedule)."""
+    """A well-formed value that clashes with what is stored (duplicate name, inactive schedule)."""
 
     http_status = 409
 

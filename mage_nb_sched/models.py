@@ -43,6 +43,12 @@ from .enums import (
     ScheduleType,
 )
 from .store import current_store
+from .timing import ScheduleDecision, ScheduleTiming
+
+# Module-level names for the enums that the model classes also expose as nested attributes
+# (``PipelineRun.PipelineRunStatus`` as in Mage), so annotations inside the classes resolve.
+_RunStatus = PipelineRunStatus
+_BlockStatus = BlockRunStatus
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -94,7 +100,7 @@ class ModelQuery(Query[Any]):
     """Mage's ``Model.query``: a legacy ``Query`` whose ``get`` always reads fresh rows."""
 
     def get(self, ident: Any) -> Any:
-        entity = self.column_descriptions[0]["entity"]
+        entity: Any = self.column_descriptions[0]["entity"]
         return self.session.get(entity, ident, populate_existing=True)
 
 
@@ -274,9 +280,9 @@ class PipelineSchedule(Base):
         )
 
     @property
-    def timing(self) -> timing.ScheduleTiming:
+    def timing(self) -> ScheduleTiming:
         """The schedule's time facts for :mod:`mage_nb_sched.timing`."""
-        return timing.ScheduleTiming(
+        return ScheduleTiming(
             schedule_interval=self.schedule_interval,
             timezone=self.timezone,
             start_time=self.start_time,
@@ -299,21 +305,29 @@ class PipelineSchedule(Base):
 
     @property
     def pipeline_runs_count(self) -> int:
-        return self.session().scalar(
-            select(func.count(PipelineRun.id)).where(PipelineRun.pipeline_schedule_id == self.id)
-        ) or 0
+        return (
+            self.session().scalar(
+                select(func.count(PipelineRun.id)).where(
+                    PipelineRun.pipeline_schedule_id == self.id
+                )
+            )
+            or 0
+        )
 
     @property
     def pipeline_in_progress_runs_count(self) -> int:
         """Runs that are ``initial`` or ``running``."""
-        return self.session().scalar(
-            select(func.count(PipelineRun.id)).where(
-                PipelineRun.pipeline_schedule_id == self.id,
-                PipelineRun.status.in_(
-                    [PipelineRunStatus.INITIAL.value, PipelineRunStatus.RUNNING.value]
-                ),
+        return (
+            self.session().scalar(
+                select(func.count(PipelineRun.id)).where(
+                    PipelineRun.pipeline_schedule_id == self.id,
+                    PipelineRun.status.in_(
+                        [PipelineRunStatus.INITIAL.value, PipelineRunStatus.RUNNING.value]
+                    ),
+                )
             )
-        ) or 0
+            or 0
+        )
 
     @property
     def last_pipeline_run_status(self) -> PipelineRunStatus | None:
@@ -352,28 +366,31 @@ class PipelineSchedule(Base):
             if run.completed_at is not None
         ]
         if pipeline_run is not None and pipeline_run.completed_at is not None:
-            runtimes.insert(0, (pipeline_run.completed_at - pipeline_run.created_at).total_seconds())
+            runtimes.insert(
+                0, (pipeline_run.completed_at - pipeline_run.created_at).total_seconds()
+            )
         return runtimes[:size]
 
     def runtime_average(
         self, pipeline_run: PipelineRun | None = None, sample_size: int | None = None
     ) -> float | None:
-        """Mean runtime of up to ``sample_size`` (default 7) recent runs, 2 decimals; None if none."""
+        """Mean runtime of up to ``sample_size`` (default 7) recent runs, rounded to 2 places;
+        None without samples."""
         runtimes = self.runtime_history(pipeline_run, sample_size)
         if not runtimes:
             return None
         return round(sum(runtimes) / len(runtimes), 2)
 
     @classmethod
-    def active_schedules(cls, pipeline_uuids: Sequence[str] | None = None) -> list[PipelineSchedule]:
+    def active_schedules(
+        cls, pipeline_uuids: Sequence[str] | None = None
+    ) -> list[PipelineSchedule]:
         """Active schedules, optionally only of the given pipelines."""
         statement = select(cls).where(cls.status == ScheduleStatus.ACTIVE.value)
         if pipeline_uuids is not None:
             statement = statement.where(cls.pipeline_uuid.in_(list(pipeline_uuids)))
         statement = statement.order_by(cls.id)
-        return list(
-            cls.session().scalars(statement, execution_options={"populate_existing": True})
-        )
+        return list(cls.session().scalars(statement, execution_options={"populate_existing": True}))
 
     # ----- time ----------------------------------------------------------------------------
 
@@ -389,21 +406,27 @@ class PipelineSchedule(Base):
         runtimes = self.runtime_history() if self.landing_time_enabled() else ()
         return timing.next_execution_date(self.timing, now, runtimes)
 
-    def should_schedule(self, now: datetime | None = None) -> timing.ScheduleDecision:
+    def should_schedule(self, now: datetime | None = None) -> ScheduleDecision:
         """Whether a run is due now (or at ``now``). Truthy/falsy; ``.reason`` says why."""
         now = to_utc(now) if now is not None else utcnow()
         if self.schedule_type != ScheduleType.TIME:
-            return timing.ScheduleDecision(False, None, f"{self.schedule_type!s} schedules fire on "
-                                           "events or API calls, not on time")
+            return ScheduleDecision(
+                False,
+                None,
+                f"{self.schedule_type!s} schedules fire on events or API calls, not on time",
+            )
         settings = self.get_settings()
 
         def run_exists_for(execution_date: datetime) -> bool:
-            return self.session().scalar(
-                select(func.count(PipelineRun.id)).where(
+            found = self.session().scalar(
+                select(PipelineRun.id)
+                .where(
                     PipelineRun.pipeline_schedule_id == self.id,
                     PipelineRun.execution_date == execution_date,
                 )
-            ) > 0
+                .limit(1)
+            )
+            return found is not None
 
         return timing.decide(
             self.timing,
@@ -411,7 +434,8 @@ class PipelineSchedule(Base):
             status=str(self.status),
             create_initial_pipeline_run=bool(settings["create_initial_pipeline_run"]),
             run_count=self.pipeline_runs_count,
-            last_run_status=None if self.last_pipeline_run_status is None
+            last_run_status=None
+            if self.last_pipeline_run_status is None
             else str(self.last_pipeline_run_status),
             run_exists_for=run_exists_for,
             runtimes=self.runtime_history() if self.landing_time_enabled() else (),
@@ -427,15 +451,15 @@ class PipelineRun(Base):
         Index("ix_pipeline_run_status_created", "status", "created_at"),
     )
 
-    PipelineRunStatus: ClassVar[type[PipelineRunStatus]] = PipelineRunStatus
+    PipelineRunStatus: ClassVar[type[_RunStatus]] = _RunStatus
 
     pipeline_schedule_id: Mapped[int | None] = mapped_column(
         ForeignKey("pipeline_schedule.id", ondelete="CASCADE"), index=True
     )
     pipeline_uuid: Mapped[str] = mapped_column(String(255), index=True, nullable=False)
     execution_date: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)
-    status: Mapped[PipelineRunStatus] = mapped_column(
-        StrEnumColumn(PipelineRunStatus), nullable=False, default=PipelineRunStatus.INITIAL
+    status: Mapped[_RunStatus] = mapped_column(
+        StrEnumColumn(_RunStatus), nullable=False, default=_RunStatus.INITIAL
     )
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -461,7 +485,8 @@ class PipelineRun(Base):
 
     @classmethod
     def create(cls, **kwargs: Any) -> PipelineRun:
-        """Create a run by hand (Mage's ``PipelineRun.create``); ``execution_date`` defaults to now."""
+        """Create a run by hand (Mage's ``PipelineRun.create``); ``execution_date`` defaults
+        to now."""
         from .service import runs
 
         return runs.create_run(**kwargs)
@@ -485,7 +510,8 @@ class PipelineRun(Base):
         stamp = self.execution_date.strftime("%Y%m%dT%H%M%S")
         if self.execution_date.microsecond:
             stamp += self.execution_date.strftime("_%f")
-        return f"{self.pipeline_schedule_id if self.pipeline_schedule_id is not None else 'manual'}/{stamp}"
+        owner = "manual" if self.pipeline_schedule_id is None else self.pipeline_schedule_id
+        return f"{owner}/{stamp}"
 
     @property
     def passed_sla(self) -> bool:
@@ -495,16 +521,21 @@ class PipelineRun(Base):
     @property
     def block_runs(self) -> list[BlockRun]:
         """The run's block runs in creation order (read fresh)."""
-        statement = select(BlockRun).where(BlockRun.pipeline_run_id == self.id).order_by(BlockRun.id)
+        statement = (
+            select(BlockRun).where(BlockRun.pipeline_run_id == self.id).order_by(BlockRun.id)
+        )
         return list(
             self.session().scalars(statement, execution_options={"populate_existing": True})
         )
 
     @property
     def block_runs_count(self) -> int:
-        return self.session().scalar(
-            select(func.count(BlockRun.id)).where(BlockRun.pipeline_run_id == self.id)
-        ) or 0
+        return (
+            self.session().scalar(
+                select(func.count(BlockRun.id)).where(BlockRun.pipeline_run_id == self.id)
+            )
+            or 0
+        )
 
     @property
     def runtime(self) -> timedelta | None:
@@ -520,14 +551,14 @@ class BlockRun(Base):
     __tablename__ = "block_run"
     __table_args__ = (Index("ix_block_run_run_block", "pipeline_run_id", "block_uuid"),)
 
-    BlockRunStatus: ClassVar[type[BlockRunStatus]] = BlockRunStatus
+    BlockRunStatus: ClassVar[type[_BlockStatus]] = _BlockStatus
 
     pipeline_run_id: Mapped[int] = mapped_column(
         ForeignKey("pipeline_run.id", ondelete="CASCADE"), index=True, nullable=False
     )
     block_uuid: Mapped[str] = mapped_column(String(255), nullable=False)
-    status: Mapped[BlockRunStatus] = mapped_column(
-        StrEnumColumn(BlockRunStatus), nullable=False, default=BlockRunStatus.INITIAL
+    status: Mapped[_BlockStatus] = mapped_column(
+        StrEnumColumn(_BlockStatus), nullable=False, default=_BlockStatus.INITIAL
     )
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -543,8 +574,8 @@ class Backfill(Base):
 
     __tablename__ = "backfill"
 
-    Status: ClassVar[type[BackfillStatus]] = BackfillStatus
-    IntervalType: ClassVar[type[BackfillIntervalType]] = BackfillIntervalType
+    Status = BackfillStatus
+    IntervalType = BackfillIntervalType
 
     name: Mapped[str] = mapped_column(String(255), nullable=False)
     pipeline_uuid: Mapped[str] = mapped_column(String(255), index=True, nullable=False)

@@ -105,7 +105,12 @@ def require_notebook(project_dir: Path, pipeline_uuid: str, field: str = "pipeli
         return path
     known = list_pipelines(project_dir)
     close = difflib.get_close_matches(normalize_pipeline_uuid(pipeline_uuid), known, n=3)
-    hint = f"Did you mean {', '.join(repr(c) for c in close)}?" if close else (
-        f"Create {path.name} in {path.parent}, or use one of: {', '.join(known[:8]) or '(none)'}."
+    hint = (
+        f"Did you mean {', '.join(repr(c) for c in close)}?"
+        if close
+        else (
+            f"Create {path.name} in {path.parent}, or use one of: "
+            f"{', '.join(known[:8]) or '(none)'}."
+        )
     )
     raise ValidationError(field, pipeline_uuid, f"no notebook at {path}", hint)

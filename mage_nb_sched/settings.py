@@ -39,6 +39,7 @@ def _bool(key: str, value: Any) -> bool:
 
 def _int(minimum: int) -> Callable[[str, Any], Any]:
     def check(key: str, value: Any) -> int | None:
+        example = max(minimum, 1) * 60 if "timeout" in key else max(minimum, 1)
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -46,7 +47,7 @@ def _int(minimum: int) -> Callable[[str, Any], Any]:
                 f"settings.{key}",
                 value,
                 f"expected a whole number >= {minimum}",
-                f"Use e.g. {{'{key}': {max(minimum, 1) * 60 if 'timeout' in key else max(minimum, 1)}}}.",
+                f"Use e.g. {{'{key}': {example}}}.",
             )
         return value
 
@@ -88,32 +89,93 @@ def _timezone(key: str, value: Any) -> str:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("skip_if_previous_running", False, True, "Record the period's run as cancelled "
-            "instead of starting it while an earlier run of the schedule is still running.", _bool),
-    Setting("timeout", None, 1800, "Seconds a run may take from its start; then its kernel is "
-            "killed and the run gets `timeout_status`.", _int(1)),
-    Setting("timeout_status", "failed", "cancelled", "Status given to a run that timed out: "
-            "`failed` or `cancelled`.", _choice(TIMEOUT_STATUSES)),
-    Setting("landing_time_enabled", False, True, "@hourly/@daily/@weekly/@monthly only: "
-            "`start_time` is the time the run should *finish* by; it is started early by the "
-            "recent mean runtime plus half its standard deviation.", _bool),
-    Setting("create_initial_pipeline_run", False, True, "Also run the period that was already "
-            "under way when the schedule was activated.", _bool),
-    Setting("allow_blocks_to_fail", False, True, "A failed block does not fail the run; "
-            "later blocks still run.", _bool),
-    Setting("timezone", "UTC", "Europe/Berlin", "IANA zone in which periods and cron "
-            "expressions are evaluated (DST-correct).", _timezone),
-    Setting("catchup", False, True, "After downtime, create every missed period (oldest first) "
-            "instead of only the current one (Mage's behaviour).", _bool),
-    Setting("max_catchup_runs", 100, 24, "With `catchup`, at most this many (the newest) missed "
-            "periods are created.", _int(1)),
-    Setting("pipeline_run_limit", None, 1, "Most runs of this schedule executing at once.", _int(1)),
-    Setting("pipeline_run_limit_all_triggers", None, 2, "Most runs of this pipeline executing at "
-            "once, across all its schedules.", _int(1)),
+    Setting(
+        "skip_if_previous_running",
+        False,
+        True,
+        "Record the period's run as cancelled "
+        "instead of starting it while an earlier run of the schedule is still running.",
+        _bool,
+    ),
+    Setting(
+        "timeout",
+        None,
+        1800,
+        "Seconds a run may take from its start; then its kernel is "
+        "killed and the run gets `timeout_status`.",
+        _int(1),
+    ),
+    Setting(
+        "timeout_status",
+        "failed",
+        "cancelled",
+        "Status given to a run that timed out: `failed` or `cancelled`.",
+        _choice(TIMEOUT_STATUSES),
+    ),
+    Setting(
+        "landing_time_enabled",
+        False,
+        True,
+        "@hourly/@daily/@weekly/@monthly only: "
+        "`start_time` is the time the run should *finish* by; it is started early by the "
+        "recent mean runtime plus half its standard deviation.",
+        _bool,
+    ),
+    Setting(
+        "create_initial_pipeline_run",
+        False,
+        True,
+        "Also run the period that was already under way when the schedule was activated.",
+        _bool,
+    ),
+    Setting(
+        "allow_blocks_to_fail",
+        False,
+        True,
+        "A failed block does not fail the run; later blocks still run.",
+        _bool,
+    ),
+    Setting(
+        "timezone",
+        "UTC",
+        "Europe/Berlin",
+        "IANA zone in which periods and cron expressions are evaluated (DST-correct).",
+        _timezone,
+    ),
+    Setting(
+        "catchup",
+        False,
+        True,
+        "After downtime, create every missed period (oldest first). Off (the default, as "
+        "in Mage): only the current period is created.",
+        _bool,
+    ),
+    Setting(
+        "max_catchup_runs",
+        100,
+        24,
+        "With `catchup`, at most this many (the newest) missed periods are created.",
+        _int(1),
+    ),
+    Setting(
+        "pipeline_run_limit", None, 1, "Most runs of this schedule executing at once.", _int(1)
+    ),
+    Setting(
+        "pipeline_run_limit_all_triggers",
+        None,
+        2,
+        "Most runs of this pipeline executing at once, across all its schedules.",
+        _int(1),
+    ),
     Setting("block_run_limit", None, 2, "Most blocks of one run executing at once.", _int(1)),
-    Setting("on_pipeline_run_limit_reached", "wait", "skip", "When a limit is reached: `wait` "
-            "(queue the run, oldest first) or `skip` (record it cancelled).",
-            _choice(LIMIT_REACHED_ACTIONS)),
+    Setting(
+        "on_pipeline_run_limit_reached",
+        "wait",
+        "skip",
+        "When a limit is reached: `wait` "
+        "(queue the run, oldest first) or `skip` (record it cancelled).",
+        _choice(LIMIT_REACHED_ACTIONS),
+    ),
     Setting("retries", 0, 2, "How often a failed block is retried.", _int(0)),
     Setting("retry_delay", 0, 30, "Seconds before the first retry.", _number(0)),
     Setting("retry_exponential_backoff", False, True, "Double the delay after each retry.", _bool),

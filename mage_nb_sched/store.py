@@ -198,9 +198,7 @@ _stores: dict[str, Store] = {}
 _explicit: Store | None = None
 
 
-def use_store(
-    url: str | None = None, project_dir: str | os.PathLike[str] | None = None
-) -> Store:
+def use_store(url: str | None = None, project_dir: str | os.PathLike[str] | None = None) -> Store:
     """Make the store for ``url`` (default: the project's) the current one and return it."""
     global _explicit
     store = open_store(url, project_dir)
@@ -208,9 +206,7 @@ def use_store(
     return store
 
 
-def open_store(
-    url: str | None = None, project_dir: str | os.PathLike[str] | None = None
-) -> Store:
+def open_store(url: str | None = None, project_dir: str | os.PathLike[str] | None = None) -> Store:
     """The (cached) store for ``url`` or for the project dir's default database."""
     root = resolve_project_dir(project_dir)
     resolved = url or default_database_url(root)

@@ -72,9 +72,7 @@ class CronSpec:
 
     def day_matches(self, year: int, month: int, day: int) -> bool:
         """Whether the calendar day matches (Vixie cron: restricted day AND weekday → either)."""
-        day_ok = day in self.days or (
-            self.last_day and day == calendar.monthrange(year, month)[1]
-        )
+        day_ok = day in self.days or (self.last_day and day == calendar.monthrange(year, month)[1])
         if not self.weekdays_restricted:
             return day_ok if self.days_restricted else True
         cron_weekday = (calendar.weekday(year, month, day) + 1) % 7
@@ -142,9 +140,7 @@ def compile_cron(expression: str, field_name: str = "schedule_interval") -> Cron
         ) from err
     minutes, hours, days, months, weekdays = expanded
     try:
-        nth_weekday = {
-            int(k): frozenset(int(n) for n in v) for k, v in (nth or {}).items()
-        }
+        nth_weekday = {int(k): frozenset(int(n) for n in v) for k, v in (nth or {}).items()}
     except (TypeError, ValueError) as err:
         raise ValidationError(
             field_name,
@@ -332,9 +328,7 @@ def validate_interval(schedule_interval: object, field_name: str = "schedule_int
     if isinstance(schedule_interval, ScheduleInterval):
         return schedule_interval.value
     if not isinstance(schedule_interval, str):
-        raise ValidationError(
-            field_name, schedule_interval, "expected a string", _INTERVAL_EXAMPLE
-        )
+        raise ValidationError(field_name, schedule_interval, "expected a string", _INTERVAL_EXAMPLE)
     text = " ".join(schedule_interval.split())
     if text in ScheduleInterval.values():
         return text
@@ -457,12 +451,17 @@ def _landing_choice(
 ) -> tuple[datetime, datetime]:
     """(target, creation time) of the latest landing period whose creation time has come,
     else of the current period (whose creation time is still ahead)."""
-    following = cadence.tick_after(now)
-    if following is not None:
-        target, create_at = _landing_creation_time(timing, following, runtimes)
-        if create_at <= now:
-            return target, create_at
-    return _landing_creation_time(timing, period, runtimes)
+    choice: tuple[datetime, datetime] | None = None
+    start = cadence.tick_after(now)
+    # A lead longer than one period reaches past the following period, so keep walking while
+    # the creation time has come (creation times only grow with the period).
+    while start is not None:
+        target, create_at = _landing_creation_time(timing, start, runtimes)
+        if create_at > now:
+            break
+        choice = (target, create_at)
+        start = cadence.tick_after(start)
+    return choice if choice is not None else _landing_creation_time(timing, period, runtimes)
 
 
 def next_execution_date(
@@ -495,18 +494,15 @@ def next_due_time(
     cadence = timing.cadence()
     if not timing.uses_landing_time:
         return cadence.tick_after(now)
-    period = cadence.tick_at_or_before(now)
-    candidates = []
-    for start in (period, cadence.tick_after(now)):
-        if start is None:
-            continue
-        _target, create_at = _landing_creation_time(timing, start, runtimes)
-        candidates.append(create_at)
-        nxt = cadence.tick_after(start)
-        if nxt is not None:
-            candidates.append(_landing_creation_time(timing, nxt, runtimes)[1])
-    future = [c for c in candidates if c > now]
-    return min(future) if future else None
+    # Earlier periods land before the current one starts, so their creation time has passed;
+    # creation times grow with the period: the first one still ahead is the next wake-up.
+    start = cadence.tick_at_or_before(now) or cadence.tick_after(now)
+    while start is not None:
+        create_at = _landing_creation_time(timing, start, runtimes)[1]
+        if create_at > now:
+            return create_at
+        start = cadence.tick_after(start)
+    return None
 
 
 def previous_tick(timing: ScheduleTiming, execution_date: datetime) -> datetime | None:
@@ -555,11 +551,7 @@ def decide(
     interval = timing.schedule_interval
     if not interval:
         return ScheduleDecision(False, None, "schedule has no interval")
-    if (
-        not timing.uses_landing_time
-        and timing.start_time is not None
-        and now < timing.start_time
-    ):
+    if not timing.uses_landing_time and timing.start_time is not None and now < timing.start_time:
         return ScheduleDecision(False, None, "start_time is in the future")
     execution_date = current_execution_date(timing, now, runtimes)
     if interval == ScheduleInterval.ONCE.value:
@@ -710,7 +702,9 @@ def validate_backfill_range(
     start: datetime, end: datetime, interval_type: object, units: object
 ) -> tuple[str, int]:
     """Validate a backfill's range and step; return the normalised (interval_type, units)."""
-    kind = str(interval_type.value if isinstance(interval_type, BackfillIntervalType) else interval_type)
+    kind = str(
+        interval_type.value if isinstance(interval_type, BackfillIntervalType) else interval_type
+    )
     if kind not in BackfillIntervalType.values():
         raise ValidationError(
             "interval_type",

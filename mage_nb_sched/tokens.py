@@ -1,4 +1,4 @@
-"""API-trigger tokens: generated with :mod:`secrets`, stored only as a hash, compared in constant time."""
+"""API-trigger tokens: made with :mod:`secrets`, stored as a hash, compared in constant time."""
 
 from __future__ import annotations
 

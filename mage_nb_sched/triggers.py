@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 from sqlalchemy import select
 
-from .datetimes import to_utc
+from .datetimes import coerce_datetime, to_utc
 from .enums import ScheduleInterval, ScheduleStatus, ScheduleType
 from .errors import MageNbSchedError, ValidationError
 from .project import (
@@ -97,14 +97,18 @@ class Trigger:
         """Build a trigger from one file entry; unknown keys are a clear error."""
         if not isinstance(entry, dict):
             raise ValidationError(
-                "triggers[]", entry, "each trigger must be a mapping",
+                "triggers[]",
+                entry,
+                "each trigger must be a mapping",
                 "Write entries like '- name: nightly\\n  schedule_interval: \"@daily\"'.",
             )
         known = {f.name for f in fields(cls)} - {"pipeline_uuid"}
         for key in entry:
             if key not in known:
                 raise ValidationError(
-                    str(key), entry[key], "unknown trigger key",
+                    str(key),
+                    entry[key],
+                    "unknown trigger key",
                     f"Valid keys are: {', '.join(sorted(known))}.",
                 )
         if "name" not in entry:
@@ -146,7 +150,9 @@ def read_triggers_file(path: Path) -> list[Any]:
         return []
     if not isinstance(content, dict) or not isinstance(content.get("triggers", []), list):
         raise ValidationError(
-            str(path), None, "expected a mapping with a 'triggers:' list",
+            str(path),
+            None,
+            "expected a mapping with a 'triggers:' list",
             "Write 'triggers:' followed by '- name: ...' entries.",
         )
     return list(content.get("triggers") or [])
@@ -199,9 +205,11 @@ def _apply_trigger(trigger: Trigger) -> Any:
     )
     values = trigger.schedule_values()
     if existing is None:
-        return schedules.create_schedule(pipeline_uuid=trigger.pipeline_uuid, in_code=True, **{
-            k: v for k, v in values.items() if v is not None
-        })
+        return schedules.create_schedule(
+            pipeline_uuid=trigger.pipeline_uuid,
+            in_code=True,
+            **{k: v for k, v in values.items() if v is not None},
+        )
     changes = {
         key: value
         for key, value in values.items()
@@ -217,20 +225,20 @@ def _apply_trigger(trigger: Trigger) -> Any:
 def _differs(current: Any, wanted: Any, key: str) -> bool:
     if key == "token":
         return wanted is not None
-    if isinstance(current, datetime) or isinstance(wanted, (datetime, str)) and key in (
-        "start_time", "last_enabled_at"
+    if (
+        isinstance(current, datetime)
+        or (isinstance(wanted, (datetime, str))
+        and key in ("start_time", "last_enabled_at"))
     ):
         try:
-            from .datetimes import coerce_datetime
-
             wanted_dt = None if wanted is None else coerce_datetime(wanted, key)
         except ValidationError:
             return True
-        return current != wanted_dt
+        return bool(current != wanted_dt)
     current_value = getattr(current, "value", current)
     wanted_value = getattr(wanted, "value", wanted)
     if key in ("variables", "settings"):
-        return (current_value or {}) != (wanted_value or {})
+        return bool((current_value or {}) != (wanted_value or {}))
     return bool(current_value != wanted_value)
 
 
@@ -259,8 +267,8 @@ def sync_triggers(project_dir: str | os.PathLike[str] | None = None) -> SyncRepo
     from .service import schedules
 
     store = current_store()
-    root = Path(project_dir).resolve() if project_dir else (
-        store.project_dir or resolve_project_dir()
+    root = (
+        Path(project_dir).resolve() if project_dir else (store.project_dir or resolve_project_dir())
     )
     report = SyncReport()
     seen: set[tuple[str, str]] = set()
@@ -318,19 +326,24 @@ def sync_triggers(project_dir: str | os.PathLike[str] | None = None) -> SyncRepo
 def _snapshot(pipeline_uuid: str, name: str) -> tuple[Any, ...] | None:
     from .models import PipelineSchedule
 
-    row = current_store().session().execute(
-        select(
-            PipelineSchedule.schedule_type,
-            PipelineSchedule.schedule_interval,
-            PipelineSchedule.start_time,
-            PipelineSchedule.status,
-            PipelineSchedule.variables,
-            PipelineSchedule.sla,
-            PipelineSchedule.settings,
-            PipelineSchedule.description,
-            PipelineSchedule.token_hash,
-        ).where(PipelineSchedule.pipeline_uuid == pipeline_uuid, PipelineSchedule.name == name)
-    ).first()
+    row = (
+        current_store()
+        .session()
+        .execute(
+            select(
+                PipelineSchedule.schedule_type,
+                PipelineSchedule.schedule_interval,
+                PipelineSchedule.start_time,
+                PipelineSchedule.status,
+                PipelineSchedule.variables,
+                PipelineSchedule.sla,
+                PipelineSchedule.settings,
+                PipelineSchedule.description,
+                PipelineSchedule.token_hash,
+            ).where(PipelineSchedule.pipeline_uuid == pipeline_uuid, PipelineSchedule.name == name)
+        )
+        .first()
+    )
     return None if row is None else tuple(row)
 
 

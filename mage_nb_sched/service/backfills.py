@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
 from .. import timing
 from ..clock import utcnow
+from ..datetimes import UTC
 from ..enums import BackfillStatus, PipelineRunStatus
 from ..errors import ValidationError
 from ..models import Backfill, PipelineRun
@@ -49,7 +50,9 @@ def create_backfill(**values: Any) -> Backfill:
     pipeline_uuid = values.get("pipeline_uuid") or (schedule.pipeline_uuid if schedule else None)
     if pipeline_uuid is None:
         raise ValidationError(
-            "pipeline_schedule_id", None, "a backfill needs a schedule or a pipeline",
+            "pipeline_schedule_id",
+            None,
+            "a backfill needs a schedule or a pipeline",
             "Give pipeline_schedule_id=schedule.id (or pipeline_uuid='my_pipeline').",
         )
     cleaned["pipeline_uuid"] = normalize_pipeline_uuid(pipeline_uuid)
@@ -58,7 +61,9 @@ def create_backfill(**values: Any) -> Backfill:
     for key in ("start_datetime", "end_datetime"):
         if values.get(key) is None:
             raise ValidationError(
-                key, None, "this field is required",
+                key,
+                None,
+                "this field is required",
                 f"Use e.g. {key}=datetime(2024, 1, 1, tzinfo=pytz.UTC).",
             )
         cleaned[key] = fields.optional_datetime(values[key], key)
@@ -75,7 +80,10 @@ def create_backfill(**values: Any) -> Backfill:
         cleaned["id"] = values["id"]
     # Expanding validates the size of the range before anything is written.
     timing.expand_backfill(
-        cleaned["start_datetime"], cleaned["end_datetime"], kind, units,
+        cleaned["start_datetime"],
+        cleaned["end_datetime"],
+        kind,
+        units,
         schedule.timezone if schedule else "UTC",
     )
     session = store.session()
@@ -109,7 +117,7 @@ def delete_backfill(backfill: Backfill) -> None:
     session = store.session()
     with store.write(session):
         session.execute(
-            PipelineRun.__table__.delete().where(PipelineRun.backfill_id == backfill.id)
+            delete(PipelineRun).where(PipelineRun.backfill_id == backfill.id)
         )
         session.delete(session.merge(backfill))
 
@@ -129,7 +137,7 @@ def preview_run_dates(backfill: Backfill) -> list[dict[str, Any]]:
 
 
 def backfill_run_key(backfill_id: int, execution_date: datetime) -> str:
-    return f"backfill:{backfill_id}:{execution_date.astimezone(timing.UTC).isoformat()}"
+    return f"backfill:{backfill_id}:{execution_date.astimezone(UTC).isoformat()}"
 
 
 def start_backfill(backfill: Backfill, now: datetime | None = None) -> list[PipelineRun]:
@@ -140,16 +148,23 @@ def start_backfill(backfill: Backfill, now: datetime | None = None) -> list[Pipe
     backfill = session.merge(backfill)
     if backfill.status == BackfillStatus.CANCELLED:
         raise ValidationError(
-            "status", str(backfill.status), "a cancelled backfill cannot be started again",
+            "status",
+            str(backfill.status),
+            "a cancelled backfill cannot be started again",
             "Create a new backfill for the same range.",
         )
     dates = timing.expand_backfill(
-        backfill.start_datetime, backfill.end_datetime, str(backfill.interval_type),
-        backfill.interval_units, _timezone_of(backfill),
+        backfill.start_datetime,
+        backfill.end_datetime,
+        str(backfill.interval_type),
+        backfill.interval_units,
+        _timezone_of(backfill),
     )
     with store.write(session):
         existing = set(
-            session.scalars(select(PipelineRun.run_key).where(PipelineRun.backfill_id == backfill.id))
+            session.scalars(
+                select(PipelineRun.run_key).where(PipelineRun.backfill_id == backfill.id)
+            )
         )
         for run_date in dates:
             key = backfill_run_key(backfill.id, run_date.execution_date)
@@ -206,10 +221,14 @@ def cancel_backfill(backfill: Backfill, now: datetime | None = None) -> Backfill
 
 def backfill_progress(backfill: Backfill) -> dict[str, int]:
     """Run counts by status plus ``total`` and ``done`` (completed)."""
-    rows = current_store().session().execute(
-        select(PipelineRun.status, func.count(PipelineRun.id))
-        .where(PipelineRun.backfill_id == backfill.id)
-        .group_by(PipelineRun.status)
+    rows = (
+        current_store()
+        .session()
+        .execute(
+            select(PipelineRun.status, func.count(PipelineRun.id))
+            .where(PipelineRun.backfill_id == backfill.id)
+            .group_by(PipelineRun.status)
+        )
     )
     counts = {str(status): int(count) for status, count in rows}
     result = {status.value: counts.get(status.value, 0) for status in PipelineRunStatus}

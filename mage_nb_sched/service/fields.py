@@ -36,7 +36,10 @@ def enum_value(value: Any, enum_class: Any, field: str) -> Any:
     except ValueError as err:
         options = ", ".join(enum_class.values())
         raise ValidationError(
-            field, value, f"must be one of {options}", f"Use e.g. {field}='{enum_class.values()[0]}'."
+            field,
+            value,
+            f"must be one of {options}",
+            f"Use e.g. {field}='{enum_class.values()[0]}'.",
         ) from err
 
 

@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from .. import timing
 from ..clock import utcnow
+from ..datetimes import UTC
 from ..enums import PipelineRunStatus
 from ..errors import ValidationError
 from ..models import PipelineRun, PipelineSchedule
@@ -38,7 +39,7 @@ UPDATE_FIELDS = {"status", "started_at", "completed_at", "variables", "metrics",
 
 def scheduled_run_key(schedule_id: int, execution_date: datetime) -> str:
     """The key of a schedule's run for one period: at most one such run can exist."""
-    return f"schedule:{schedule_id}:{execution_date.astimezone(timing.UTC).isoformat()}"
+    return f"schedule:{schedule_id}:{execution_date.astimezone(UTC).isoformat()}"
 
 
 def manual_run_key() -> str:
@@ -60,7 +61,9 @@ def _clean_run_fields(values: dict[str, Any]) -> dict[str, Any]:
         elif key == "run_key":
             if not isinstance(value, str) or not value.strip() or len(value) > 255:
                 raise ValidationError(
-                    "run_key", value, "expected a non-empty string of at most 255 characters",
+                    "run_key",
+                    value,
+                    "expected a non-empty string of at most 255 characters",
                     "Use e.g. run_key='orders-2024-01-15' to make the call idempotent.",
                 )
             cleaned[key] = value
@@ -85,7 +88,9 @@ def create_run(*, now: datetime | None = None, **values: Any) -> PipelineRun:
         cleaned.setdefault("pipeline_uuid", schedule.pipeline_uuid)
     if not cleaned.get("pipeline_uuid"):
         raise ValidationError(
-            "pipeline_uuid", None, "a run needs a pipeline",
+            "pipeline_uuid",
+            None,
+            "a run needs a pipeline",
             "Give pipeline_schedule_id=schedule.id or pipeline_uuid='my_pipeline'.",
         )
     require_notebook(store.project_dir or resolve_project_dir(), cleaned["pipeline_uuid"])
@@ -148,7 +153,9 @@ def update_run(run: PipelineRun, **values: Any) -> PipelineRun:
     for key in values:
         if key not in UPDATE_FIELDS:
             raise ValidationError(
-                key, values[key], "this run field cannot be changed",
+                key,
+                values[key],
+                "this run field cannot be changed",
                 f"Changeable fields: {', '.join(sorted(UPDATE_FIELDS))}.",
             )
     sla_breached = values.pop("sla_breached", None)

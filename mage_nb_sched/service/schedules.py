@@ -168,9 +168,7 @@ def update_schedule(
     try:
         with store.write(session):
             if "name" in cleaned or "pipeline_uuid" in cleaned:
-                _refuse_duplicate_name(
-                    session, state["pipeline_uuid"], state["name"], schedule.id
-                )
+                _refuse_duplicate_name(session, state["pipeline_uuid"], state["name"], schedule.id)
             for key, value in cleaned.items():
                 setattr(schedule, key, value)
             if activating:
@@ -236,9 +234,7 @@ def get_schedule(schedule_id: int) -> PipelineSchedule:
     return schedule
 
 
-def _refuse_duplicate_name(
-    session: Any, pipeline_uuid: str, name: str, own_id: int | None
-) -> None:
+def _refuse_duplicate_name(session: Any, pipeline_uuid: str, name: str, own_id: int | None) -> None:
     existing = session.scalar(
         select(PipelineSchedule.id).where(
             PipelineSchedule.pipeline_uuid == pipeline_uuid, PipelineSchedule.name == name
@@ -264,7 +260,15 @@ def _integrity_error(err: IntegrityError, state: dict[str, Any]) -> ConflictErro
             "Choose another name or update the existing schedule.",
         )
     if "PRIMARY" in message.upper() or ".id" in message:
-        return ConflictError("id", state.get("id"), "a schedule with this id exists",
-                             "Leave id out to get a new one.")
-    return ConflictError("schedule", None, f"the database refused the write ({message})",
-                         "Check the values and try again.")
+        return ConflictError(
+            "id",
+            state.get("id"),
+            "a schedule with this id exists",
+            "Leave id out to get a new one.",
+        )
+    return ConflictError(
+        "schedule",
+        None,
+        f"the database refused the write ({message})",
+        "Check the values and try again.",
+    )
