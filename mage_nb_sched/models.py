@@ -28,7 +28,14 @@ from sqlalchemy import (
     func,
     select,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, Query, mapped_column, relationship
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Query,
+    mapped_column,
+    relationship,
+    validates,
+)
 
 from . import timing
 from .clock import utcnow
@@ -104,10 +111,22 @@ class ModelQuery(Query[Any]):
         return self.session.get(entity, ident, populate_existing=True)
 
 
+def fresh_session() -> Session:
+    """The current store's thread-local session, with any open transaction ended first.
+
+    A long-lived read transaction would pin an old snapshot (SQLite WAL / PostgreSQL repeatable
+    reads), so a notebook would never see the scheduler's updates. Ending it costs one COMMIT;
+    values assigned directly to models (validated on assignment) are saved by it, as in Mage.
+    """
+    session = current_store().session()
+    if session.in_transaction() and not session.info.get("writing"):
+        session.commit()
+    return session
+
+
 class _QueryProperty:
     def __get__(self, instance: object, owner: type[Any]) -> ModelQuery:
-        session = current_store().session()
-        return ModelQuery(owner, session=session).populate_existing()
+        return ModelQuery(owner, session=fresh_session()).populate_existing()
 
 
 class Base(DeclarativeBase):
@@ -132,8 +151,8 @@ class Base(DeclarativeBase):
 
     @classmethod
     def session(cls) -> Session:
-        """The thread-local session of the current store."""
-        return current_store().session()
+        """The thread-local session of the current store (fresh snapshot, see ``fresh_session``)."""
+        return fresh_session()
 
     def refresh(self) -> Any:
         """Reload this object's columns from the database and return it."""
@@ -217,6 +236,23 @@ class PipelineSchedule(Base):
             f"pipeline_uuid={self.pipeline_uuid!r}, schedule_type={self.schedule_type!s}, "
             f"schedule_interval={self.schedule_interval!r}, status={self.status!s})"
         )
+
+    @validates(
+        "name",
+        "description",
+        "schedule_type",
+        "schedule_interval",
+        "start_time",
+        "status",
+        "last_enabled_at",
+        "variables",
+        "sla",
+        "settings",
+    )
+    def _check_value(self, key: str, value: Any) -> Any:
+        from .service.fields import SCHEDULE_VALUE_CHECKS
+
+        return SCHEDULE_VALUE_CHECKS[key](value)
 
     # ----- Mage's write API --------------------------------------------------------------
 

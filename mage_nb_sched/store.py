@@ -99,12 +99,15 @@ class Store:
             # write transaction starts with a fresh snapshot and the lock.
             session.commit()
         session.connection(execution_options={"mage_write": True})
+        session.info["writing"] = True
         try:
             yield session
             session.commit()
         except BaseException:
             session.rollback()
             raise
+        finally:
+            session.info["writing"] = False
 
     def dispose(self) -> None:
         """Close every session and pooled connection."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..datetimes import coerce_datetime
@@ -127,3 +127,26 @@ def unknown_fields(given: Mapping[str, Any], allowed: set[str], what: str) -> No
                 f"unknown {what} field",
                 f"Valid fields are: {', '.join(sorted(allowed))}.",
             )
+
+
+def _settings(value: Any) -> dict[str, Any]:
+    from ..settings import validate_settings
+
+    return validate_settings(value)
+
+
+#: Schedule fields whose check needs nothing but the value. The model validates these on every
+#: assignment too (``schedule.settings = {...}``), so a value set directly is as safe as one
+#: passed to ``update``.
+SCHEDULE_VALUE_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "name": name,
+    "description": lambda value: optional_text(value, "description"),
+    "schedule_type": schedule_type,
+    "schedule_interval": interval,
+    "start_time": lambda value: optional_datetime(value, "start_time"),
+    "last_enabled_at": lambda value: optional_datetime(value, "last_enabled_at"),
+    "status": status,
+    "variables": variables,
+    "sla": lambda value: seconds(value, "sla"),
+    "settings": _settings,
+}

@@ -8,7 +8,6 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
-from .. import settings as settings_module
 from ..clock import utcnow
 from ..datetimes import to_utc
 from ..enums import ScheduleStatus, ScheduleType
@@ -50,28 +49,12 @@ def clean_schedule_fields(values: dict[str, Any], store: Store) -> dict[str, Any
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ValidationError("id", value, "expected an integer", "Leave id out.")
             cleaned[key] = value
-        elif key == "name":
-            cleaned[key] = fields.name(value)
-        elif key == "description":
-            cleaned[key] = fields.optional_text(value, key)
+        elif key in fields.SCHEDULE_VALUE_CHECKS:
+            cleaned[key] = fields.SCHEDULE_VALUE_CHECKS[key](value)
         elif key == "pipeline_uuid":
             uuid = normalize_pipeline_uuid(value)
             require_notebook(_project_dir(store), uuid)
             cleaned[key] = uuid
-        elif key == "schedule_type":
-            cleaned[key] = fields.schedule_type(value)
-        elif key == "schedule_interval":
-            cleaned[key] = fields.interval(value)
-        elif key in ("start_time", "last_enabled_at"):
-            cleaned[key] = fields.optional_datetime(value, key)
-        elif key == "status":
-            cleaned[key] = fields.status(value)
-        elif key == "variables":
-            cleaned[key] = fields.variables(value)
-        elif key == "sla":
-            cleaned[key] = fields.seconds(value, key)
-        elif key == "settings":
-            cleaned[key] = settings_module.validate_settings(value)
         elif key == "token":
             cleaned[key] = None if value is None else validate_token(value)
         elif key == "in_code":
