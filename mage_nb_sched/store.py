@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
 from .errors import StoreError, ValidationError
@@ -48,19 +49,29 @@ def _configure_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+_DB_URL_EXAMPLE = (
+    "Use e.g. 'sqlite:////abs/path/scheduler.db' or "
+    "'postgresql+psycopg://user:pass@localhost/mage'."
+)
+
+
+def _redact_password(url: str) -> str:
+    """``url`` with the password of ``scheme://user:password@host`` masked (unparsed URLs)."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
 class Store:
     """An engine plus a thread-local session factory, migrated to the latest schema on open."""
 
     def __init__(self, url: str, project_dir: Path | None = None) -> None:
         try:
             parsed = make_url(url)
-        except ArgumentError as err:
+        except (ArgumentError, ValueError) as err:  # ValueError: e.g. a non-numeric port
             raise ValidationError(
                 "db_url",
-                url,
+                _redact_password(url),
                 "not a SQLAlchemy database URL",
-                "Use e.g. 'sqlite:////abs/path/scheduler.db' or "
-                "'postgresql+psycopg://user:pass@localhost/mage'.",
+                _DB_URL_EXAMPLE,
             ) from err
         self.url = url
         self.project_dir = project_dir
@@ -74,6 +85,13 @@ class Store:
             kwargs["pool_pre_ping"] = True
         try:
             self.engine = create_engine(url, **kwargs)
+        except NoSuchModuleError as err:  # a typo in the dialect or driver name
+            raise ValidationError(
+                "db_url",
+                parsed.render_as_string(hide_password=True),
+                f"unknown database dialect/driver {parsed.drivername!r}",
+                _DB_URL_EXAMPLE,
+            ) from err
         except (ArgumentError, ImportError) as err:
             raise StoreError(f"cannot open database {parsed!r}: {err}") from err
         if self.is_sqlite:

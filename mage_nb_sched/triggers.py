@@ -288,6 +288,8 @@ def sync_triggers(project_dir: str | os.PathLike[str] | None = None) -> SyncRepo
         rewrite = False
         for position, entry in enumerate(entries):
             label = f"{path.name}[{position}]"
+            if isinstance(entry, dict) and entry.get("name") is not None:
+                label = f"{uuid}:{entry['name']}"  # name the entry even when it is malformed
             try:
                 trigger = Trigger.from_yaml_entry(entry, uuid)
                 label = f"{uuid}:{trigger.name}"

@@ -16,6 +16,7 @@ Offsets used below:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
@@ -268,7 +269,7 @@ def test_hourly_in_zones_never_repeats_an_instant() -> None:
             # one tick per local hour; a missing wall hour still fires (at the gap's end), so
             # 72 UTC hours hold 71 to 73 ticks (Lord Howe gains or loses only 30 minutes)
             assert 71 <= len(ticks) <= 73
-            gaps = {b - a for a, b in zip(ticks, ticks[1:])}
+            gaps = {b - a for a, b in itertools.pairwise(ticks)}
             assert gaps <= {timedelta(minutes=30), timedelta(hours=1), timedelta(minutes=90),
                             timedelta(hours=2)}
 
@@ -480,7 +481,8 @@ def test_landing_only_for_named_periodic_intervals() -> None:
     start = utc(2024, 1, 1, 9)
     assert not ScheduleTiming("0 9 * * *", start_time=start,
                               landing_time_enabled=True).uses_landing_time
-    assert not ScheduleTiming("@once", start_time=start, landing_time_enabled=True).uses_landing_time
+    assert not ScheduleTiming("@once", start_time=start,
+                              landing_time_enabled=True).uses_landing_time
     assert not ScheduleTiming("@daily", landing_time_enabled=True).uses_landing_time
     assert not ScheduleTiming("@daily", start_time=start).uses_landing_time
 
@@ -768,7 +770,7 @@ def test_expand_backfill(
     assert [run.interval_start_datetime for run in runs] == dates
     assert [run.interval_end_datetime for run in runs] == [*dates[1:], last_end]
     assert [run.interval_seconds for run in runs] == [
-        int((b - a).total_seconds()) for a, b in zip(dates, [*dates[1:], last_end])
+        int((b - a).total_seconds()) for a, b in itertools.pairwise([*dates, last_end])
     ]
 
 

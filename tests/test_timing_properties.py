@@ -21,7 +21,7 @@ from __future__ import annotations
 import bisect
 import calendar
 from datetime import date, datetime, timedelta, timezone, tzinfo
-from functools import lru_cache
+from functools import cache
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
@@ -86,7 +86,7 @@ def wall(instant: datetime, zone: tzinfo) -> datetime:
     return instant.astimezone(zone).replace(tzinfo=None)
 
 
-@lru_cache(maxsize=None)
+@cache
 def cron_matches(expression: str, when: datetime) -> bool:
     return bool(croniter.match(expression, when))
 
@@ -132,9 +132,10 @@ class Reference(NamedTuple):
     ticks: list[datetime]
     centre: datetime  # UTC instant of the window centre
     half: timedelta
+    transitions: list[datetime]  # offset changes inside the window
 
 
-@lru_cache(maxsize=None)
+@cache
 def reference(key: str, zone_name: str, centre: date) -> Reference:
     expr = EXPRESSIONS[key]
     half = timedelta(days=expr.half_window_days)
@@ -151,10 +152,19 @@ def reference(key: str, zone_name: str, centre: date) -> Reference:
                 if first <= local <= last and cron_matches(text, local):
                     instants.add(clock.instant(local))
         day += timedelta(days=1)
-    return Reference(sorted(instants), clock.instant(middle), half)
+    ticks = sorted(instants)
+    changes = [t for t in clock.transitions if ticks and ticks[0] < t < ticks[-1]]
+    return Reference(ticks, clock.instant(middle), half, changes)
 
 
 COMBOS = [(key, zone, centre) for key in EXPRESSIONS for zone in ZONES for centre in CENTRES]
+OWN_CHANGES = {
+    "America/New_York": (date(2024, 3, 10), date(2024, 11, 3)),
+    "Europe/Berlin": (date(2024, 3, 31), date(2024, 10, 27)),
+    "Australia/Lord_Howe": (date(2024, 10, 6), date(2024, 4, 7)),
+}
+# windows centred on one of the zone's own DST changes
+DST_COMBOS = [combo for combo in COMBOS if combo[2] in OWN_CHANGES.get(combo[1], ())]
 
 
 def combo_id(combo: tuple[str, str, date]) -> str:
@@ -244,7 +254,7 @@ def check_neighbours(key: str, zone: str, ref: Reference, now: datetime) -> None
     assert timing.next_execution_date(sched, now) == nxt
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(combo=combos, fraction=st.floats(min_value=-1.0, max_value=1.0))
 def test_random_now_matches_reference(combo: tuple[str, str, date], fraction: float) -> None:
     key, zone, centre = combo
@@ -253,7 +263,7 @@ def test_random_now_matches_reference(combo: tuple[str, str, date], fraction: fl
     check_neighbours(key, zone, ref, ref.centre + timedelta(microseconds=microseconds))
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     combo=combos,
     position=st.floats(min_value=0.0, max_value=1.0),
@@ -269,6 +279,22 @@ def test_now_near_a_tick_matches_reference(
     ref = reference(key, zone, centre)
     tick = ref.ticks[round(position * (len(ref.ticks) - 1))]
     check_neighbours(key, zone, ref, tick + nudge)
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    combo=st.sampled_from(DST_COMBOS),
+    microseconds=st.integers(min_value=-3 * 3600 * 10**6, max_value=3 * 3600 * 10**6),
+)
+def test_now_around_a_dst_change_matches_reference(
+    combo: tuple[str, str, date], microseconds: int
+) -> None:
+    # within 3 h of the clock change: the skipped and the repeated wall hours
+    key, zone, centre = combo
+    ref = reference(key, zone, centre)
+    assert ref.transitions, "the window should contain the zone's clock change"
+    change = min(ref.transitions, key=lambda t: abs(t - ref.centre))
+    check_neighbours(key, zone, ref, change + timedelta(microseconds=microseconds))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from ..clock import utcnow
 from ..datetimes import UTC
 from ..enums import BackfillStatus, PipelineRunStatus
 from ..errors import ValidationError
-from ..models import Backfill, PipelineRun
+from ..models import Backfill, PipelineRun, fresh_session
 from ..project import normalize_pipeline_uuid, require_notebook, resolve_project_dir
 from ..store import current_store
 from . import fields
@@ -221,14 +221,11 @@ def cancel_backfill(backfill: Backfill, now: datetime | None = None) -> Backfill
 
 def backfill_progress(backfill: Backfill) -> dict[str, int]:
     """Run counts by status plus ``total`` and ``done`` (completed)."""
-    rows = (
-        current_store()
-        .session()
-        .execute(
-            select(PipelineRun.status, func.count(PipelineRun.id))
-            .where(PipelineRun.backfill_id == backfill.id)
-            .group_by(PipelineRun.status)
-        )
+    # A fresh snapshot, so polling shows the scheduler's progress from other processes.
+    rows = fresh_session().execute(
+        select(PipelineRun.status, func.count(PipelineRun.id))
+        .where(PipelineRun.backfill_id == backfill.id)
+        .group_by(PipelineRun.status)
     )
     counts = {str(status): int(count) for status, count in rows}
     result = {status.value: counts.get(status.value, 0) for status in PipelineRunStatus}

@@ -12,7 +12,7 @@ from ..clock import utcnow
 from ..datetimes import to_utc
 from ..enums import ScheduleStatus, ScheduleType
 from ..errors import ConflictError, ValidationError
-from ..models import Backfill, PipelineRun, PipelineSchedule
+from ..models import Backfill, PipelineRun, PipelineSchedule, fresh_session
 from ..project import normalize_pipeline_uuid, require_notebook, resolve_project_dir
 from ..store import Store, current_store
 from ..tokens import generate_token, hash_token, token_hint, validate_token
@@ -208,7 +208,8 @@ def get_schedule(schedule_id: int) -> PipelineSchedule:
     """A schedule by id, or a NotFoundError that says how to list them."""
     from ..errors import NotFoundError
 
-    schedule = current_store().session().get(PipelineSchedule, schedule_id, populate_existing=True)
+    # A fresh snapshot: a schedule another process created since our last read must be found.
+    schedule = fresh_session().get(PipelineSchedule, schedule_id, populate_existing=True)
     if schedule is None:
         raise NotFoundError(
             f"pipeline_schedule_id={schedule_id!r}: no such schedule. "
