@@ -533,6 +533,16 @@ class PipelineRun(Base):
 
         return runs.update_run(self, **kwargs)
 
+    async def execute(self) -> Any:
+        """Execute this run now, here, on a fresh kernel (``await run.execute()`` in a notebook
+        cell). Returns the runner's outcome; the run's status, block runs, outputs and logs are
+        stored as for scheduled runs."""
+        from .runner import run_with_fresh_kernel
+
+        outcome = await run_with_fresh_kernel(current_store(), self.id)
+        self.refresh()
+        return outcome
+
     def delete(self) -> None:
         """Delete the run and its block runs."""
         from .service import runs
@@ -572,6 +582,46 @@ class PipelineRun(Base):
             )
             or 0
         )
+
+    # ----- artifacts of an executed run -------------------------------------------------
+
+    def _project_dir(self) -> Any:
+        from .project import resolve_project_dir
+
+        return current_store().project_dir or resolve_project_dir()
+
+    def get_output(self, block_uuid: str) -> Any:
+        """The value block ``block_uuid`` returned in this run (DataFrames come back as
+        DataFrames)."""
+        from .project import data_dir
+        from .variables import load_output, output_dir
+
+        directory = output_dir(
+            data_dir(self._project_dir()), self.pipeline_uuid, self.execution_partition, block_uuid
+        )
+        return load_output(directory)
+
+    def logs(self, block_uuid: str) -> str:
+        """The log of one block of this run: stdout, stderr and the error with its traceback."""
+        from .artifacts import block_log_path
+        from .errors import NotFoundError
+
+        path = block_log_path(
+            self._project_dir(), self.pipeline_uuid, self.execution_partition, block_uuid
+        )
+        if not path.is_file():
+            known = [block.block_uuid for block in self.block_runs]
+            raise NotFoundError(
+                f"block_uuid={block_uuid!r}: run {self.id} has no log for it. "
+                f"Blocks of this run: {', '.join(known) or '(none yet — has the run executed?)'}."
+            )
+        return path.read_text(encoding="utf-8")
+
+    @property
+    def executed_notebook_path(self) -> str | None:
+        """Path of the executed notebook (with outputs), once the run has executed."""
+        value = (self.metrics or {}).get("executed_notebook")
+        return None if value is None else str(value)
 
     @property
     def runtime(self) -> timedelta | None:

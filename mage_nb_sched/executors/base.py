@@ -1,0 +1,48 @@
+"""The executor interface: submit a run id, get its final status back."""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What an executor reports when a run it executed has finished."""
+
+    run_id: int
+    status: str
+    reason: str | None = None
+    first_cell_latency: float | None = None
+    blocks: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Executor(abc.ABC):
+    """Executes pipeline runs somewhere other than the caller's event loop.
+
+    ``submit`` returns at once with a future that resolves to the run's :class:`RunResult`. An
+    executor never raises for a failure of user code: the run's status says what happened.
+    """
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Start workers (and their warm kernels)."""
+
+    @abc.abstractmethod
+    async def submit(self, run_id: int) -> asyncio.Future[RunResult]:
+        """Queue a run for execution; the future resolves when it has finished."""
+
+    @abc.abstractmethod
+    async def cancel(self, run_id: int) -> None:
+        """Stop a queued or executing run (interrupt, then kill its kernel)."""
+
+    @abc.abstractmethod
+    async def shutdown(self, grace: float = 10.0) -> None:
+        """Give executing runs ``grace`` seconds, then kill their kernels and stop."""
+
+    @property
+    @abc.abstractmethod
+    def active_runs(self) -> set[int]:
+        """Ids of runs queued or executing here."""

@@ -1,0 +1,326 @@
+"""The default executor: a pool of local worker processes, each with warm kernels.
+
+Runs never execute on the caller's event loop (the Jupyter server's): each worker is a separate
+interpreter (multiprocessing ``spawn``) with its own asyncio loop, a :class:`KernelPool` and a
+:class:`PipelineRunner`. The parent talks to workers over pipes it watches with ``add_reader``, so
+submitting, cancelling and collecting results cost the caller's loop microseconds.
+
+If a worker dies, its in-flight runs are marked failed with the reason, and its kernels die with
+it (they are tied to the worker's fork server by ``PR_SET_PDEATHSIG``); a replacement worker is
+started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+from sqlalchemy import update
+
+from ..clock import utcnow
+from ..enums import PipelineRunStatus
+from ..models import PipelineRun
+from ..store import Store
+from .base import Executor, RunResult
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------------------------
+# Worker process
+# --------------------------------------------------------------------------------------------
+
+
+def worker_main(
+    conn: Connection,
+    db_url: str,
+    project_dir: str,
+    kernel_pool_size: int,
+    preload: Sequence[str],
+) -> None:
+    """Entry point of a worker process: execute the runs the parent sends, report results."""
+    asyncio.run(_worker_loop(conn, db_url, project_dir, kernel_pool_size, tuple(preload)))
+
+
+async def _worker_loop(
+    conn: Connection,
+    db_url: str,
+    project_dir: str,
+    kernel_pool_size: int,
+    preload: tuple[str, ...],
+) -> None:
+    from pathlib import Path
+
+    from ..kernels import KernelPool
+    from ..runner import PipelineRunner
+
+    store = Store(db_url, Path(project_dir))
+    pool = KernelPool(size=kernel_pool_size, cwd=project_dir, preload=preload)
+    await pool.start()
+    runner = PipelineRunner(store, pool)
+    loop = asyncio.get_running_loop()
+    inbox: asyncio.Queue[Any] = asyncio.Queue()
+    tasks: dict[int, asyncio.Task[None]] = {}
+
+    def readable() -> None:
+        try:
+            inbox.put_nowait(conn.recv())
+        except (EOFError, OSError):
+            loop.remove_reader(conn.fileno())
+            inbox.put_nowait(("stop", 0.0))
+
+    loop.add_reader(conn.fileno(), readable)
+    conn.send(("ready", os.getpid()))
+
+    async def execute(run_id: int) -> None:
+        outcome = await runner.execute(run_id)
+        conn.send(
+            (
+                "done",
+                run_id,
+                {
+                    "status": outcome.status,
+                    "reason": outcome.reason,
+                    "first_cell_latency": outcome.first_cell_latency,
+                    "blocks": [block.__dict__ for block in outcome.blocks],
+                },
+            )
+        )
+
+    try:
+        while True:
+            message = await inbox.get()
+            kind = message[0]
+            if kind == "run":
+                run_id = int(message[1])
+                task = asyncio.ensure_future(execute(run_id))
+                tasks[run_id] = task
+                task.add_done_callback(_forget(tasks, run_id))
+            elif kind == "cancel":
+                runner.cancel(int(message[1]))
+            elif kind == "stop":
+                grace = float(message[1])
+                if tasks:
+                    await asyncio.wait(set(tasks.values()), timeout=grace)
+                for run_id in list(tasks):
+                    runner.cancel(run_id)
+                if tasks:
+                    await asyncio.wait(set(tasks.values()), timeout=runner.cancel_grace + 1)
+                break
+    finally:
+        await pool.close()
+        store.dispose()
+
+
+def _forget(tasks: dict[int, asyncio.Task[None]], run_id: int) -> Any:
+    def callback(_task: asyncio.Task[None]) -> None:
+        tasks.pop(run_id, None)
+
+    return callback
+
+
+# --------------------------------------------------------------------------------------------
+# Parent side
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Worker:
+    process: Any
+    conn: Connection
+    pid: int | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    runs: set[int] = field(default_factory=set)
+
+
+class LocalExecutor(Executor):
+    """Runs pipeline runs in ``workers`` local processes, ``runs_per_worker`` at a time each.
+
+    ``kernel_pool_size`` warm kernels are kept per worker. ``preload`` names modules the kernel
+    fork server imports once so every kernel starts with them loaded (e.g. ``["pandas"]``).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        workers: int = 2,
+        runs_per_worker: int = 1,
+        kernel_pool_size: int = 1,
+        preload: Sequence[str] = (),
+    ) -> None:
+        if workers < 1 or runs_per_worker < 1 or kernel_pool_size < 0:
+            raise ValueError("workers and runs_per_worker must be >= 1, kernel_pool_size >= 0")
+        assert store.project_dir is not None
+        self.store = store
+        self.workers = workers
+        self.runs_per_worker = runs_per_worker
+        self.kernel_pool_size = kernel_pool_size
+        self.preload = tuple(preload)
+        self._context = multiprocessing.get_context("spawn")
+        self._workers: list[_Worker] = []
+        self._queue: deque[int] = deque()
+        self._futures: dict[int, asyncio.Future[RunResult]] = {}
+        self._closing = False
+
+    @property
+    def active_runs(self) -> set[int]:
+        return set(self._futures)
+
+    @property
+    def worker_pids(self) -> list[int]:
+        return [worker.pid for worker in self._workers if worker.pid is not None]
+
+    async def start(self) -> None:
+        for _ in range(self.workers):
+            self._spawn()
+        await asyncio.gather(*(worker.ready.wait() for worker in self._workers))
+
+    def _spawn(self) -> _Worker:
+        parent_conn, child_conn = self._context.Pipe()
+        process = self._context.Process(
+            target=worker_main,
+            args=(
+                child_conn,
+                self.store.url,
+                str(self.store.project_dir),
+                self.kernel_pool_size,
+                self.preload,
+            ),
+            name="mage-nb-sched-worker",
+            daemon=True,
+        )
+        process.start()
+        child_conn.close()
+        worker = _Worker(process, parent_conn)
+        self._workers.append(worker)
+        loop = asyncio.get_running_loop()
+        loop.add_reader(parent_conn.fileno(), self._on_message, worker)
+        return worker
+
+    def _on_message(self, worker: _Worker) -> None:
+        try:
+            message = worker.conn.recv()
+        except (EOFError, OSError):
+            self._on_worker_exit(worker)
+            return
+        kind = message[0]
+        if kind == "ready":
+            worker.pid = int(message[1])
+            worker.ready.set()
+            self._dispatch()
+        elif kind == "done":
+            run_id, payload = int(message[1]), message[2]
+            worker.runs.discard(run_id)
+            self._resolve(RunResult(run_id=run_id, **payload))
+            self._dispatch()
+
+    def _on_worker_exit(self, worker: _Worker) -> None:
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(worker.conn.fileno())
+        worker.process.join(timeout=0)  # never block the caller's loop
+        code = worker.process.exitcode
+        if worker in self._workers:
+            self._workers.remove(worker)
+        reason = f"worker process {worker.pid} died (exit code {code}) while the run executed"
+        for run_id in list(worker.runs):
+            self._fail_orphaned_run(run_id, reason)
+            self._resolve(RunResult(run_id, PipelineRunStatus.FAILED.value, reason))
+        worker.runs.clear()
+        worker.ready.set()
+        if not self._closing:
+            log.warning("%s; starting a replacement", reason)
+            self._spawn()
+
+    def _fail_orphaned_run(self, run_id: int, reason: str) -> None:
+        session = self.store.new_session()
+        try:
+            with self.store.write(session):
+                session.execute(
+                    update(PipelineRun)
+                    .where(
+                        PipelineRun.id == run_id,
+                        PipelineRun.status == PipelineRunStatus.RUNNING.value,
+                    )
+                    .values(
+                        status=PipelineRunStatus.FAILED.value,
+                        completed_at=utcnow(),
+                        metrics={"error": reason},
+                    )
+                )
+        finally:
+            session.close()
+
+    def _resolve(self, result: RunResult) -> None:
+        future = self._futures.pop(result.run_id, None)
+        if future is not None and not future.done():
+            future.set_result(result)
+
+    def _dispatch(self) -> None:
+        while self._queue:
+            candidates = [
+                w
+                for w in self._workers
+                if w.ready.is_set() and w.pid is not None and len(w.runs) < self.runs_per_worker
+            ]
+            if not candidates:
+                return
+            worker = min(candidates, key=lambda w: len(w.runs))
+            run_id = self._queue.popleft()
+            worker.runs.add(run_id)
+            worker.conn.send(("run", run_id))
+
+    async def submit(self, run_id: int) -> asyncio.Future[RunResult]:
+        if self._closing:
+            raise RuntimeError("the executor is shutting down")
+        existing = self._futures.get(run_id)
+        if existing is not None:
+            return existing
+        future: asyncio.Future[RunResult] = asyncio.get_running_loop().create_future()
+        self._futures[run_id] = future
+        self._queue.append(run_id)
+        self._dispatch()
+        return future
+
+    async def cancel(self, run_id: int) -> None:
+        if run_id in self._queue:
+            self._queue.remove(run_id)
+            self._resolve(RunResult(run_id, PipelineRunStatus.CANCELLED.value, "cancelled"))
+            return
+        for worker in self._workers:
+            if run_id in worker.runs:
+                worker.conn.send(("cancel", run_id))
+
+    async def shutdown(self, grace: float = 10.0) -> None:
+        self._closing = True
+        for run_id in list(self._queue):
+            self._resolve(RunResult(run_id, PipelineRunStatus.INITIAL.value, "executor shut down"))
+        self._queue.clear()
+        for worker in list(self._workers):
+            with contextlib.suppress(BrokenPipeError, OSError):
+                worker.conn.send(("stop", grace))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace + 10
+        for worker in list(self._workers):
+            remaining = max(0.1, deadline - loop.time())
+            await asyncio.to_thread(worker.process.join, remaining)
+            if worker.process.is_alive():
+                worker.process.kill()
+                await asyncio.to_thread(worker.process.join, 5)
+            with contextlib.suppress(ValueError, OSError):
+                loop.remove_reader(worker.conn.fileno())
+            for run_id in list(worker.runs):
+                self._fail_orphaned_run(run_id, "executor shut down while the run executed")
+                self._resolve(
+                    RunResult(run_id, PipelineRunStatus.FAILED.value, "executor shut down")
+                )
+            worker.conn.close()
+        self._workers.clear()

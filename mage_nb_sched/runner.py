@@ -1,0 +1,726 @@
+"""Executes one pipeline run: the notebook as saved now, block by block, on a fresh kernel.
+
+The runner owns a run from ``initial`` to a final status:
+
+1. claims the run with a conditional update (``initial → running``; a run started elsewhere is
+   left alone),
+2. reads the notebook once (content hash kept), creates one ``BlockRun`` per block,
+3. injects the run's variables papermill-style and activates the block decorators in the kernel,
+4. executes cell by cell with nbclient's async API — retries with backoff, block and run
+   timeouts, cancellation (interrupt, then kill after a grace period) — recording status, times,
+   errors with tracebacks and per-block logs,
+5. saves the executed notebook and the final status, and always shuts the kernel down.
+
+User code runs inside an error boundary: whatever it does, the run ends with a recorded status
+and the kernel is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import nbformat
+from sqlalchemy import delete, select, update
+
+from . import artifacts
+from .clock import utcnow
+from .enums import BlockRunStatus, PipelineRunStatus
+from .errors import MageNbSchedError
+from .models import BlockRun, PipelineRun, PipelineSchedule
+from .pipelines import Block, Pipeline, load_pipeline
+from .project import DB_URL_ENV, PROJECT_DIR_ENV
+from .settings import with_defaults
+from .store import Store
+from .variables import (
+    builtin_variables,
+    injection_source,
+    insert_injected_cell,
+    merge_variables,
+    pipeline_global_variables,
+)
+
+log = logging.getLogger(__name__)
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+#: How often a running run checks whether someone cancelled it in the database (seconds).
+CANCEL_POLL_SECONDS = 0.25
+
+
+class KernelLike(Protocol):
+    """What the runner needs from a started kernel (a ``kernels.KernelHandle``)."""
+
+    km: Any
+    kc: Any
+    pid: int | None
+
+    async def shutdown(self) -> None: ...
+
+
+class KernelSource(Protocol):
+    """Hands out fresh, ready kernels (a warm :class:`~mage_nb_sched.kernels.KernelPool`)."""
+
+    async def acquire(self) -> Any: ...
+
+
+@dataclass
+class BlockOutcome:
+    """What happened to one block."""
+
+    block_uuid: str
+    status: str
+    seconds: float | None = None
+    attempts: int = 0
+    error: str | None = None
+
+
+@dataclass
+class RunOutcome:
+    """The final state of a run as the runner left it."""
+
+    run_id: int
+    status: str
+    reason: str | None = None
+    blocks: list[BlockOutcome] = field(default_factory=list)
+    #: Seconds from the run's creation to its first cell starting (None if none started).
+    first_cell_latency: float | None = None
+
+
+class _RunStopped(Exception):
+    """The run must stop now: cancelled or timed out (the kernel has been dealt with)."""
+
+    def __init__(self, status: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def strip_ansi(text: str) -> str:
+    """Tracebacks from IPython carry colour codes; logs and the database get plain text."""
+    return _ANSI.sub("", text)
+
+
+# --------------------------------------------------------------------------------------------
+# Database steps (each one short transaction)
+# --------------------------------------------------------------------------------------------
+
+
+def claim_run(store: Store, run_id: int, now: datetime) -> bool:
+    """``initial → running`` only if still initial; True if this caller now owns the run."""
+    session = store.new_session()
+    try:
+        with store.write(session):
+            result = session.execute(
+                update(PipelineRun)
+                .where(
+                    PipelineRun.id == run_id,
+                    PipelineRun.status == PipelineRunStatus.INITIAL.value,
+                )
+                .values(status=PipelineRunStatus.RUNNING.value, started_at=now)
+            )
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    finally:
+        session.close()
+
+
+def _finish_run(
+    store: Store,
+    run_id: int,
+    status: str,
+    now: datetime,
+    metrics: dict[str, Any],
+) -> str:
+    """Write the final status unless someone already finished/cancelled the run; returns the
+    status the run ends with."""
+    session = store.new_session()
+    try:
+        with store.write(session):
+            run = session.get(PipelineRun, run_id, populate_existing=True)
+            if run is None:
+                return status
+            merged = dict(run.metrics or {})
+            merged.update(metrics)
+            run.metrics = merged
+            if run.status == PipelineRunStatus.RUNNING:
+                run.status = PipelineRunStatus(status)
+                run.completed_at = now
+            final = str(run.status)
+        return final
+    finally:
+        session.close()
+
+
+def _create_block_runs(store: Store, run_id: int, blocks: list[Block]) -> dict[str, int]:
+    session = store.new_session()
+    try:
+        with store.write(session):
+            # A run that is executed again (after a crash) starts its blocks afresh.
+            session.execute(delete(BlockRun).where(BlockRun.pipeline_run_id == run_id))
+            rows = [
+                BlockRun(
+                    pipeline_run_id=run_id, block_uuid=block.uuid, status=BlockRunStatus.INITIAL
+                )
+                for block in blocks
+            ]
+            session.add_all(rows)
+            session.flush()
+            return {row.block_uuid: row.id for row in rows}
+    finally:
+        session.close()
+
+
+def _set_block(store: Store, block_run_id: int, **values: Any) -> None:
+    session = store.new_session()
+    try:
+        with store.write(session):
+            session.execute(update(BlockRun).where(BlockRun.id == block_run_id).values(**values))
+    finally:
+        session.close()
+
+
+def _cancel_remaining(store: Store, run_id: int, now: datetime) -> None:
+    session = store.new_session()
+    try:
+        with store.write(session):
+            session.execute(
+                update(BlockRun)
+                .where(
+                    BlockRun.pipeline_run_id == run_id,
+                    BlockRun.status.in_(
+                        [BlockRunStatus.INITIAL.value, BlockRunStatus.QUEUED.value]
+                    ),
+                )
+                .values(status=BlockRunStatus.CANCELLED.value, completed_at=now)
+            )
+    finally:
+        session.close()
+
+
+def _read_status(store: Store, run_id: int) -> str | None:
+    session = store.new_session()
+    try:
+        value = session.scalar(select(PipelineRun.status).where(PipelineRun.id == run_id))
+        return None if value is None else str(value)
+    finally:
+        session.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Kernel steps
+# --------------------------------------------------------------------------------------------
+
+
+async def _silent(kc: Any, code: str, timeout: float = 60.0) -> None:
+    """Run setup code in the kernel without producing notebook output; raise if it fails."""
+    reply = await kc.execute_interactive(
+        code, silent=True, store_history=False, timeout=timeout, output_hook=lambda _msg: None
+    )
+    content = reply.get("content", {})
+    if content.get("status") != "ok":
+        raise RuntimeError(f"kernel setup failed: {content.get('ename')}: {content.get('evalue')}")
+
+
+def _activation_code(
+    variables_source: str, context: dict[str, Any], cwd: Path, env: dict[str, str]
+) -> str:
+    """Code that moves the kernel to the notebook's folder, sets the environment and turns the
+    block decorators into run mode with the run's typed variables."""
+    return (
+        "import os as __mnb_os\n"
+        f"__mnb_os.chdir({str(cwd)!r})\n"
+        f"__mnb_os.environ.update({env!r})\n"
+        "import mage_nb_sched.blocks as __mnb_blocks\n"
+        "__mnb_ns = {}\n"
+        f"exec({variables_source!r}, __mnb_ns)\n"
+        f"__mnb_ctx = {context!r}\n"
+        "__mnb_ctx['variables'] = __mnb_ns['mage_nb_sched_variables']\n"
+        "__mnb_blocks.activate_run(__mnb_ctx)\n"
+        "del __mnb_ns, __mnb_ctx, __mnb_os\n"
+    )
+
+
+def _cell_log(cell: Any) -> str:
+    parts: list[str] = []
+    for output in cell.get("outputs", []):
+        kind = output.get("output_type")
+        if kind == "stream":
+            parts.append(f"[{output.get('name', 'stdout')}] {output.get('text', '')}")
+        elif kind == "error":
+            parts.append("[error] " + strip_ansi("\n".join(output.get("traceback", []))) + "\n")
+        elif kind in ("execute_result", "display_data"):
+            text = output.get("data", {}).get("text/plain")
+            if text:
+                parts.append(f"[{kind}] {text}\n")
+    return "".join(parts)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Limits:
+    retries: int
+    retry_delay: float
+    backoff: bool
+    allow_blocks_to_fail: bool
+    run_timeout: float | None
+    block_timeout: float | None
+    timeout_status: str
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any]) -> _Limits:
+        return cls(
+            retries=int(settings["retries"] or 0),
+            retry_delay=float(settings["retry_delay"] or 0),
+            backoff=bool(settings["retry_exponential_backoff"]),
+            allow_blocks_to_fail=bool(settings["allow_blocks_to_fail"]),
+            run_timeout=settings["timeout"],
+            block_timeout=settings["block_timeout"],
+            timeout_status=str(settings["timeout_status"]),
+        )
+
+
+class PipelineRunner:
+    """Executes pipeline runs from one store with kernels from one source.
+
+    ``cancel_grace`` is how long a cancelled cell gets after the interrupt before its kernel is
+    killed. ``clock`` is injectable for tests.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        kernels: KernelSource,
+        *,
+        cancel_grace: float = 5.0,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.store = store
+        self.kernels = kernels
+        self.cancel_grace = cancel_grace
+        self.clock = clock
+        self._cancel_events: dict[int, asyncio.Event] = {}
+
+    def cancel(self, run_id: int) -> None:
+        """Ask a run executing here to stop (interrupt, then kill after ``cancel_grace``)."""
+        event = self._cancel_events.get(run_id)
+        if event is not None:
+            event.set()
+
+    async def execute(self, run_id: int) -> RunOutcome:
+        """Execute one run to a final status. Never raises for failures of user code."""
+        if not claim_run(self.store, run_id, self.clock()):
+            status = _read_status(self.store, run_id)
+            return RunOutcome(run_id, status or "missing", "not in 'initial' state; left alone")
+        cancel_event = self._cancel_events.setdefault(run_id, asyncio.Event())
+        watcher = asyncio.ensure_future(self._watch_for_cancel(run_id, cancel_event))
+        try:
+            return await self._execute_claimed(run_id, cancel_event)
+        except Exception as err:  # an error of ours, not of user code: record it, never hang
+            log.exception("run %s failed inside the runner", run_id)
+            final = _finish_run(
+                self.store,
+                run_id,
+                PipelineRunStatus.FAILED.value,
+                self.clock(),
+                {"error": f"internal error: {err!r}"},
+            )
+            _cancel_remaining(self.store, run_id, self.clock())
+            return RunOutcome(run_id, final, f"internal error: {err!r}")
+        finally:
+            watcher.cancel()
+            self._cancel_events.pop(run_id, None)
+
+    async def _watch_for_cancel(self, run_id: int, event: asyncio.Event) -> None:
+        # A cancel made through the database (API, backfill cancel) reaches the run here.
+        while not event.is_set():
+            await asyncio.sleep(CANCEL_POLL_SECONDS)
+            status = await asyncio.to_thread(_read_status, self.store, run_id)
+            if status == PipelineRunStatus.CANCELLED.value:
+                event.set()
+
+    async def _execute_claimed(self, run_id: int, cancel_event: asyncio.Event) -> RunOutcome:
+        store = self.store
+        assert store.project_dir is not None, "the runner needs a store with a project dir"
+        session = store.new_session()
+        try:
+            run = session.get(PipelineRun, run_id)
+            assert run is not None
+            schedule = (
+                session.get(PipelineSchedule, run.pipeline_schedule_id)
+                if run.pipeline_schedule_id is not None
+                else None
+            )
+            session.expunge_all()
+        finally:
+            session.close()
+        try:
+            pipeline = load_pipeline(store.project_dir, run.pipeline_uuid)
+        except MageNbSchedError as err:
+            final = _finish_run(
+                store, run_id, PipelineRunStatus.FAILED.value, self.clock(), {"error": str(err)}
+            )
+            return RunOutcome(run_id, final, str(err))
+        settings = with_defaults(schedule.settings if schedule else None)
+        limits = _Limits.from_settings(settings)
+        block_run_ids = _create_block_runs(store, run_id, pipeline.blocks)
+        partition = run.execution_partition
+        variables = merge_variables(
+            pipeline_global_variables(pipeline.notebook),
+            schedule.variables if schedule else None,
+            run.variables,
+            builtin_variables(
+                execution_date=run.execution_date,
+                execution_partition=partition,
+                pipeline_run_id=run.id,
+                block_run_id=None,
+                pipeline_uuid=run.pipeline_uuid,
+                trigger_name=schedule.name if schedule else None,
+                run_variables=run.variables,
+                event=run.event_variables,
+                timezone=str(settings["timezone"]),
+            ),
+        )
+        source = injection_source(variables)
+        notebook, injected_index = insert_injected_cell(pipeline.notebook, source)
+        env = {PROJECT_DIR_ENV: str(store.project_dir), DB_URL_ENV: store.url}
+        context = {
+            "data_dir": str(store.project_dir / ".mage_nb_sched"),
+            "pipeline_uuid": run.pipeline_uuid,
+            "partition": partition,
+            "pipeline_run_id": run.id,
+        }
+        started = time.monotonic()
+        deadline = started + limits.run_timeout if limits.run_timeout else None
+        outcome = RunOutcome(run_id, PipelineRunStatus.RUNNING.value)
+        handle = await self.kernels.acquire()
+        try:
+            await _silent(
+                handle.kc,
+                _activation_code(source, context, pipeline.path.parent, env),
+            )
+            final_status, reason = await self._execute_cells(
+                run,
+                pipeline,
+                notebook,
+                injected_index,
+                handle,
+                block_run_ids,
+                limits,
+                deadline,
+                cancel_event,
+                outcome,
+            )
+        finally:
+            await handle.shutdown()
+        executed_path = artifacts.executed_notebook_path(
+            store.project_dir, run.pipeline_uuid, partition
+        )
+        _write_text_atomic(executed_path, nbformat.writes(notebook))  # type: ignore[no-untyped-call]
+        metrics: dict[str, Any] = {
+            "notebook_sha256": pipeline.content_hash,
+            "executed_notebook": str(executed_path),
+            "blocks": {
+                block.block_uuid: {
+                    "status": block.status,
+                    "seconds": block.seconds,
+                    "attempts": block.attempts,
+                }
+                for block in outcome.blocks
+            },
+        }
+        if reason:
+            metrics["error"] = reason
+        if outcome.first_cell_latency is not None:
+            metrics["first_cell_latency"] = outcome.first_cell_latency
+        outcome.status = _finish_run(store, run_id, final_status, self.clock(), metrics)
+        outcome.reason = reason
+        return outcome
+
+    async def _execute_cells(
+        self,
+        run: PipelineRun,
+        pipeline: Pipeline,
+        notebook: Any,
+        injected_index: int,
+        handle: Any,
+        block_run_ids: dict[str, int],
+        limits: _Limits,
+        deadline: float | None,
+        cancel_event: asyncio.Event,
+        outcome: RunOutcome,
+    ) -> tuple[str, str | None]:
+        from nbclient import NotebookClient
+        from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+
+        client = NotebookClient(
+            notebook,
+            km=handle.km,
+            timeout=limits.block_timeout,
+            interrupt_on_timeout=False,
+            allow_errors=False,
+            record_timing=True,
+        )
+        client.kc = handle.kc
+        client.reset_execution_trackers()
+        blocks_by_index = {block.cell_index: block for block in pipeline.blocks}
+        # The injected cell shifts later cells by one.
+        shifted = {
+            (index + 1 if index >= injected_index else index): block
+            for index, block in blocks_by_index.items()
+        }
+        failed_any = False
+        for index, cell in enumerate(notebook.cells):
+            block = shifted.get(index)
+            if index != injected_index and block is None:
+                continue  # skipped, empty or non-code cells
+            if block is None:
+                await self._run_cell(client, handle, cell, index, deadline, cancel_event, limits)
+                continue
+            block_run_id = block_run_ids[block.uuid]
+            result = await self._run_block(
+                client,
+                handle,
+                cell,
+                index,
+                block,
+                block_run_id,
+                run,
+                limits,
+                deadline,
+                cancel_event,
+                outcome,
+                CellExecutionError,
+                CellTimeoutError,
+                DeadKernelError,
+            )
+            if result is None:
+                continue
+            status, reason = result
+            if status == PipelineRunStatus.FAILED.value and limits.allow_blocks_to_fail:
+                failed_any = True
+                continue
+            _cancel_remaining(self.store, run.id, self.clock())
+            return status, reason
+        del failed_any  # with allow_blocks_to_fail a failed block does not fail the run
+        return PipelineRunStatus.COMPLETED.value, None
+
+    async def _run_block(
+        self,
+        client: Any,
+        handle: Any,
+        cell: Any,
+        index: int,
+        block: Block,
+        block_run_id: int,
+        run: PipelineRun,
+        limits: _Limits,
+        deadline: float | None,
+        cancel_event: asyncio.Event,
+        outcome: RunOutcome,
+        cell_error: type[Exception],
+        cell_timeout: type[Exception],
+        dead_kernel: type[Exception],
+    ) -> tuple[str, str | None] | None:
+        """Execute one block with retries. None = completed; else (run status, reason)."""
+        started_at = self.clock()
+        if outcome.first_cell_latency is None:
+            outcome.first_cell_latency = (started_at - run.created_at).total_seconds()
+        _set_block(
+            self.store, block_run_id, status=BlockRunStatus.RUNNING.value, started_at=started_at
+        )
+        log_path = artifacts.block_log_path(
+            self.store.project_dir or Path("."),
+            run.pipeline_uuid,
+            run.execution_partition,
+            block.uuid,
+        )
+        began = time.monotonic()
+        attempt = 0
+        logs: list[str] = []
+        while True:
+            attempt += 1
+            error: str | None = None
+            stop: _RunStopped | None = None
+            try:
+                await _silent(
+                    handle.kc,
+                    f"__import__('mage_nb_sched.blocks').blocks.enter_block("
+                    f"{block.uuid!r}, {block_run_id!r})",
+                )
+                await self._run_cell(client, handle, cell, index, deadline, cancel_event, limits)
+            except _RunStopped as stopped:
+                stop = stopped
+            except cell_timeout:
+                await handle.shutdown()
+                stop = _RunStopped(
+                    limits.timeout_status,
+                    f"block {block.uuid!r} timed out after {limits.block_timeout}s; kernel killed",
+                )
+            except dead_kernel:
+                error = "kernel died while the block was running"
+                attempt = limits.retries + 1  # a dead kernel cannot run anything else
+            except cell_error as err:
+                error = strip_ansi(str(err))
+            logs.append(_cell_log(cell))
+            if error is not None and attempt <= limits.retries:
+                logs.append(f"[retry] attempt {attempt} failed; retrying\n")
+                delay = limits.retry_delay * (2 ** (attempt - 1) if limits.backoff else 1)
+                if delay:
+                    await self._pause(delay, deadline, cancel_event)
+                continue
+            break
+        seconds = round(time.monotonic() - began, 6)
+        _write_text_atomic(log_path, "".join(logs) + (f"[error] {error}\n" if error else ""))
+        metrics = {"attempts": attempt, "seconds": seconds, "log": str(log_path)}
+        if stop is not None:
+            status = (
+                BlockRunStatus.CANCELLED.value
+                if stop.status == PipelineRunStatus.CANCELLED.value
+                else BlockRunStatus.FAILED.value
+            )
+            _set_block(
+                self.store,
+                block_run_id,
+                status=status,
+                completed_at=self.clock(),
+                error=stop.reason,
+                metrics=metrics,
+            )
+            outcome.blocks.append(BlockOutcome(block.uuid, status, seconds, attempt, stop.reason))
+            return stop.status, stop.reason
+        if error is not None:
+            _set_block(
+                self.store,
+                block_run_id,
+                status=BlockRunStatus.FAILED.value,
+                completed_at=self.clock(),
+                error=error,
+                metrics=metrics,
+            )
+            outcome.blocks.append(BlockOutcome(block.uuid, "failed", seconds, attempt, error))
+            first_line = error.strip().splitlines()[-1] if error.strip() else error
+            return PipelineRunStatus.FAILED.value, f"block {block.uuid!r} failed: {first_line}"
+        _set_block(
+            self.store,
+            block_run_id,
+            status=BlockRunStatus.COMPLETED.value,
+            completed_at=self.clock(),
+            metrics=metrics,
+        )
+        outcome.blocks.append(BlockOutcome(block.uuid, "completed", seconds, attempt))
+        return None
+
+    async def _pause(
+        self, seconds: float, deadline: float | None, cancel_event: asyncio.Event
+    ) -> None:
+        """Wait between retries, but stop at once for a cancel or the run's deadline."""
+        if deadline is not None:
+            seconds = min(seconds, max(0.0, deadline - time.monotonic()))
+        try:
+            await asyncio.wait_for(cancel_event.wait(), timeout=seconds)
+        except asyncio.TimeoutError:
+            return
+        raise _RunStopped(PipelineRunStatus.CANCELLED.value, "cancelled")
+
+    async def _run_cell(
+        self,
+        client: Any,
+        handle: Any,
+        cell: Any,
+        index: int,
+        deadline: float | None,
+        cancel_event: asyncio.Event,
+        limits: _Limits,
+    ) -> None:
+        """Execute one cell, racing it against cancellation and the run's deadline."""
+        if cancel_event.is_set():
+            raise _RunStopped(PipelineRunStatus.CANCELLED.value, "cancelled")
+        task = asyncio.ensure_future(client.async_execute_cell(cell, index))
+        cancel_wait = asyncio.ensure_future(cancel_event.wait())
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            done, _ = await asyncio.wait(
+                {task, cancel_wait}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            cancel_wait.cancel()
+        if task in done:
+            task.result()
+            return
+        if cancel_event.is_set():
+            await _stop_cell(handle, task, self.cancel_grace, interrupt=True)
+            raise _RunStopped(PipelineRunStatus.CANCELLED.value, "cancelled while running")
+        await _stop_cell(handle, task, 0.0, interrupt=False)
+        raise _RunStopped(
+            limits.timeout_status, f"run timed out after {limits.run_timeout}s; kernel killed"
+        )
+
+
+async def _stop_cell(handle: Any, task: asyncio.Future[Any], grace: float, interrupt: bool) -> None:
+    """Interrupt (optionally) and wait ``grace`` seconds for the cell, then kill the kernel."""
+    if interrupt:
+        try:
+            await handle.km.interrupt_kernel()
+            await asyncio.wait({task}, timeout=grace)
+        except Exception:  # the kernel may already be gone
+            log.debug("interrupt failed", exc_info=True)
+    await handle.shutdown()
+    if not task.done():
+        task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def run_with_fresh_kernel(
+    store: Store, run_id: int, kernels: KernelSource | None = None
+) -> RunOutcome:
+    """Execute one run now (CLI, tests): with ``kernels`` or a one-off kernel."""
+    from .kernels import KernelPool
+
+    pool = kernels
+    owned: Any = None
+    if pool is None:
+        owned = KernelPool(size=0)
+        await owned.start()
+        pool = owned
+    try:
+        return await PipelineRunner(store, pool).execute(run_id)
+    finally:
+        if owned is not None:
+            await owned.close()
+
+
+Runner = PipelineRunner
+OutcomeCallback = Callable[[RunOutcome], Awaitable[None]]
+__all__ = ["KernelLike", "PipelineRunner", "RunOutcome", "claim_run", "run_with_fresh_kernel"]
+
+
+def outcome_as_json(outcome: RunOutcome) -> str:
+    """A JSON line for the CLI and worker processes."""
+    return json.dumps(
+        {
+            "run_id": outcome.run_id,
+            "status": outcome.status,
+            "reason": outcome.reason,
+            "first_cell_latency": outcome.first_cell_latency,
+            "blocks": [block.__dict__ for block in outcome.blocks],
+        }
+    )

@@ -1,0 +1,318 @@
+"""The runner with real kernels: block runs, variables, outputs, retries, timeouts, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from mage_nb_sched import PipelineRun, PipelineSchedule
+from mage_nb_sched.kernels import KernelPool
+from mage_nb_sched.runner import PipelineRunner
+from mage_nb_sched.store import Store
+from tests.conftest import write_notebook
+
+pytestmark = pytest.mark.kernel
+
+UTC = timezone.utc
+
+
+def child_pids() -> set[int]:
+    """Direct and indirect children of this process (from /proc)."""
+    found: set[int] = set()
+    frontier = [os.getpid()]
+    while frontier:
+        pid = frontier.pop()
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                text = (task / "children").read_text()
+            except OSError:
+                continue
+            for child in text.split():
+                if int(child) not in found:
+                    found.add(int(child))
+                    frontier.append(int(child))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+async def _execute(store: Store, run_id: int, pool: KernelPool | None = None) -> Any:
+    own = pool is None
+    pool = pool or KernelPool(size=0)
+    await pool.start()
+    try:
+        return await PipelineRunner(store, pool, cancel_grace=2.0).execute(run_id)
+    finally:
+        if own:
+            await pool.close()
+
+
+def run_now(store: Store, run: PipelineRun) -> Any:
+    return asyncio.run(_execute(store, run.id))
+
+
+def make_schedule(project_dir: Path, cells: list[str], name: str = "pipe", **settings: Any) -> PipelineSchedule:
+    write_notebook(project_dir / f"{name}.ipynb", cells)
+    return PipelineSchedule.create(
+        name=f"{name}_trigger",
+        pipeline_uuid=name,
+        schedule_interval="@daily",
+        settings=settings or None,
+    )
+
+
+def fresh_run(run_id: int) -> PipelineRun:
+    run = PipelineRun.query.get(run_id)
+    assert run is not None
+    return run
+
+
+def block_statuses(run: PipelineRun) -> dict[str, str]:
+    return {block.block_uuid: str(block.status) for block in run.block_runs}
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_seed_data_loader_gets_execution_date_and_output_round_trips(
+    store: Store, project_dir: Path
+) -> None:
+    cells = [
+        "from mage_nb_sched import data_loader, transformer\nimport pandas as pd",
+        "@data_loader\ndef load_data(*args, **kwargs):\n"
+        "    execution_date = kwargs.get('execution_date')\n"
+        "    return pd.DataFrame({'day': [str(execution_date.date())], 'tz': [str(execution_date.tzinfo)],"
+        " 'partition': [kwargs['execution_partition']], 'run': [kwargs.get('pipeline_run_id')]})",
+        "@transformer\ndef add_one(df, *args, **kwargs):\n    df['n'] = [len(df) + 41]\n    return df",
+    ]
+    schedule = make_schedule(project_dir, cells)
+    run = PipelineRun.create(
+        pipeline_schedule_id=schedule.id,
+        execution_date=datetime(2024, 1, 15, 9, 30, tzinfo=UTC),
+    )
+    outcome = run_now(store, run)
+    assert outcome.status == "completed", outcome
+    run = fresh_run(run.id)
+    assert run.status == "completed"
+    assert block_statuses(run) == {"cell_0": "completed", "load_data": "completed", "add_one": "completed"}
+    loaded = run.get_output("load_data")
+    expected = pd.DataFrame(
+        {"day": ["2024-01-15"], "tz": ["UTC"], "partition": [f"{schedule.id}/20240115T093000"],
+         "run": [run.id]}
+    )
+    pd.testing.assert_frame_equal(loaded, expected)
+    transformed = run.get_output("add_one")
+    assert list(transformed["n"]) == [42]
+    executed = json.loads(Path(run.executed_notebook_path or "").read_text())
+    assert any("injected-parameters" in c["metadata"].get("tags", []) for c in executed["cells"])
+    assert len(run.metrics["notebook_sha256"]) == 64
+
+
+def test_typed_parameters_reach_plain_cells(store: Store, project_dir: Path) -> None:
+    check = (
+        "import datetime as dt\n"
+        "assert s == 'text' and isinstance(s, str)\n"
+        "assert i == 3 and type(i) is int\n"
+        "assert f == 2.5 and type(f) is float\n"
+        "assert b is True\n"
+        "assert n is None\n"
+        "assert l == [1, 'a', None] and isinstance(l, list)\n"
+        "assert d == {'k': {'x': 1}} and isinstance(d, dict)\n"
+        "assert isinstance(execution_date, dt.datetime) and execution_date.tzinfo is not None\n"
+        "assert execution_date == dt.datetime(2024, 3, 10, 7, 0, tzinfo=dt.timezone.utc)\n"
+        "assert ds == '2024-03-10' and hr == '07'\n"
+        "assert pipeline_run_id > 0 and trigger_name == 'pipe_trigger'\n"
+        "assert env == 'staging'\n"
+        "print('params ok')"
+    )
+    schedule = make_schedule(project_dir, ["s = 'default'", check])
+    schedule.update(variables={"env": "production", "s": "schedule"})
+    run = PipelineRun.create(
+        pipeline_schedule_id=schedule.id,
+        execution_date=datetime(2024, 3, 10, 7, 0, tzinfo=UTC),
+        variables={"s": "text", "i": 3, "f": 2.5, "b": True, "n": None, "l": [1, "a", None],
+                   "d": {"k": {"x": 1}}, "env": "staging"},
+    )
+    outcome = run_now(store, run)
+    assert outcome.status == "completed", outcome
+    assert "params ok" in fresh_run(run.id).logs("cell_1")
+
+
+def test_failing_block_records_traceback_and_cancels_later_blocks(
+    store: Store, project_dir: Path
+) -> None:
+    schedule = make_schedule(
+        project_dir, ["x = 1", "def boom():\n    raise ValueError('bad input 42')\nboom()", "y = 2"]
+    )
+    run = PipelineRun.create(pipeline_schedule_id=schedule.id)
+    outcome = run_now(store, run)
+    run = fresh_run(run.id)
+    assert outcome.status == "failed" and run.status == "failed"
+    statuses = block_statuses(run)
+    assert statuses == {"cell_0": "completed", "cell_1": "failed", "cell_2": "cancelled"}
+    failed = next(b for b in run.block_runs if b.block_uuid == "cell_1")
+    assert "ValueError" in (failed.error or "") and "bad input 42" in (failed.error or "")
+    assert "boom()" in (failed.error or "")  # the traceback, not just the message
+    assert "\x1b[" not in (failed.error or "")
+    assert "bad input 42" in run.logs("cell_1")
+
+
+def test_allow_blocks_to_fail_runs_later_blocks(store: Store, project_dir: Path) -> None:
+    schedule = make_schedule(
+        project_dir, ["raise RuntimeError('no')", "print('still here')"], allow_blocks_to_fail=True
+    )
+    run = PipelineRun.create(pipeline_schedule_id=schedule.id)
+    outcome = run_now(store, run)
+    run = fresh_run(run.id)
+    assert outcome.status == "completed"
+    assert block_statuses(run) == {"cell_0": "failed", "cell_1": "completed"}
+    assert "still here" in run.logs("cell_1")
+
+
+def test_retries_then_success(store: Store, project_dir: Path, tmp_path: Path) -> None:
+    counter = tmp_path / "attempts"
+    cell = (
+        "from pathlib import Path\n"
+        f"p = Path({str(counter)!r})\n"
+        "n = int(p.read_text()) + 1 if p.exists() else 1\n"
+        "p.write_text(str(n))\n"
+        "if n < 3:\n    raise RuntimeError(f'attempt {n}')\n"
+        "print('succeeded on', n)"
+    )
+    schedule = make_schedule(project_dir, [cell], retries=2, retry_delay=0)
+    run = PipelineRun.create(pipeline_schedule_id=schedule.id)
+    outcome = run_now(store, run)
+    run = fresh_run(run.id)
+    assert outcome.status == "completed", outcome
+    block = run.block_runs[0]
+    assert block.status == "completed" and block.metrics["attempts"] == 3
+    assert counter.read_text() == "3"
+    assert "succeeded on 3" in run.logs("cell_0")
+
+
+def test_retries_exhausted_fail(store: Store, project_dir: Path) -> None:
+    schedule = make_schedule(project_dir, ["raise RuntimeError('always')"], retries=1)
+    run = PipelineRun.create(pipeline_schedule_id=schedule.id)
+    outcome = run_now(store, run)
+    block = fresh_run(run.id).block_runs[0]
+    assert outcome.status == "failed" and block.metrics["attempts"] == 2
+
+
+def test_run_timeout_kills_the_kernel(store: Store, project_dir: Path) -> None:
+    schedule = make_schedule(
+        project_dir,
+        ["import os\nprint('PID', os.getpid(), flush=True)", "import time\ntime.sleep(120)"],
+        timeout=3,
+        timeout_status="cancelled",
+    )
+    run = PipelineRun.create(pipeline_schedule_id=schedule.id)
+    outcome = run_now(store, run)
+    run = fresh_run(run.id)
+    assert outcome.status == "cancelled", outcome
+    assert "timed out" in (outcome.reason or "")
+    pid = int(run.logs("cell_0").split("PID")[1].split()[0])
+    assert not alive(pid)
+    assert block_statuses(run)["cell_1"] in ("failed", "cancelled")
+
+
+def test_block_timeout_fails_with_timeout_status(store: Store, project_dir: Path) -> None:
+    schedule = make_schedule(project_dir, ["import time\ntime.sleep(60)", "x = 1"], block_timeout=2)
+    run = PipelineRun.create(pipeline_schedule_id=schedule.id)
+    outcome = run_now(store, run)
+    run = fresh_run(run.id)
+    assert outcome.status == "failed"
+    assert block_statuses(run) == {"cell_0": "failed", "cell_1": "cancelled"}
+
+
+def test_cancel_mid_cell_through_the_database(store: Store, project_dir: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "started"
+    schedule = make_schedule(
+        project_dir,
+        [f"import time, pathlib\npathlib.Path({str(marker)!r}).write_text('go')\ntime.sleep(120)",
+         "x = 1"],
+    )
+    run = PipelineRun.create(pipeline_schedule_id=schedule.id)
+
+    async def scenario() -> Any:
+        task = asyncio.ensure_future(_execute(store, run.id))
+        # Wait until the cell is really running: the marker file appears (bounded loop).
+        for _ in range(600):
+            if marker.exists():
+                break
+            await asyncio.sleep(0.05)
+        assert marker.exists(), "the cell never started"
+        fresh_run(run.id).update(status="cancelled")
+        return await asyncio.wait_for(task, timeout=30)
+
+    outcome = asyncio.run(scenario())
+    run = fresh_run(run.id)
+    assert run.status == "cancelled" and outcome.status == "cancelled"
+    assert block_statuses(run) == {"cell_0": "cancelled", "cell_1": "cancelled"}
+
+
+def test_kernel_that_kills_itself_fails_the_block_and_next_run_is_fine(
+    store: Store, project_dir: Path
+) -> None:
+    schedule = make_schedule(project_dir, ["import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", "x = 1"])
+    first = PipelineRun.create(pipeline_schedule_id=schedule.id)
+    outcome = run_now(store, first)
+    first = fresh_run(first.id)
+    assert outcome.status == "failed"
+    block = first.block_runs[0]
+    assert block.status == "failed" and "kernel died" in (block.error or "")
+    other = make_schedule(project_dir, ["x = 41 + 1\nprint(x)"], name="other")
+    second = PipelineRun.create(pipeline_schedule_id=other.id)
+    assert run_now(store, second).status == "completed"
+
+
+def test_run_not_initial_is_left_alone(store: Store, project_dir: Path) -> None:
+    schedule = make_schedule(project_dir, ["x = 1"])
+    run = PipelineRun.create(pipeline_schedule_id=schedule.id, status="running")
+    outcome = run_now(store, run)
+    assert "left alone" in (outcome.reason or "")
+    assert fresh_run(run.id).block_runs_count == 0
+
+
+def test_missing_notebook_fails_the_run_with_the_reason(store: Store, project_dir: Path) -> None:
+    schedule = make_schedule(project_dir, ["x = 1"])
+    run = PipelineRun.create(pipeline_schedule_id=schedule.id)
+    (project_dir / "pipe.ipynb").unlink()
+    outcome = run_now(store, run)
+    run = fresh_run(run.id)
+    assert run.status == "failed" and "no notebook" in run.metrics["error"]
+    assert outcome.status == "failed"
+
+
+def test_fifty_runs_leave_no_process_behind(store: Store, project_dir: Path) -> None:
+    schedule = make_schedule(project_dir, ["x = 1", "y = x + 1"])
+    before = child_pids()
+
+    async def many() -> list[str]:
+        pool = KernelPool(size=2)
+        await pool.start()
+        try:
+            statuses = []
+            for _ in range(50):
+                run = PipelineRun.create(pipeline_schedule_id=schedule.id)
+                statuses.append((await PipelineRunner(store, pool).execute(run.id)).status)
+            return statuses
+        finally:
+            await pool.close()
+
+    statuses = asyncio.run(many())
+    assert statuses == ["completed"] * 50
+    leftover = {pid for pid in child_pids() - before if alive(pid)}
+    assert leftover == set()
