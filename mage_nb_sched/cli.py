@@ -70,10 +70,13 @@ def _command_run(args: argparse.Namespace) -> int:
     run = create_run(pipeline_uuid=uuid, variables=variables or None)
     print(f"run {run.id}: {uuid} ({run.execution_partition})", flush=True)
     outcome = asyncio.run(run_with_fresh_kernel(store, run.id))
-    width = max([len(block.block_uuid) for block in outcome.blocks] + [5])
-    for block in outcome.blocks:
-        seconds = "" if block.seconds is None else f"{block.seconds:8.3f}s"
-        print(f"  {block.block_uuid:<{width}}  {block.status:<10} {seconds}")
+    blocks = run.block_runs
+    width = max([len(block.block_uuid) for block in blocks] + [5])
+    for block in blocks:
+        seconds = ""
+        if block.started_at is not None and block.completed_at is not None:
+            seconds = f"{(block.completed_at - block.started_at).total_seconds():8.3f}s"
+        print(f"  {block.block_uuid:<{width}}  {block.status!s:<10} {seconds}")
     print(f"run {run.id} {outcome.status}" + (f": {outcome.reason}" if outcome.reason else ""))
     return 0 if outcome.status == "completed" else 1
 

@@ -64,7 +64,9 @@ def run_now(store: Store, run: PipelineRun) -> Any:
     return asyncio.run(_execute(store, run.id))
 
 
-def make_schedule(project_dir: Path, cells: list[str], name: str = "pipe", **settings: Any) -> PipelineSchedule:
+def make_schedule(
+    project_dir: Path, cells: list[Any], name: str = "pipe", **settings: Any
+) -> PipelineSchedule:
     write_notebook(project_dir / f"{name}.ipynb", cells)
     return PipelineSchedule.create(
         name=f"{name}_trigger",
@@ -138,7 +140,8 @@ def test_typed_parameters_reach_plain_cells(store: Store, project_dir: Path) -> 
         "assert env == 'staging'\n"
         "print('params ok')"
     )
-    schedule = make_schedule(project_dir, ["s = 'default'", check])
+    parameters = {"source": "s = 'default'\ni = 0", "tags": ["parameters"]}
+    schedule = make_schedule(project_dir, [parameters, check])
     schedule.update(variables={"env": "production", "s": "schedule"})
     run = PipelineRun.create(
         pipeline_schedule_id=schedule.id,

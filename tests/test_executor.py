@@ -1,0 +1,153 @@
+"""The local executor: runs in worker processes, off the caller's loop, survives worker death."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mage_nb_sched import PipelineRun, PipelineSchedule
+from mage_nb_sched.executors import LocalExecutor
+from mage_nb_sched.store import Store
+from tests.conftest import write_notebook
+from tests.test_runner import alive, child_pids
+
+pytestmark = pytest.mark.kernel
+
+
+async def wait_until(predicate: Any, timeout: float = 20.0) -> bool:
+    """Poll a condition with a deadline (no fixed sleeps standing in for synchronisation)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(0.05)
+    return bool(predicate())
+
+
+def schedule_for(project_dir: Path, name: str, cells: list[str]) -> PipelineSchedule:
+    write_notebook(project_dir / f"{name}.ipynb", cells)
+    return PipelineSchedule.create(name=name, pipeline_uuid=name, schedule_interval="@daily")
+
+
+def test_runs_execute_in_worker_processes_off_the_loop(store: Store, project_dir: Path) -> None:
+    schedule = schedule_for(
+        project_dir,
+        "work",
+        [
+            "import os, time\n"
+            "chain, pid = [], os.getpid()\n"
+            "while pid > 1:\n"
+            "    pid = int(open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()[1])\n"
+            "    chain.append(pid)\n"
+            "print('CHAIN', *chain)\n"
+            "time.sleep(1.5)"
+        ],
+    )
+
+    async def scenario() -> tuple[list[Any], float, list[int]]:
+        executor = LocalExecutor(store, workers=2, kernel_pool_size=1)
+        await executor.start()
+        gaps: list[float] = []
+        stop = asyncio.Event()
+
+        async def ticker() -> None:
+            last = time.monotonic()
+            while not stop.is_set():
+                await asyncio.sleep(0.01)
+                now = time.monotonic()
+                gaps.append(now - last)
+                last = now
+
+        tick = asyncio.ensure_future(ticker())
+        try:
+            runs = [PipelineRun.create(pipeline_schedule_id=schedule.id) for _ in range(4)]
+            futures = [await executor.submit(run.id) for run in runs]
+            results = await asyncio.gather(*futures)
+            stop.set()
+            await tick
+            return results, max(gaps), executor.worker_pids
+        finally:
+            await executor.shutdown(grace=5)
+
+    results, worst_gap, worker_pids = asyncio.run(scenario())
+    assert [r.status for r in results] == ["completed"] * 4
+    # The caller's loop kept ticking while four 1.5 s cells ran.
+    assert worst_gap < 0.5
+    for result in results:
+        run = PipelineRun.query.get(result.run_id)
+        chain = [int(p) for p in run.logs("cell_0").split("CHAIN")[1].splitlines()[0].split()]
+        assert set(chain) & set(worker_pids), "kernel not under a worker"
+        assert chain[0] != os.getpid(), "the kernel is a direct child of the caller"
+
+
+def test_killed_worker_fails_its_run_and_leaves_no_kernel(
+    store: Store, project_dir: Path, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "kernel.pid"
+    schedule = schedule_for(
+        project_dir,
+        "slow",
+        [f"import os, time, pathlib\npathlib.Path({str(pid_file)!r}).write_text(str(os.getpid()))"
+         "\ntime.sleep(120)"],
+    )
+    quick = schedule_for(project_dir, "quick", ["x = 1"])
+    before = child_pids()
+
+    async def scenario() -> tuple[Any, Any, int]:
+        executor = LocalExecutor(store, workers=1, kernel_pool_size=1)
+        await executor.start()
+        try:
+            run = PipelineRun.create(pipeline_schedule_id=schedule.id)
+            future = await executor.submit(run.id)
+            assert await wait_until(pid_file.exists), "the cell never started"
+            kernel_pid = int(pid_file.read_text())
+            os.kill(executor.worker_pids[0], signal.SIGKILL)
+            result = await asyncio.wait_for(future, timeout=30)
+            assert await wait_until(lambda: not alive(kernel_pid)), "kernel outlived its worker"
+            # A replacement worker takes the next run.
+            assert await wait_until(lambda: len(executor.worker_pids) == 1)
+            nxt = PipelineRun.create(pipeline_schedule_id=quick.id)
+            second = await asyncio.wait_for(await executor.submit(nxt.id), timeout=60)
+            return result, second, kernel_pid
+        finally:
+            await executor.shutdown(grace=5)
+
+    result, second, kernel_pid = asyncio.run(scenario())
+    assert result.status == "failed" and "died" in (result.reason or "")
+    run = PipelineRun.query.get(result.run_id)
+    assert run.status == "failed" and "died" in run.metrics["error"]
+    assert second.status == "completed"
+    assert not alive(kernel_pid)
+    leftover = {pid for pid in child_pids() - before if alive(pid)}
+    assert leftover == set()
+
+
+def test_cancel_through_the_executor(store: Store, project_dir: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "started"
+    schedule = schedule_for(
+        project_dir,
+        "cancel_me",
+        [f"import time, pathlib\npathlib.Path({str(marker)!r}).write_text('x')\ntime.sleep(120)"],
+    )
+
+    async def scenario() -> Any:
+        executor = LocalExecutor(store, workers=1, kernel_pool_size=1)
+        await executor.start()
+        try:
+            run = PipelineRun.create(pipeline_schedule_id=schedule.id)
+            future = await executor.submit(run.id)
+            assert await wait_until(marker.exists)
+            await executor.cancel(run.id)
+            return await asyncio.wait_for(future, timeout=30)
+        finally:
+            await executor.shutdown(grace=5)
+
+    result = asyncio.run(scenario())
+    assert result.status == "cancelled"
+    assert PipelineRun.query.get(result.run_id).status == "cancelled"

@@ -1,0 +1,598 @@
+"""Guarantees of mage_nb_sched.kernels, with real kernels and real processes.
+
+* a warm kernel is handed out at once, ready, to exactly one caller, and runs as ``handle.pid``;
+* ``acquire(cwd, env)`` really moves the kernel (cwd, os.environ, imports, subprocesses);
+* interrupt, a kernel that kills itself, and nbclient (including a cell timeout) behave as with
+  any jupyter kernel;
+* no kernel process outlives ``shutdown()``/``kill_now()``/``close()``, nor ``kill -9`` of the
+  process owning the pool, nor the fork server's death (then kernels are spawned normally).
+
+Nothing here synchronises by sleeping: waits poll ``/proc`` or a client call against a deadline.
+The container's PID 1 may not reap orphans, so a zombie counts as gone (it runs no code).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import nbclient
+import pytest
+from nbclient.exceptions import CellExecutionError
+from nbformat.v4 import new_code_cell, new_notebook
+
+from mage_nb_sched import kernels
+from mage_nb_sched.errors import ValidationError
+from mage_nb_sched.kernels import (
+    ForkServer,
+    KernelError,
+    KernelHandle,
+    KernelPool,
+    KernelPoolClosedError,
+    KernelStartError,
+    prepare,
+)
+
+T = TypeVar("T")
+REPO = Path(__file__).resolve().parents[1]
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def state(pid: int) -> str | None:
+    """The process state letter from /proc, None if there is no such process."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def alive(pid: int) -> bool:
+    return state(pid) not in {None, "Z", "X"}
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll ``condition`` until true or the deadline passes (no fixed sleeps)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return condition()
+        time.sleep(0.005)
+    return True
+
+
+def all_gone(pids: set[int], timeout: float = 10.0) -> set[int]:
+    """Wait for every pid to end; returns the ones still alive at the deadline."""
+    wait_until(lambda: not any(alive(pid) for pid in pids), timeout)
+    return {pid for pid in pids if alive(pid)}
+
+
+def descendants(root: int) -> set[int]:
+    """Living children, grandchildren... of ``root``, from /proc/<pid>/task/*/children."""
+    found: set[int] = set()
+    frontier = [root]
+    while frontier:
+        pid = frontier.pop()
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                children = (task / "children").read_text().split()
+            except OSError:
+                continue
+            for child in map(int, children):
+                if child not in found:
+                    found.add(child)
+                    frontier.append(child)
+    return {pid for pid in found if alive(pid)}
+
+
+async def run_code(handle: KernelHandle, code: str, timeout: float = 15.0) -> tuple[dict[str, Any], str]:
+    """Execute ``code``; the reply content and everything it printed or returned, as text."""
+    chunks: list[str] = []
+
+    def collect(message: dict[str, Any]) -> None:
+        content = message["content"]
+        if message["msg_type"] == "stream":
+            chunks.append(content["text"])
+        elif message["msg_type"] in {"execute_result", "display_data"}:
+            chunks.append(content["data"].get("text/plain", ""))
+
+    reply = await handle.kc.execute_interactive(code, output_hook=collect, timeout=timeout)
+    return reply["content"], "".join(chunks)
+
+
+async def evaluate(handle: KernelHandle, code: str) -> str:
+    content, text = await run_code(handle, code)
+    assert content["status"] == "ok", content
+    return text.strip()
+
+
+@pytest.fixture(scope="module")
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """One event loop for the module, so one warm pool can serve many tests."""
+    event_loop = asyncio.new_event_loop()
+    yield event_loop
+    event_loop.run_until_complete(event_loop.shutdown_asyncgens())
+    event_loop.close()
+
+
+@pytest.fixture(scope="module")
+def run(loop: asyncio.AbstractEventLoop) -> Callable[..., Any]:
+    def runner(coroutine: Coroutine[Any, Any, T], timeout: float = 90.0) -> T:
+        return loop.run_until_complete(asyncio.wait_for(coroutine, timeout))
+
+    return runner
+
+
+@pytest.fixture(scope="module")
+def pool(run: Callable[..., Any]) -> Iterator[KernelPool]:
+    """A shared warm pool (size 2, forked kernels)."""
+    shared = KernelPool(size=2)
+    run(shared.start())
+    yield shared
+    run(shared.close())
+
+
+# -- pure checks (no kernels) -----------------------------------------------------------------
+
+
+def test_fork_plan_accepts_only_kernels_the_server_can_produce() -> None:
+    server = ForkServer(env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": "/a"})
+    env = dict(server.env)
+    connection = ["-f", "/tmp/kernel-1.json"]
+    plan = kernels._fork_plan([sys.executable, "-m", "ipykernel_launcher", *connection], env, server)
+    assert plan == (connection, "ipykernel_launcher")
+    assert isinstance(kernels._fork_plan(["R", "--slave", "-e", "x"], env, server), str)
+    other_python = kernels._fork_plan(["/usr/bin/false", "-m", "ipykernel_launcher"], env, server)
+    assert isinstance(other_python, str) and "interpreter" in other_python
+    moved = kernels._fork_plan(
+        [sys.executable, "-m", "ipykernel_launcher", *connection], {**env, "PYTHONPATH": "/b"}, server
+    )
+    assert isinstance(moved, str) and "PYTHONPATH" in moved
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [{"size": -1}, {"size": 1.5}, {"max_concurrent_starts": 0}, {"preload": "pandas"}, {"transport": "udp"}],
+)
+def test_pool_rejects_bad_arguments(arguments: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        KernelPool(**arguments)
+
+
+# -- real kernels -----------------------------------------------------------------------------
+
+
+@pytest.mark.kernel
+def test_warm_acquire_is_immediate_ready_and_runs_as_handle_pid(
+    run: Callable[..., Any], pool: KernelPool
+) -> None:
+    async def scenario() -> tuple[float, KernelHandle, str]:
+        await pool.wait_warm()
+        started = time.perf_counter()
+        handle = await pool.acquire()
+        waited = time.perf_counter() - started
+        try:
+            pid = await evaluate(handle, "import os; os.getpid()")
+        finally:
+            await handle.shutdown()
+        return waited, handle, pid
+
+    waited, handle, pid = run(scenario())
+    assert handle.forked
+    assert int(pid) == handle.pid
+    assert waited < 0.25, f"a warm acquire took {waited:.3f}s"
+
+
+@pytest.mark.kernel
+def test_acquire_with_cwd_and_env_moves_the_kernel(
+    run: Callable[..., Any], pool: KernelPool, tmp_path: Path
+) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder, value in ((first, 1), (second, 2)):
+        folder.mkdir()
+        (folder / "mns_local_helper.py").write_text(f"VALUE = {value}\n")
+
+    async def scenario() -> list[str]:
+        handle = await pool.acquire(cwd=first, env={"MAGE_NB_SCHED_TEST_VAR": "from-acquire"})
+        try:
+            seen = [
+                await evaluate(handle, "import os; print(os.getcwd())"),
+                await evaluate(handle, "print(os.environ['MAGE_NB_SCHED_TEST_VAR'])"),
+                await evaluate(
+                    handle,
+                    "import subprocess; print(subprocess.run(['sh', '-c', "
+                    "'echo $MAGE_NB_SCHED_TEST_VAR; pwd'], capture_output=True, text=True).stdout)",
+                ),
+                await evaluate(handle, "import mns_local_helper; print(mns_local_helper.VALUE)"),
+            ]
+            await prepare(handle, second, {"MAGE_NB_SCHED_TEST_VAR": "from-prepare"})
+            seen.append(await evaluate(handle, "import os; print(os.getcwd())"))
+            seen.append(await evaluate(handle, "print(os.environ['MAGE_NB_SCHED_TEST_VAR'])"))
+            # the silent preparations are not executions: this is the 7th
+            content, _ = await run_code(handle, "1")
+            seen.append(str(content["execution_count"]))
+        finally:
+            await handle.shutdown()
+        return seen
+
+    seen = run(scenario())
+    assert seen == [
+        str(first),
+        "from-acquire",
+        f"from-acquire\n{first}",
+        "1",
+        str(second),
+        "from-prepare",
+        "7",
+    ]
+
+
+@pytest.mark.kernel
+def test_each_acquire_gets_a_distinct_kernel(run: Callable[..., Any], pool: KernelPool) -> None:
+    async def scenario() -> tuple[list[KernelHandle], list[str], int]:
+        before = pool.stats().handed_out
+        handles = await asyncio.gather(*(pool.acquire() for _ in range(4)))
+        try:
+            pids = [await evaluate(handle, "import os; os.getpid()") for handle in handles]
+        finally:
+            await asyncio.gather(*(handle.shutdown() for handle in handles))
+        return list(handles), pids, pool.stats().handed_out - before
+
+    handles, pids, handed_out = run(scenario())
+    assert len({handle.pid for handle in handles}) == 4
+    assert [int(pid) for pid in pids] == [handle.pid for handle in handles]
+    assert handed_out == 4
+
+
+@pytest.mark.kernel
+def test_forked_kernels_look_like_normal_kernels(run: Callable[..., Any], tmp_path: Path) -> None:
+    probe = (
+        "import json, os, random, sys\n"
+        "print(json.dumps([random.random(), 'email.mime.text' in sys.modules, '' in sys.path,"
+        " any(p.endswith('mage_nb_sched') for p in sys.path), sys.argv[0],"
+        " os.environ.get('MNS_POOL_VAR'), os.getcwd(), os.getppid()]))"
+    )
+
+    async def scenario() -> tuple[list[list[Any]], int | None]:
+        async with KernelPool(
+            size=2, cwd=tmp_path, env={"MNS_POOL_VAR": "pool"}, preload=["email.mime.text"]
+        ) as own:
+            await own.wait_warm()
+            handles = [await own.acquire(), await own.acquire()]
+            try:
+                results = [json.loads(await evaluate(handle, probe)) for handle in handles]
+            finally:
+                await asyncio.gather(*(handle.shutdown() for handle in handles))
+            assert all(handle.forked for handle in handles)
+            return results, own.stats().forkserver_pid
+
+    results, server_pid = run(scenario())
+    one, two = results
+    assert one[0] != two[0], "forked kernels must not share the random state"
+    for _, preloaded, has_cwd_entry, has_package_dir, argv0, pool_var, cwd, ppid in results:
+        assert preloaded, "preloaded modules are already imported"
+        assert has_cwd_entry and not has_package_dir, "sys.path as in a normal kernel"
+        assert argv0.endswith("ipykernel_launcher.py")
+        assert (pool_var, cwd, ppid) == ("pool", str(tmp_path), server_pid)
+
+
+@pytest.mark.kernel
+def test_shutdown_kills_the_process_group_and_removes_files(
+    run: Callable[..., Any], pool: KernelPool
+) -> None:
+    async def scenario() -> tuple[KernelHandle, int]:
+        handle = await pool.acquire()
+        sleeper = await evaluate(
+            handle, "import subprocess; subprocess.Popen(['sleep', '600']).pid"
+        )
+        assert Path(handle.connection_file).exists()
+        await handle.shutdown()
+        await handle.shutdown()  # idempotent
+        handle.kill_now()  # and harmless afterwards
+        return handle, int(sleeper)
+
+    handle, sleeper = run(scenario())
+    assert all_gone({handle.pid, sleeper}) == set()
+    assert not Path(handle.connection_file).exists()
+    assert handle.closed and not handle.is_alive()
+
+
+@pytest.mark.kernel
+def test_graceful_shutdown_runs_atexit_and_flushes_files(
+    run: Callable[..., Any], pool: KernelPool, tmp_path: Path
+) -> None:
+    marker, unflushed = tmp_path / "atexit.txt", tmp_path / "unflushed.txt"
+
+    async def scenario() -> None:
+        handle = await pool.acquire()
+        await evaluate(
+            handle,
+            f"import atexit; atexit.register(lambda: open({str(marker)!r}, 'w').write('bye'))\n"
+            f"handle = open({str(unflushed)!r}, 'w'); handle.write('data')",
+        )
+        await handle.shutdown(grace=5.0)
+
+    run(scenario())
+    assert marker.read_text() == "bye"
+    assert unflushed.read_text() == "data"
+
+
+@pytest.mark.kernel
+def test_kill_now_is_synchronous(run: Callable[..., Any], pool: KernelPool) -> None:
+    handle = run(pool.acquire())
+    handle.kill_now()
+    assert handle.closed and not handle.is_alive()
+    assert all_gone({handle.pid}) == set()
+    assert not Path(handle.connection_file).exists()
+
+
+@pytest.mark.kernel
+def test_interrupt_stops_a_running_cell(run: Callable[..., Any], pool: KernelPool) -> None:
+    async def scenario() -> tuple[dict[str, Any], float, str]:
+        handle = await pool.acquire()
+        try:
+            kc = handle.kc
+            msg_id = kc.execute("import time\nprint('sleeping', flush=True)\ntime.sleep(30)")
+            # wait until the cell itself is running (it printed), then interrupt
+            while True:
+                message = await kc.get_iopub_msg(timeout=10)
+                if (
+                    message["parent_header"].get("msg_id") == msg_id
+                    and message["msg_type"] == "stream"
+                ):
+                    break
+            started = time.perf_counter()
+            await handle.km.interrupt_kernel()
+            while True:
+                reply = await kc.get_shell_msg(timeout=10)
+                if reply["parent_header"].get("msg_id") == msg_id:
+                    break
+            elapsed = time.perf_counter() - started
+            after = await evaluate(handle, "print(6 * 7)")
+        finally:
+            await handle.shutdown()
+        return reply["content"], elapsed, after
+
+    content, elapsed, after = run(scenario())
+    assert content["status"] == "error" and content["ename"] == "KeyboardInterrupt"
+    assert elapsed < 5.0
+    assert after == "42"
+
+
+@pytest.mark.kernel
+def test_a_kernel_that_kills_itself_is_detected_dead(
+    run: Callable[..., Any], pool: KernelPool
+) -> None:
+    async def scenario() -> tuple[KernelHandle, int | None]:
+        handle = await pool.acquire()
+        handle.kc.execute("import os; os.kill(os.getpid(), 9)")
+        deadline = time.monotonic() + 10
+        while await handle.km.is_alive():
+            assert time.monotonic() < deadline, "kernel still reported alive"
+            await asyncio.sleep(0.005)
+        assert handle.km.provisioner is not None
+        code = await handle.km.provisioner.poll()
+        await handle.shutdown()
+        return handle, code
+
+    handle, code = run(scenario())
+    assert code == -signal.SIGKILL
+    assert not handle.is_alive() and all_gone({handle.pid}) == set()
+
+
+@pytest.mark.kernel
+def test_nbclient_runs_cells_on_a_handle_and_survives_a_cell_timeout(
+    run: Callable[..., Any], pool: KernelPool
+) -> None:
+    nb = new_notebook(
+        cells=[
+            new_code_cell("a = 1"),
+            new_code_cell("import time\ntime.sleep(30)"),
+            new_code_cell("import os\nprint(a + 1, os.getpid())"),
+        ]
+    )
+
+    async def scenario() -> tuple[KernelHandle, list[str], float]:
+        handle = await pool.acquire()
+        errors: list[str] = []
+        try:
+            client = nbclient.NotebookClient(nb, km=handle.km, timeout=1, interrupt_on_timeout=True)
+            client.kc = handle.kc
+            client.reset_execution_trackers()
+            started = time.perf_counter()
+            for index, cell in enumerate(nb.cells):
+                try:
+                    await client.async_execute_cell(cell, index)
+                except CellExecutionError as error:
+                    errors.append(error.ename)
+            elapsed = time.perf_counter() - started
+        finally:
+            await handle.shutdown()
+        return handle, errors, elapsed
+
+    handle, errors, elapsed = run(scenario())
+    assert errors == ["KeyboardInterrupt"]
+    assert nb.cells[1].outputs[0]["ename"] == "KeyboardInterrupt"
+    assert nb.cells[2].outputs[0]["text"] == f"2 {handle.pid}\n"
+    assert [cell.execution_count for cell in nb.cells] == [1, 2, 3]
+    assert elapsed < 10.0
+
+
+OWNER_SCRIPT = """
+import asyncio, json, sys
+from mage_nb_sched.kernels import KernelPool
+
+async def main():
+    pool = KernelPool(size=1)
+    await pool.start()
+    first, second = await pool.acquire(), await pool.acquire()
+    await pool.wait_warm()
+    print(json.dumps({"kernels": [first.pid, second.pid], "forkserver": pool.forkserver.pid}),
+          flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.kernel
+def test_kill_9_of_the_pool_owner_takes_every_kernel_down() -> None:
+    owner = subprocess.Popen(
+        [sys.executable, "-c", OWNER_SCRIPT],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=REPO,
+    )
+    try:
+        assert owner.stdout is not None
+        ready, _, _ = select.select([owner.stdout], [], [], 90)
+        assert ready, "the pool owner did not report its kernels"
+        report = json.loads(owner.stdout.readline())
+        family = descendants(owner.pid)
+        expected = {*report["kernels"], report["forkserver"]}
+        assert expected <= family and len(family) >= 4  # server, 2 handed out, 1+ warm
+        os.kill(owner.pid, signal.SIGKILL)
+        owner.wait(10)
+        assert all_gone(family, timeout=10) == set()
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait()
+
+
+@pytest.mark.kernel
+def test_fork_server_death_falls_back_to_spawning_then_restarts(
+    run: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def scenario() -> None:
+        async with KernelPool(size=1) as own:
+            await own.wait_warm()
+            assert own.forkserver is not None and own.forkserver.pid is not None
+            server_pid = own.forkserver.pid
+            warm = {handle.pid for handle in own._warm}
+            os.kill(server_pid, signal.SIGKILL)
+            # its kernels die with it (PDEATHSIG) and the pool notices
+            assert await asyncio.to_thread(all_gone, {server_pid, *warm}) == set()
+            assert await asyncio.to_thread(wait_until, lambda: not own.forkserver.alive)
+
+            diag = [(h.pid, h.km.provisioner.forked_process.pidfd, h.km.provisioner.forked_process.returncode, h.km.provisioner.forked_process._server is own.forkserver, h.km.provisioner.forked_process._server.alive, h.km.provisioner.forked_process._running(), state(h.pid), h.is_alive()) for h in own._warm]
+            spawned = await own.acquire()
+            Path("/tmp/kproto/diag.txt").write_text(repr(diag) + "\n" + repr({t: (Path(f"/proc/{spawned.pid}/task/{t}/stat").read_text(), Path(f"/proc/{spawned.pid}/task/{t}/wchan").read_text(), Path(f"/proc/{spawned.pid}/task/{t}/status").read_text()) for t in os.listdir(f"/proc/{spawned.pid}/task")}))
+            try:
+                assert not spawned.forked, (diag, server_pid, warm, own.forkserver.pid, state(spawned.pid), {t: (Path(f"/proc/{spawned.pid}/task/{t}/stat").read_text().rsplit(")",1)[1].split()[0], Path(f"/proc/{spawned.pid}/task/{t}/wchan").read_text(), Path(f"/proc/{spawned.pid}/task/{t}/comm").read_text()) for t in os.listdir(f"/proc/{spawned.pid}/task")})
+                assert int(await evaluate(spawned, "import os; os.getpid()")) == spawned.pid
+            finally:
+                await spawned.shutdown()
+            assert await asyncio.to_thread(all_gone, {spawned.pid}) == set()
+
+            monkeypatch.setattr(kernels, "FORKSERVER_RESTART_INTERVAL", 0.0)
+            for handle in list(own._warm):  # spawned while the server was down
+                own._warm.remove(handle)
+                await handle.shutdown(grace=0)
+            forked = await own.acquire()
+            try:
+                assert forked.forked and own.forkserver.pid != server_pid
+            finally:
+                await forked.shutdown()
+            assert own.stats().spawned >= 1
+
+    run(scenario(), timeout=120)
+
+
+@pytest.mark.kernel
+def test_thirty_cycles_leave_no_process_or_file_behind(run: Callable[..., Any]) -> None:
+    me = os.getpid()
+    before = descendants(me)
+    files: list[str] = []
+
+    async def scenario() -> tuple[set[int], set[int], int | None]:
+        own = KernelPool(size=2)
+        await own.start()
+        try:
+            for _ in range(30):
+                handle = await own.acquire()
+                files.append(handle.connection_file)
+                assert await evaluate(handle, "print(1 + 1)") == "2"
+                await handle.shutdown()
+            await own.wait_warm()
+            deadline = time.monotonic() + 30
+            while own.stats().starting:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.01)
+            warm = {handle.pid for handle in own._warm}
+            server = own.forkserver.pid if own.forkserver else None
+            return warm, descendants(me) - before, server
+        finally:
+            await own.close()
+
+    warm, during, server = run(scenario(), timeout=180)
+    assert during == {*warm, server}, "only the fork server and the warm kernels may remain"
+    assert all_gone(during) == set()
+    assert descendants(me) - before == set()
+    assert not [path for path in files if Path(path).exists()]
+
+
+@pytest.mark.kernel
+def test_spawned_kernels_when_the_fork_server_is_off(run: Callable[..., Any]) -> None:
+    async def scenario() -> tuple[KernelHandle, str]:
+        async with KernelPool(size=0, use_forkserver=False) as own:
+            handle = await own.acquire()
+            try:
+                pid = await evaluate(handle, "import os; os.getpid()")
+            finally:
+                await handle.shutdown()
+            assert own.stats().spawned == 1 and own.stats().forkserver_pid is None
+            return handle, pid
+
+    handle, pid = run(scenario())
+    assert not handle.forked and int(pid) == handle.pid
+    assert all_gone({handle.pid}) == set()
+
+
+@pytest.mark.kernel
+def test_unknown_kernel_fails_fast_and_is_counted(run: Callable[..., Any]) -> None:
+    async def scenario() -> kernels.PoolStats:
+        async with KernelPool(size=0, kernel_name="no-such-kernel-mns", use_forkserver=False) as own:
+            with pytest.raises(KernelStartError, match="no-such-kernel-mns"):
+                await own.acquire(timeout=30)
+            return own.stats()
+
+    stats = run(scenario())
+    assert stats.start_failures == 1 and stats.started == 0 and stats.outstanding == 0
+
+
+@pytest.mark.kernel
+def test_close_fails_waiters_and_kills_handed_out_kernels(run: Callable[..., Any]) -> None:
+    me = os.getpid()
+    before = descendants(me)
+
+    async def scenario() -> KernelHandle:
+        own = KernelPool(size=0)
+        await own.start()
+        handed_out = await own.acquire()
+        waiter = asyncio.ensure_future(own.acquire())
+        waiter2 = asyncio.ensure_future(own.acquire())
+        await asyncio.sleep(0)  # let both register as waiting
+        await own.close()
+        for task in (waiter, waiter2):
+            with pytest.raises(KernelPoolClosedError):
+                await task
+        with pytest.raises(KernelPoolClosedError):
+            await own.acquire()
+        assert isinstance(KernelPoolClosedError(), KernelError)
+        return handed_out
+
+    handed_out = run(scenario())
+    assert handed_out.closed
+    assert all_gone({handed_out.pid}) == set()
+    assert descendants(me) - before == set()
