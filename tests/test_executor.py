@@ -93,8 +93,11 @@ def test_killed_worker_fails_its_run_and_leaves_no_kernel(
     schedule = schedule_for(
         project_dir,
         "slow",
-        [f"import os, time, pathlib\npathlib.Path({str(pid_file)!r}).write_text(str(os.getpid()))"
-         "\ntime.sleep(120)"],
+        [
+            "import os, time, pathlib\n"
+            f"pathlib.Path({str(pid_file)!r}).write_text(str(os.getpid()))"
+            "\ntime.sleep(120)"
+        ],
     )
     quick = schedule_for(project_dir, "quick", ["x = 1"])
     before = child_pids()

@@ -96,9 +96,12 @@ def test_seed_data_loader_gets_execution_date_and_output_round_trips(
         "from mage_nb_sched import data_loader, transformer\nimport pandas as pd",
         "@data_loader\ndef load_data(*args, **kwargs):\n"
         "    execution_date = kwargs.get('execution_date')\n"
-        "    return pd.DataFrame({'day': [str(execution_date.date())], 'tz': [str(execution_date.tzinfo)],"
-        " 'partition': [kwargs['execution_partition']], 'run': [kwargs.get('pipeline_run_id')]})",
-        "@transformer\ndef add_one(df, *args, **kwargs):\n    df['n'] = [len(df) + 41]\n    return df",
+        "    return pd.DataFrame({'day': [str(execution_date.date())],\n"
+        "                         'tz': [str(execution_date.tzinfo)],\n"
+        "                         'partition': [kwargs['execution_partition']],\n"
+        "                         'run': [kwargs.get('pipeline_run_id')]})",
+        "@transformer\ndef add_one(df, *args, **kwargs):\n"
+        "    df['n'] = [len(df) + 41]\n    return df",
     ]
     schedule = make_schedule(project_dir, cells)
     run = PipelineRun.create(
@@ -109,11 +112,19 @@ def test_seed_data_loader_gets_execution_date_and_output_round_trips(
     assert outcome.status == "completed", outcome
     run = fresh_run(run.id)
     assert run.status == "completed"
-    assert block_statuses(run) == {"cell_0": "completed", "load_data": "completed", "add_one": "completed"}
+    assert block_statuses(run) == {
+        "cell_0": "completed",
+        "load_data": "completed",
+        "add_one": "completed",
+    }
     loaded = run.get_output("load_data")
     expected = pd.DataFrame(
-        {"day": ["2024-01-15"], "tz": ["UTC"], "partition": [f"{schedule.id}/20240115T093000"],
-         "run": [run.id]}
+        {
+            "day": ["2024-01-15"],
+            "tz": ["UTC"],
+            "partition": [f"{schedule.id}/20240115T093000"],
+            "run": [run.id],
+        }
     )
     pd.testing.assert_frame_equal(loaded, expected)
     transformed = run.get_output("add_one")
@@ -146,8 +157,16 @@ def test_typed_parameters_reach_plain_cells(store: Store, project_dir: Path) -> 
     run = PipelineRun.create(
         pipeline_schedule_id=schedule.id,
         execution_date=datetime(2024, 3, 10, 7, 0, tzinfo=UTC),
-        variables={"s": "text", "i": 3, "f": 2.5, "b": True, "n": None, "l": [1, "a", None],
-                   "d": {"k": {"x": 1}}, "env": "staging"},
+        variables={
+            "s": "text",
+            "i": 3,
+            "f": 2.5,
+            "b": True,
+            "n": None,
+            "l": [1, "a", None],
+            "d": {"k": {"x": 1}},
+            "env": "staging",
+        },
     )
     outcome = run_now(store, run)
     assert outcome.status == "completed", outcome
@@ -240,12 +259,17 @@ def test_block_timeout_fails_with_timeout_status(store: Store, project_dir: Path
     assert block_statuses(run) == {"cell_0": "failed", "cell_1": "cancelled"}
 
 
-def test_cancel_mid_cell_through_the_database(store: Store, project_dir: Path, tmp_path: Path) -> None:
+def test_cancel_mid_cell_through_the_database(
+    store: Store, project_dir: Path, tmp_path: Path
+) -> None:
     marker = tmp_path / "started"
     schedule = make_schedule(
         project_dir,
-        [f"import time, pathlib\npathlib.Path({str(marker)!r}).write_text('go')\ntime.sleep(120)",
-         "x = 1"],
+        [
+            "import time, pathlib\n"
+            f"pathlib.Path({str(marker)!r}).write_text('go')\ntime.sleep(120)",
+            "x = 1",
+        ],
     )
     run = PipelineRun.create(pipeline_schedule_id=schedule.id)
 
@@ -269,7 +293,9 @@ def test_cancel_mid_cell_through_the_database(store: Store, project_dir: Path, t
 def test_kernel_that_kills_itself_fails_the_block_and_next_run_is_fine(
     store: Store, project_dir: Path
 ) -> None:
-    schedule = make_schedule(project_dir, ["import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", "x = 1"])
+    schedule = make_schedule(
+        project_dir, ["import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", "x = 1"]
+    )
     first = PipelineRun.create(pipeline_schedule_id=schedule.id)
     outcome = run_now(store, first)
     first = fresh_run(first.id)
