@@ -7,22 +7,75 @@ becomes ``from mage_nb_sched import PipelineSchedule``.
 
 from __future__ import annotations
 
-from typing import Any
+import importlib as _importlib
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
 
-from .blocks import custom, data_exporter, data_loader, transformer
-from .enums import (
-    BackfillIntervalType,
-    BackfillStatus,
-    BlockRunStatus,
-    PipelineRunStatus,
-    ScheduleInterval,
-    ScheduleStatus,
-    ScheduleType,
-)
-from .errors import ConflictError, MageNbSchedError, NotFoundError, StoreError, ValidationError
-from .models import Backfill, BlockRun, EventMatcher, PipelineRun, PipelineSchedule
-from .store import use_store
-from .triggers import Trigger, add_or_update_trigger_for_pipeline_and_persist, sync_triggers
+if _TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from .blocks import custom, data_exporter, data_loader, transformer
+    from .enums import (
+        BackfillIntervalType,
+        BackfillStatus,
+        BlockRunStatus,
+        PipelineRunStatus,
+        ScheduleInterval,
+        ScheduleStatus,
+        ScheduleType,
+    )
+    from .errors import (
+        ConflictError,
+        MageNbSchedError,
+        NotFoundError,
+        StoreError,
+        ValidationError,
+    )
+    from .models import Backfill, BlockRun, EventMatcher, PipelineRun, PipelineSchedule
+    from .store import use_store
+    from .triggers import Trigger, add_or_update_trigger_for_pipeline_and_persist, sync_triggers
+
+# Names are imported on first use (PEP 562): a kernel that only needs the block decorators
+# (``from mage_nb_sched import data_loader``) does not pay for SQLAlchemy and the models.
+_LAZY = {
+    "custom": "blocks",
+    "data_exporter": "blocks",
+    "data_loader": "blocks",
+    "transformer": "blocks",
+    "BackfillIntervalType": "enums",
+    "BackfillStatus": "enums",
+    "BlockRunStatus": "enums",
+    "PipelineRunStatus": "enums",
+    "ScheduleInterval": "enums",
+    "ScheduleStatus": "enums",
+    "ScheduleType": "enums",
+    "ConflictError": "errors",
+    "MageNbSchedError": "errors",
+    "NotFoundError": "errors",
+    "StoreError": "errors",
+    "ValidationError": "errors",
+    "Backfill": "models",
+    "BlockRun": "models",
+    "EventMatcher": "models",
+    "PipelineRun": "models",
+    "PipelineSchedule": "models",
+    "use_store": "store",
+    "Trigger": "triggers",
+    "add_or_update_trigger_for_pipeline_and_persist": "triggers",
+    "sync_triggers": "triggers",
+}
+
+
+def __getattr__(name: str) -> _Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mage_nb_sched' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __version__ = "0.1.0"
 
@@ -57,7 +110,7 @@ __all__ = [
 ]
 
 
-def load_ipython_extension(ipython: Any) -> None:
+def load_ipython_extension(ipython: _Any) -> None:
     """``%load_ext mage_nb_sched``: puts the Mage API names into the notebook's namespace."""
     from .magics import load_ipython_extension as load
 

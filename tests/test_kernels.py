@@ -49,16 +49,19 @@ REPO = Path(__file__).resolve().parents[1]
 # -- helpers ------------------------------------------------------------------------------------
 
 
-def state(pid: int) -> str | None:
-    """The process state letter from /proc, None if there is no such process."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return None
-
-
 def alive(pid: int) -> bool:
-    return state(pid) not in {None, "Z", "X"}
+    """Whether any thread of process ``pid`` still runs.
+
+    The leader shows "Z" as soon as *its* thread has exited, while other threads may still be
+    tearing down; a process is gone when every thread is a zombie or gone.
+    """
+    states = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+        except (OSError, IndexError):
+            continue
+    return any(letter not in {"Z", "X"} for letter in states)
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
@@ -95,7 +98,9 @@ def descendants(root: int) -> set[int]:
     return {pid for pid in found if alive(pid)}
 
 
-async def run_code(handle: KernelHandle, code: str, timeout: float = 15.0) -> tuple[dict[str, Any], str]:
+async def run_code(
+    handle: KernelHandle, code: str, timeout: float = 15.0
+) -> tuple[dict[str, Any], str]:
     """Execute ``code``; the reply content and everything it printed or returned, as text."""
     chunks: list[str] = []
 
@@ -149,20 +154,24 @@ def test_fork_plan_accepts_only_kernels_the_server_can_produce() -> None:
     server = ForkServer(env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": "/a"})
     env = dict(server.env)
     connection = ["-f", "/tmp/kernel-1.json"]
-    plan = kernels._fork_plan([sys.executable, "-m", "ipykernel_launcher", *connection], env, server)
-    assert plan == (connection, "ipykernel_launcher")
+    launch = [sys.executable, "-m", "ipykernel_launcher", *connection]
+    assert kernels._fork_plan(launch, env, server) == (connection, "ipykernel_launcher")
     assert isinstance(kernels._fork_plan(["R", "--slave", "-e", "x"], env, server), str)
     other_python = kernels._fork_plan(["/usr/bin/false", "-m", "ipykernel_launcher"], env, server)
     assert isinstance(other_python, str) and "interpreter" in other_python
-    moved = kernels._fork_plan(
-        [sys.executable, "-m", "ipykernel_launcher", *connection], {**env, "PYTHONPATH": "/b"}, server
-    )
+    moved = kernels._fork_plan(launch, {**env, "PYTHONPATH": "/b"}, server)
     assert isinstance(moved, str) and "PYTHONPATH" in moved
 
 
 @pytest.mark.parametrize(
     "arguments",
-    [{"size": -1}, {"size": 1.5}, {"max_concurrent_starts": 0}, {"preload": "pandas"}, {"transport": "udp"}],
+    [
+        {"size": -1},
+        {"size": 1.5},
+        {"max_concurrent_starts": 0},
+        {"preload": "pandas"},
+        {"transport": "udp"},
+    ],
 )
 def test_pool_rejects_bad_arguments(arguments: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
@@ -342,7 +351,11 @@ def test_interrupt_stops_a_running_cell(run: Callable[..., Any], pool: KernelPoo
         handle = await pool.acquire()
         try:
             kc = handle.kc
-            msg_id = kc.execute("import time\nprint('sleeping', flush=True)\ntime.sleep(30)")
+            # stop_on_error=False: after an error *with* it, ipykernel 7 replies before it starts
+            # aborting queued requests, so a request sent right after the reply may be aborted.
+            msg_id = kc.execute(
+                "import time\nprint('sleeping', flush=True)\ntime.sleep(30)", stop_on_error=False
+            )
             # wait until the cell itself is running (it printed), then interrupt
             while True:
                 message = await kc.get_iopub_msg(timeout=10)
@@ -406,15 +419,23 @@ def test_nbclient_runs_cells_on_a_handle_and_survives_a_cell_timeout(
         handle = await pool.acquire()
         errors: list[str] = []
         try:
-            client = nbclient.NotebookClient(nb, km=handle.km, timeout=1, interrupt_on_timeout=True)
+            # allow_errors=True (stop_on_error=False): see test_interrupt_stops_a_running_cell;
+            # with allow_errors=False the next cell is occasionally answered "aborted", which
+            # nbclient treats as success without outputs. Errors are then read from outputs.
+            client = nbclient.NotebookClient(
+                nb, km=handle.km, timeout=1, interrupt_on_timeout=True, allow_errors=True
+            )
             client.kc = handle.kc
             client.reset_execution_trackers()
             started = time.perf_counter()
             for index, cell in enumerate(nb.cells):
                 try:
                     await client.async_execute_cell(cell, index)
-                except CellExecutionError as error:
-                    errors.append(error.ename)
+                except CellExecutionError as error:  # pragma: no cover - allow_errors=True
+                    errors.append(f"raised {error.ename}")
+                errors.extend(
+                    output["ename"] for output in cell.outputs if output["output_type"] == "error"
+                )
             elapsed = time.perf_counter() - started
         finally:
             await handle.shutdown()
@@ -485,11 +506,9 @@ def test_fork_server_death_falls_back_to_spawning_then_restarts(
             assert await asyncio.to_thread(all_gone, {server_pid, *warm}) == set()
             assert await asyncio.to_thread(wait_until, lambda: not own.forkserver.alive)
 
-            diag = [(h.pid, h.km.provisioner.forked_process.pidfd, h.km.provisioner.forked_process.returncode, h.km.provisioner.forked_process._server is own.forkserver, h.km.provisioner.forked_process._server.alive, h.km.provisioner.forked_process._running(), state(h.pid), h.is_alive()) for h in own._warm]
             spawned = await own.acquire()
-            Path("/tmp/kproto/diag.txt").write_text(repr(diag) + "\n" + repr({t: (Path(f"/proc/{spawned.pid}/task/{t}/stat").read_text(), Path(f"/proc/{spawned.pid}/task/{t}/wchan").read_text(), Path(f"/proc/{spawned.pid}/task/{t}/status").read_text()) for t in os.listdir(f"/proc/{spawned.pid}/task")}))
             try:
-                assert not spawned.forked, (diag, server_pid, warm, own.forkserver.pid, state(spawned.pid), {t: (Path(f"/proc/{spawned.pid}/task/{t}/stat").read_text().rsplit(")",1)[1].split()[0], Path(f"/proc/{spawned.pid}/task/{t}/wchan").read_text(), Path(f"/proc/{spawned.pid}/task/{t}/comm").read_text()) for t in os.listdir(f"/proc/{spawned.pid}/task")})
+                assert not spawned.forked
                 assert int(await evaluate(spawned, "import os; os.getpid()")) == spawned.pid
             finally:
                 await spawned.shutdown()
@@ -562,7 +581,8 @@ def test_spawned_kernels_when_the_fork_server_is_off(run: Callable[..., Any]) ->
 @pytest.mark.kernel
 def test_unknown_kernel_fails_fast_and_is_counted(run: Callable[..., Any]) -> None:
     async def scenario() -> kernels.PoolStats:
-        async with KernelPool(size=0, kernel_name="no-such-kernel-mns", use_forkserver=False) as own:
+        own = KernelPool(size=0, kernel_name="no-such-kernel-mns", use_forkserver=False)
+        async with own:
             with pytest.raises(KernelStartError, match="no-such-kernel-mns"):
                 await own.acquire(timeout=30)
             return own.stats()

@@ -33,7 +33,7 @@ def test_exported_members_are_exactly_all() -> None:
     modules = {
         name for name in public if type(getattr(mage_nb_sched, name)).__name__ == "module"
     }
-    assert public - modules - {"annotations", "Any"} == set(mage_nb_sched.__all__) - {
+    assert public - modules - {"annotations"} == set(mage_nb_sched.__all__) - {
         "__version__"
     }
 
