@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import write_notebook
 
 from mage_nb_sched.cli import parse_var
 from mage_nb_sched.errors import ValidationError
-from tests.conftest import write_notebook
 
 
 def run_cli(project_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import write_notebook
+from processes import alive, child_pids
 
 from mage_nb_sched import PipelineRun, PipelineSchedule
 from mage_nb_sched.executors import LocalExecutor
 from mage_nb_sched.store import Store
-from tests.conftest import write_notebook
-from tests.test_runner import alive, child_pids
 
 pytestmark = pytest.mark.kernel
 

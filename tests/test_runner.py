@@ -4,49 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
+from conftest import write_notebook
+from processes import alive, child_pids
 
 from mage_nb_sched import PipelineRun, PipelineSchedule
 from mage_nb_sched.kernels import KernelPool
 from mage_nb_sched.runner import PipelineRunner
 from mage_nb_sched.store import Store
-from tests.conftest import write_notebook
 
 pytestmark = pytest.mark.kernel
 
 UTC = timezone.utc
-
-
-def child_pids() -> set[int]:
-    """Direct and indirect children of this process (from /proc)."""
-    found: set[int] = set()
-    frontier = [os.getpid()]
-    while frontier:
-        pid = frontier.pop()
-        for task in Path(f"/proc/{pid}/task").glob("*"):
-            try:
-                text = (task / "children").read_text()
-            except OSError:
-                continue
-            for child in text.split():
-                if int(child) not in found:
-                    found.add(int(child))
-                    frontier.append(int(child))
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 async def _execute(store: Store, run_id: int, pool: KernelPool | None = None) -> Any:
