@@ -17,7 +17,10 @@ then
                for ``--refill-seconds`` (acquire, then ``shutdown(grace=0)`` at once);
 * (e) notebook: a trivial 3-cell notebook, create→completed: plain ``nbclient`` with a fresh kernel
                (``NotebookClient(nb).async_execute()``) vs. warm-pool acquire + ``prepare`` +
-               ``NotebookClient(km=handle.km)`` cell by cell + ``handle.shutdown()``.
+               ``NotebookClient(km=handle.km)`` cell by cell + ``handle.shutdown()``;
+* (f) workers: ``--workers`` processes (default 2), each with its own ``KernelPool(size=2)``,
+               running (e)'s pooled notebook back to back for ``--refill-seconds``: notebooks per
+               minute for the machine (no database or scheduler in the loop).
 
 Prints p50/p95 (ms) and each median's ratio to (a) — or, for (e), to plain nbclient. The kernel's
 own CPU time to become ready (``/proc/<pid>/stat``) is shown for (a) and (b). Exit status 0.
@@ -28,12 +31,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import multiprocessing
 import os
 import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -76,7 +81,8 @@ async def plain_start() -> tuple[float, float | None]:
     kc.start_channels()
     await kc.wait_for_ready(timeout=60)
     elapsed = time.perf_counter() - started
-    cpu = cpu_seconds(km.provisioner.pid) if km.provisioner is not None else None
+    pid = getattr(km.provisioner, "pid", None)
+    cpu = cpu_seconds(pid) if isinstance(pid, int) else None
     kc.stop_channels()
     await km.shutdown_kernel(now=True)
     return elapsed, cpu
@@ -164,27 +170,68 @@ async def notebook_bench(pool: KernelPool, count: int) -> None:
         return time.perf_counter() - started, None
 
     async def pooled_notebook() -> tuple[float, float | None]:
-        nb = new_notebook(cells=[new_code_cell(source) for source in CELLS])
         await pool.wait_warm()
         started = time.perf_counter()
-        handle = await pool.acquire()
-        try:
-            await prepare(handle, workdir, {"MAGE_NB_SCHED_BENCH": "1"})
-            client = nbclient.NotebookClient(nb, km=handle.km, timeout=30)
-            client.kc = handle.kc
-            client.reset_execution_trackers()
-            for index, cell in enumerate(nb.cells):
-                await client.async_execute_cell(cell, index)
-        finally:
-            await handle.shutdown()
-        assert nb.cells[2].outputs[0]["text"] == "2\n"
+        await run_pooled_notebook(pool, workdir)
         return time.perf_counter() - started, None
 
     plain, _ = await timed(max(3, count // 4), plain_notebook)
     pooled, _ = await timed(count, pooled_notebook)
     base = statistics.median(plain)
     print(summary("(e) 3-cell notebook, plain nbclient", plain, None, []))
-    print(summary("(e) 3-cell notebook, warm pool", pooled, base, []))
+    print(summary("(e) 3-cell notebook, warm pool", pooled, base, []), flush=True)
+
+
+async def run_pooled_notebook(pool: KernelPool, workdir: Path) -> None:
+    nb = new_notebook(cells=[new_code_cell(source) for source in CELLS])
+    handle = await pool.acquire()
+    try:
+        await prepare(handle, workdir, {"MAGE_NB_SCHED_BENCH": "1"})
+        client = nbclient.NotebookClient(nb, km=handle.km, timeout=30)
+        client.kc = handle.kc
+        client.reset_execution_trackers()
+        for index, cell in enumerate(nb.cells):
+            await client.async_execute_cell(cell, index)
+    finally:
+        await handle.shutdown()
+    if nb.cells[2].outputs[0]["text"] != "2\n":
+        raise RuntimeError(f"unexpected output {nb.cells[2].outputs}")
+
+
+def worker(seconds: float, start_at: float, results: Any) -> None:
+    """One worker process: warm up, then run notebooks back to back until the deadline."""
+    logging.basicConfig(level=logging.ERROR)
+
+    async def go() -> int:
+        async with KernelPool(size=2) as pool:
+            await pool.wait_warm()
+            await asyncio.sleep(max(0.0, start_at - time.time()))
+            done = 0
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                await run_pooled_notebook(pool, Path.cwd())
+                done += 1
+            return done
+
+    results.put(asyncio.run(go()))
+
+
+def workers_bench(count: int, seconds: float) -> None:
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    start_at = time.time() + 15.0  # time for every worker to start its pool and warm up
+    processes = [
+        context.Process(target=worker, args=(seconds, start_at, results)) for _ in range(count)
+    ]
+    for process in processes:
+        process.start()
+    total = sum(results.get(timeout=seconds + 120) for _ in processes)
+    for process in processes:
+        process.join(30)
+    print(
+        f"(f) {count} workers, 3-cell notebooks back to back: {total / seconds * 60:.0f}/min "
+        f"({total} in {seconds:.0f}s)"
+    )
 
 
 def main() -> None:
@@ -192,10 +239,13 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=20, help="samples per start method")
     parser.add_argument("--refill-seconds", type=float, default=10.0)
     parser.add_argument("--notebooks", type=int, default=20, help="0 skips (e)")
+    parser.add_argument("--workers", type=int, default=2, help="0 skips (f)")
     args = parser.parse_args()
-    # Kernels log a TCP warning each; keep the report readable.
+    # Plain kernels log a TCP warning each; keep the report readable.
     logging.basicConfig(level=logging.ERROR)
     asyncio.run(bench(args.n, args.refill_seconds, args.notebooks))
+    if args.workers:
+        workers_bench(args.workers, args.refill_seconds)
 
 
 if __name__ == "__main__":

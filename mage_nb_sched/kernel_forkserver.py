@@ -4,7 +4,7 @@ Starting an IPython kernel the normal way costs a fresh interpreter plus ~0.5 s 
 ipykernel, tornado, zmq, debugpy). This process pays that once: it imports everything a kernel needs
 — **without** creating a zmq context, an event loop or a thread, so forking it is safe — and then
 serves fork requests. Each forked child becomes one ``IPKernelApp`` on the connection file it was
-given, so a kernel costs only the app's own initialisation (~0.2 s CPU).
+given, so a kernel costs only the app's own initialisation (~0.1 s CPU).
 
 It is started by :class:`mage_nb_sched.kernels.ForkServer` as a *fresh interpreter* running this
 file as a script (not ``-m mage_nb_sched...``, which would import the package and everything it
@@ -14,8 +14,9 @@ pulls in into every kernel)::
 
 Protocol: one ``AF_UNIX``/``SOCK_SEQPACKET`` socket (fd ``N``), one JSON object per packet.
 
-* server → client ``{"type": "hello", "pid", "pdeathsig", "pidfd", "preloaded", "failed"}`` once the
-  imports are done (or ``{"type": "hello", "error": ...}`` and exit if forking would be unsafe);
+* server → client ``{"type": "hello", "version", "pid", "pdeathsig", "pidfd", "preloaded",
+  "failed", "kernel_modules_missing"}`` once the imports are done (or the same with ``"error"``,
+  then exit, if ipykernel is missing or forking would be unsafe);
 * client → server ``{"type": "fork", "id", "argv", "cwd", "env_set", "env_unset", "module"}``;
   ``argv`` are ``IPKernelApp`` arguments (``-f <connection file>`` and the kernelspec's extra ones);
 * server → client ``{"type": "forked", "id", "pid"}`` with the child's pidfd attached
@@ -46,7 +47,9 @@ import selectors
 import signal
 import socket
 import sys
+import tempfile
 import threading
+import time
 import traceback
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -253,6 +256,9 @@ def _become_kernel(request: dict[str, Any], server: _Server) -> NoReturn:
         os.environ.update(request.get("env_set") or {})
         # ipykernel's ParentPoller must watch the process that will reap us, not the pool's.
         os.environ["JPY_PARENT_PID"] = str(server.pid)
+        # State the server derived from its own environment: the time zone, the temp dir.
+        time.tzset()
+        tempfile.tempdir = None
         if request.get("cwd"):
             os.chdir(request["cwd"])
         _reseed()
@@ -294,6 +300,8 @@ def _module_path(name: str) -> str:
     """What ``sys.argv[0]`` is in a kernel started with ``python -m <name>``."""
     with contextlib.suppress(ImportError, ValueError, AttributeError):
         spec = importlib.util.find_spec(name)
+        if spec is not None and spec.submodule_search_locations is not None:
+            spec = importlib.util.find_spec(f"{name}.__main__")  # -m <package>
         if spec is not None and spec.origin:
             return spec.origin
     return name

@@ -5,7 +5,7 @@ cores plain spawning cannot keep up with several runs a second. So:
 
 * :class:`ForkServer` starts ``kernel_forkserver.py`` in a *fresh* interpreter that imports
   IPython/ipykernel once (plus ``preload`` modules) without creating zmq contexts or threads, and
-  then ``fork()``\\ s kernels on request (~0.2 s CPU each). Every kernel and the server itself carry
+  then ``fork()``\\ s kernels on request (~0.1 s CPU each). Every kernel and the server itself carry
   ``PR_SET_PDEATHSIG(SIGKILL)``: if the process owning the pool dies, even by ``kill -9``, the
   server dies and its kernels with it.
 * :class:`ForkServerProvisioner` is a :class:`~jupyter_client.provisioning.LocalProvisioner` whose
@@ -53,6 +53,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import select
 import shutil
 import signal
@@ -100,6 +101,7 @@ __all__ = [
     "execute_silently",
     "prepare",
     "start_kernel",
+    "sweep_stale_files",
 ]
 
 #: Extra ``IPKernelApp`` arguments for every kernel (forked or spawned). Scheduled runs need no
@@ -210,8 +212,9 @@ class ForkedProcess:
     def _running(self) -> bool:
         if self.pidfd is not None:
             with contextlib.suppress(OSError, ValueError):
-                readable, _, _ = select.select([self.pidfd], [], [], 0)
-                return not readable
+                poller = select.poll()
+                poller.register(self.pidfd, select.POLLIN)
+                return not poller.poll(0)
         return _pid_running(self.pid)
 
     def wait(self, timeout: float | None = None) -> int:
@@ -229,8 +232,14 @@ class ForkedProcess:
         deadline = None if timeout is None else time.monotonic() + timeout
         if self.poll() is None and self.pidfd is not None:
             # A pidfd becomes readable the moment the process exits: no polling latency.
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._exit_future()), timeout)
+            exited = self._exit_future()
+            try:
+                await asyncio.wait_for(asyncio.shield(exited), timeout)
+            except asyncio.TimeoutError:
+                pass
+            except asyncio.CancelledError:
+                if not exited.cancelled():
+                    raise  # we were cancelled, not the pidfd closed under us by close()
         while (code := self.poll()) is None:
             if deadline is not None and time.monotonic() >= deadline:
                 return None
@@ -239,11 +248,12 @@ class ForkedProcess:
         return code
 
     def _exit_future(self) -> asyncio.Future[None]:
-        """One future per event loop, resolved when the pidfd turns readable (shared by waiters:
-        a second ``add_reader`` on the same fd would silently replace the first)."""
+        """One future per event loop, resolved when the pidfd turns readable. Shared by all
+        waiters (a second ``add_reader`` on the fd would silently replace the first); the reader
+        stays registered until the process exits or :meth:`close`."""
         loop = asyncio.get_running_loop()
         future = self._exit_futures.get(loop)
-        if future is not None and not future.done():
+        if future is not None and not future.cancelled():
             return future
         future = loop.create_future()
         self._exit_futures[loop] = future
@@ -253,7 +263,7 @@ class ForkedProcess:
             return future
 
         def readable() -> None:
-            loop.remove_reader(fd)
+            _remove_reader(loop, fd)
             if not future.done():
                 future.set_result(None)
 
@@ -261,8 +271,6 @@ class ForkedProcess:
             loop.add_reader(fd, readable)
         except (OSError, ValueError, NotImplementedError):
             future.set_result(None)  # callers fall back to polling
-        else:
-            future.add_done_callback(lambda _future: _remove_reader(loop, fd))
         return future
 
     def send_signal(self, signum: int) -> None:
@@ -286,11 +294,16 @@ class ForkedProcess:
     def close(self) -> None:
         """Release the pidfd (idempotent). The process itself is not touched."""
         fd, self.pidfd = self.pidfd, None
-        for future in list(self._exit_futures.values()):
-            future.cancel()
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        if fd is None:
+            return
+        # Unregister before closing: the fd number is reused at once (often by a zmq socket),
+        # and a late remove_reader() would then unregister someone else's reader.
+        for loop, future in list(self._exit_futures.items()):
+            if not future.done():
+                _remove_reader(loop, fd)
+                future.cancel()
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def _remove_reader(loop: asyncio.AbstractEventLoop, fd: int) -> None:
@@ -300,8 +313,11 @@ def _remove_reader(loop: asyncio.AbstractEventLoop, fd: int) -> None:
 
 
 def _pid_running(pid: int) -> bool:
+    """Whether any thread of ``pid`` runs. A zombie leader ("Z") can still have live threads
+    that are tearing down, so every task counts; without /proc, fall back to kill(pid, 0)."""
+    tasks = Path(f"/proc/{pid}/task")
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        names = os.listdir(tasks)
     except FileNotFoundError:
         return False
     except OSError:
@@ -312,7 +328,12 @@ def _pid_running(pid: int) -> bool:
         except PermissionError:
             return True
         return True
-    return stat.rsplit(")", 1)[-1].split()[0] not in {"Z", "X"}
+    for name in names:
+        with contextlib.suppress(OSError, IndexError):
+            state = (tasks / name / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            if state not in {"Z", "X"}:
+                return True
+    return False
 
 
 class ForkServer:
@@ -973,16 +994,19 @@ async def start_kernel(
         options["context"] = context
     if kernel_spec_manager is not None:
         options["kernel_spec_manager"] = kernel_spec_manager
+    # File names carry the owner (see sweep_stale_files), so a later pool can remove what a
+    # killed one left behind.
+    kernel_id = str(uuid.uuid4())
+    runtime_dir = jupyter_runtime_dir()
+    os.makedirs(runtime_dir, mode=0o700, exist_ok=True)
+    owned = f"mns-{_owner_tag()}-{kernel_id[:8]}"
+    options["kernel_id"] = kernel_id
+    options["connection_file"] = os.path.join(runtime_dir, f"kernel-{owned}.json")
     if transport == "ipc":
         # jupyter_client's default ipc endpoint is the *relative* path "kernel-ipc" when no
         # connection file is set yet, shared by every kernel; give each its own absolute one.
-        kernel_id = str(uuid.uuid4())
-        runtime_dir = jupyter_runtime_dir()
-        endpoint = os.path.join(runtime_dir, f"mns-{kernel_id[:13]}")
+        endpoint = os.path.join(runtime_dir, owned)
         if len(endpoint.encode()) + 2 <= _MAX_IPC_PATH:
-            os.makedirs(runtime_dir, mode=0o700, exist_ok=True)
-            options["kernel_id"] = kernel_id
-            options["connection_file"] = os.path.join(runtime_dir, f"kernel-{kernel_id}.json")
             options["ip"] = endpoint
         else:
             options["transport"] = "tcp"  # a unix socket path this long cannot be bound
@@ -1023,10 +1047,58 @@ async def start_kernel(
     return handle
 
 
+_OWNED_FILE = re.compile(r"^(?:kernel-)?mns-([0-9a-f]+)-(\d+)-[0-9a-f]+(?:-\d+|\.json)$")
+
+
+def _owner_tag() -> str:
+    """``<pid namespace>-<pid>`` of this process: a pid means nothing in another namespace."""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = 0
+    return f"{namespace:x}-{os.getpid()}"
+
+
+def sweep_stale_files(runtime_dir: str | None = None) -> int:
+    """Delete connection files and ipc sockets of pool kernels whose owning process is gone.
+
+    ``kill -9`` of a process that owns a pool takes its kernels down (see :class:`ForkServer`)
+    but leaves their files in the Jupyter runtime dir. Only files named by this module, from this
+    pid namespace, whose owner pid no longer runs are removed; returns how many.
+    """
+    directory = runtime_dir or jupyter_runtime_dir()
+    namespace = _owner_tag().split("-", 1)[0]
+    removed = 0
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return 0
+    owners: dict[int, bool] = {}
+    for name in names:
+        match = _OWNED_FILE.match(name)
+        if match is None or match.group(1) != namespace:
+            continue
+        owner = int(match.group(2))
+        if owner not in owners:
+            owners[owner] = owner == os.getpid() or _pid_running(owner)
+        if not owners[owner]:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(directory, name))
+                removed += 1
+    return removed
+
+
 def _abandon(km: PooledKernelManager, kc: AsyncKernelClient | None) -> None:
+    """Synchronous cleanup of a kernel that failed before it had a handle."""
     provisioner = km.provisioner
     if isinstance(provisioner, ForkServerProvisioner):
         provisioner.kill_now()
+        deadline = time.monotonic() + 2.0
+        # exit_code() reaps a spawned kernel, so it does not linger as a zombie.
+        while provisioner.exit_code() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+        if provisioner.forked_process is not None:
+            provisioner.forked_process.close()
     if kc is not None:
         with contextlib.suppress(Exception):
             kc.stop_channels()
@@ -1207,7 +1279,7 @@ class KernelPool:
     ) -> None:
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise ValidationError(
-                "kernel_pool_size",
+                "size",
                 size,
                 "must be a whole number ≥ 0",
                 "Use e.g. 2 (0: no warm kernels, each run starts one).",
@@ -1279,6 +1351,9 @@ class KernelPool:
         self._context = context
         self._spec_manager = _CachingKernelSpecManager()
         self._finalizer = weakref.finalize(self, self._registry.kill_all)
+        removed = sweep_stale_files()
+        if removed:
+            log.info("removed %d files left behind by dead kernel pools", removed)
         if self.use_forkserver:
             self._spawn_forkserver()
         self._kick()
@@ -1395,6 +1470,9 @@ class KernelPool:
         if (
             server is not None
             and not server.alive
+            # one that never got ready (ipykernel missing, preload started threads) would fail
+            # the same way again: keep spawning instead
+            and server.hello is not None
             and not self._closed
             and time.monotonic() - self._forkserver_started_at >= FORKSERVER_RESTART_INTERVAL
         ):

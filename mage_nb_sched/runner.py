@@ -248,6 +248,16 @@ def _activation_code(
     )
 
 
+def _cell_error(cell: Any) -> str | None:
+    """The error a cell raised (its traceback as plain text), or None."""
+    for output in cell.get("outputs", []):
+        if output.get("output_type") == "error":
+            traceback = strip_ansi("\n".join(output.get("traceback", [])))
+            summary = f"{output.get('ename', 'Error')}: {output.get('evalue', '')}"
+            return traceback if summary in traceback else f"{traceback}\n{summary}".strip()
+    return None
+
+
 def _cell_log(cell: Any) -> str:
     parts: list[str] = []
     for output in cell.get("outputs", []):
@@ -476,7 +486,10 @@ class PipelineRunner:
             km=handle.km,
             timeout=limits.block_timeout,
             interrupt_on_timeout=False,
-            allow_errors=False,
+            # Errors are read from the cell's outputs instead of nbclient raising: with
+            # stop_on_error the kernel may answer the *next* request "aborted", which nbclient
+            # would count as a success with no outputs.
+            allow_errors=True,
             record_timing=True,
         )
         client.kc = handle.kc
@@ -580,6 +593,8 @@ class PipelineRunner:
                 attempt = limits.retries + 1  # a dead kernel cannot run anything else
             except cell_error as err:
                 error = strip_ansi(str(err))
+            else:
+                error = _cell_error(cell)
             logs.append(_cell_log(cell))
             if error is not None and attempt <= limits.retries:
                 logs.append(f"[retry] attempt {attempt} failed; retrying\n")
@@ -698,7 +713,8 @@ async def run_with_fresh_kernel(
     pool = kernels
     owned: Any = None
     if pool is None:
-        owned = KernelPool(size=0)
+        # One kernel, started on demand without a fork server (nothing to amortise it over).
+        owned = KernelPool(size=0, use_forkserver=False)
         await owned.start()
         pool = owned
     try:

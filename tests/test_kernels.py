@@ -163,6 +163,25 @@ def test_fork_plan_accepts_only_kernels_the_server_can_produce() -> None:
     assert isinstance(moved, str) and "PYTHONPATH" in moved
 
 
+def test_sweep_removes_only_files_of_dead_owners_in_this_namespace(tmp_path: Path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    namespace, me = kernels._owner_tag().split("-")
+    names = {
+        "dead_json": f"kernel-mns-{namespace}-{dead.pid}-0a1b2c3d.json",
+        "dead_ipc": f"mns-{namespace}-{dead.pid}-0a1b2c3d-4",
+        "mine": f"kernel-mns-{namespace}-{me}-0a1b2c3d.json",
+        "other_namespace": f"mns-{int(namespace, 16) + 1:x}-{dead.pid}-0a1b2c3d-1",
+        "not_ours": "kernel-0a1b2c3d-0000-0000-0000-000000000000.json",
+    }
+    for name in names.values():
+        (tmp_path / name).write_text("{}")
+    assert kernels.sweep_stale_files(str(tmp_path)) == 2
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(
+        names[key] for key in ("mine", "other_namespace", "not_ours")
+    )
+
+
 @pytest.mark.parametrize(
     "arguments",
     [
@@ -458,8 +477,8 @@ async def main():
     await pool.start()
     first, second = await pool.acquire(), await pool.acquire()
     await pool.wait_warm()
-    print(json.dumps({"kernels": [first.pid, second.pid], "forkserver": pool.forkserver.pid}),
-          flush=True)
+    print(json.dumps({"kernels": [first.pid, second.pid], "forkserver": pool.forkserver.pid,
+                      "files": [first.connection_file, second.connection_file]}), flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
 
 asyncio.run(main())
@@ -485,6 +504,10 @@ def test_kill_9_of_the_pool_owner_takes_every_kernel_down() -> None:
         os.kill(owner.pid, signal.SIGKILL)
         owner.wait(10)
         assert all_gone(family, timeout=10) == set()
+        # what a killed owner leaves in the runtime dir, the next pool sweeps away
+        assert all(Path(path).exists() for path in report["files"])
+        assert kernels.sweep_stale_files() >= len(report["files"])
+        assert not any(Path(path).exists() for path in report["files"])
     finally:
         if owner.poll() is None:
             owner.kill()
@@ -504,7 +527,8 @@ def test_fork_server_death_falls_back_to_spawning_then_restarts(
             os.kill(server_pid, signal.SIGKILL)
             # its kernels die with it (PDEATHSIG) and the pool notices
             assert await asyncio.to_thread(all_gone, {server_pid, *warm}) == set()
-            assert await asyncio.to_thread(wait_until, lambda: not own.forkserver.alive)
+            server = own.forkserver
+            assert await asyncio.to_thread(wait_until, lambda: not server.alive)
 
             spawned = await own.acquire()
             try:
@@ -533,6 +557,7 @@ def test_thirty_cycles_leave_no_process_or_file_behind(run: Callable[..., Any]) 
     me = os.getpid()
     before = descendants(me)
     files: list[str] = []
+    sockets: list[str] = []
 
     async def scenario() -> tuple[set[int], set[int], int | None]:
         own = KernelPool(size=2)
@@ -541,6 +566,9 @@ def test_thirty_cycles_leave_no_process_or_file_behind(run: Callable[..., Any]) 
             for _ in range(30):
                 handle = await own.acquire()
                 files.append(handle.connection_file)
+                assert handle.km.transport == "ipc"
+                sockets.extend(f"{handle.km.ip}-{port}" for port in range(1, 6))
+                assert any(Path(path).exists() for path in sockets[-5:])
                 assert await evaluate(handle, "print(1 + 1)") == "2"
                 await handle.shutdown()
             await own.wait_warm()
@@ -558,7 +586,7 @@ def test_thirty_cycles_leave_no_process_or_file_behind(run: Callable[..., Any]) 
     assert during == {*warm, server}, "only the fork server and the warm kernels may remain"
     assert all_gone(during) == set()
     assert descendants(me) - before == set()
-    assert not [path for path in files if Path(path).exists()]
+    assert not [path for path in files + sockets if Path(path).exists()]
 
 
 @pytest.mark.kernel

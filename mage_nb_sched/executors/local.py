@@ -63,7 +63,10 @@ async def _worker_loop(
     from ..runner import PipelineRunner
 
     store = Store(db_url, Path(project_dir))
-    pool = KernelPool(size=kernel_pool_size, cwd=project_dir, preload=preload)
+    # Kernels forked with the block decorators already imported start their first block sooner.
+    pool = KernelPool(
+        size=kernel_pool_size, cwd=project_dir, preload=("mage_nb_sched.blocks", *preload)
+    )
     await pool.start()
     runner = PipelineRunner(store, pool)
     loop = asyncio.get_running_loop()
