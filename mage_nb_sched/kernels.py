@@ -1033,6 +1033,9 @@ async def start_kernel(
         handle = KernelHandle(km, kc, shutdown_grace=shutdown_grace)
         remaining = startup_timeout - (time.monotonic() - started)
         await _wait_until_ready(km, kc, remaining)
+        # A kernel's first execution is several times slower than later ones (first compile,
+        # lazy imports inside IPython); pay for it while warming, not in a run's first cell.
+        await execute_silently(kc, "pass", max(1.0, startup_timeout - (time.monotonic() - started)))
     except BaseException as error:
         if handle is not None:
             handle.kill_now()

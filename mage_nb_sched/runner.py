@@ -30,12 +30,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import nbformat
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 
 from . import artifacts
 from .clock import utcnow
 from .enums import BlockRunStatus, PipelineRunStatus
 from .errors import MageNbSchedError
+from .kernels import execute_silently
 from .models import BlockRun, PipelineRun, PipelineSchedule
 from .pipelines import Block, Pipeline, load_pipeline
 from .project import DB_URL_ENV, PROJECT_DIR_ENV
@@ -114,22 +115,43 @@ def strip_ansi(text: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def claim_run(store: Store, run_id: int, now: datetime) -> bool:
-    """``initial → running`` only if still initial; True if this caller now owns the run."""
-    session = store.new_session()
-    try:
-        with store.write(session):
-            result = session.execute(
-                update(PipelineRun)
-                .where(
-                    PipelineRun.id == run_id,
-                    PipelineRun.status == PipelineRunStatus.INITIAL.value,
-                )
-                .values(status=PipelineRunStatus.RUNNING.value, started_at=now)
+def claim_run(
+    store: Store, run_id: int, now: datetime, blocks: list[Block] | None = None
+) -> dict[str, int] | None:
+    """``initial → running`` only if still initial, and (re)create the run's block runs, in one
+    transaction. Returns ``{block_uuid: block_run_id}``, or None when the run was not initial
+    (someone else owns it; it is left alone)."""
+    with store.write_engine.begin() as connection:
+        claimed = connection.execute(
+            update(PipelineRun)
+            .where(
+                PipelineRun.id == run_id,
+                PipelineRun.status == PipelineRunStatus.INITIAL.value,
             )
-        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
-    finally:
-        session.close()
+            .values(status=PipelineRunStatus.RUNNING.value, started_at=now, updated_at=now)
+        )
+        if claimed.rowcount != 1:
+            return None
+        # A run that is executed again (after a crash) starts its blocks afresh.
+        connection.execute(delete(BlockRun).where(BlockRun.pipeline_run_id == run_id))
+        if blocks:
+            connection.execute(
+                insert(BlockRun),
+                [
+                    {
+                        "pipeline_run_id": run_id,
+                        "block_uuid": block.uuid,
+                        "status": BlockRunStatus.INITIAL.value,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for block in blocks
+                ],
+            )
+        rows = connection.execute(
+            select(BlockRun.id, BlockRun.block_uuid).where(BlockRun.pipeline_run_id == run_id)
+        )
+        return {str(uuid): int(block_run_id) for block_run_id, uuid in rows}
 
 
 def _finish_run(
@@ -141,68 +163,41 @@ def _finish_run(
 ) -> str:
     """Write the final status unless someone already finished/cancelled the run; returns the
     status the run ends with."""
-    session = store.new_session()
-    try:
-        with store.write(session):
-            run = session.get(PipelineRun, run_id, populate_existing=True)
-            if run is None:
-                return status
-            merged = dict(run.metrics or {})
-            merged.update(metrics)
-            run.metrics = merged
-            if run.status == PipelineRunStatus.RUNNING:
-                run.status = PipelineRunStatus(status)
-                run.completed_at = now
-            final = str(run.status)
-        return final
-    finally:
-        session.close()
-
-
-def _create_block_runs(store: Store, run_id: int, blocks: list[Block]) -> dict[str, int]:
-    session = store.new_session()
-    try:
-        with store.write(session):
-            # A run that is executed again (after a crash) starts its blocks afresh.
-            session.execute(delete(BlockRun).where(BlockRun.pipeline_run_id == run_id))
-            rows = [
-                BlockRun(
-                    pipeline_run_id=run_id, block_uuid=block.uuid, status=BlockRunStatus.INITIAL
-                )
-                for block in blocks
-            ]
-            session.add_all(rows)
-            session.flush()
-            return {row.block_uuid: row.id for row in rows}
-    finally:
-        session.close()
+    with store.write_engine.begin() as connection:
+        row = connection.execute(
+            select(PipelineRun.status, PipelineRun.metrics).where(PipelineRun.id == run_id)
+        ).first()
+        if row is None:
+            return status
+        current, existing = str(row[0]), dict(row[1] or {})
+        existing.update(metrics)
+        values: dict[str, Any] = {"metrics": existing, "updated_at": now}
+        if current == PipelineRunStatus.RUNNING.value:
+            values.update(status=status, completed_at=now)
+            current = status
+        connection.execute(update(PipelineRun).where(PipelineRun.id == run_id).values(**values))
+        return current
 
 
 def _set_block(store: Store, block_run_id: int, **values: Any) -> None:
-    session = store.new_session()
-    try:
-        with store.write(session):
-            session.execute(update(BlockRun).where(BlockRun.id == block_run_id).values(**values))
-    finally:
-        session.close()
+    with store.write_engine.begin() as connection:
+        connection.execute(
+            update(BlockRun)
+            .where(BlockRun.id == block_run_id)
+            .values(updated_at=utcnow(), **values)
+        )
 
 
 def _cancel_remaining(store: Store, run_id: int, now: datetime) -> None:
-    session = store.new_session()
-    try:
-        with store.write(session):
-            session.execute(
-                update(BlockRun)
-                .where(
-                    BlockRun.pipeline_run_id == run_id,
-                    BlockRun.status.in_(
-                        [BlockRunStatus.INITIAL.value, BlockRunStatus.QUEUED.value]
-                    ),
-                )
-                .values(status=BlockRunStatus.CANCELLED.value, completed_at=now)
+    with store.write_engine.begin() as connection:
+        connection.execute(
+            update(BlockRun)
+            .where(
+                BlockRun.pipeline_run_id == run_id,
+                BlockRun.status.in_([BlockRunStatus.INITIAL.value, BlockRunStatus.QUEUED.value]),
             )
-    finally:
-        session.close()
+            .values(status=BlockRunStatus.CANCELLED.value, completed_at=now, updated_at=now)
+        )
 
 
 def _read_status(store: Store, run_id: int) -> str | None:
@@ -220,13 +215,9 @@ def _read_status(store: Store, run_id: int) -> str | None:
 
 
 async def _silent(kc: Any, code: str, timeout: float = 60.0) -> None:
-    """Run setup code in the kernel without producing notebook output; raise if it fails."""
-    reply = await kc.execute_interactive(
-        code, silent=True, store_history=False, timeout=timeout, output_hook=lambda _msg: None
-    )
-    content = reply.get("content", {})
-    if content.get("status") != "ok":
-        raise RuntimeError(f"kernel setup failed: {content.get('ename')}: {content.get('evalue')}")
+    """Run setup code in the kernel without notebook output; raise if it fails. Waits for the
+    shell reply only (not the IOPub idle message): one round trip."""
+    await execute_silently(kc, code, timeout)
 
 
 def _activation_code(
@@ -337,23 +328,57 @@ class PipelineRunner:
 
     async def execute(self, run_id: int) -> RunOutcome:
         """Execute one run to a final status. Never raises for failures of user code."""
-        if not claim_run(self.store, run_id, self.clock()):
-            status = _read_status(self.store, run_id)
+        store = self.store
+        assert store.project_dir is not None, "the runner needs a store with a project dir"
+        session = store.new_session()
+        try:
+            run = session.get(PipelineRun, run_id)
+            if run is None:
+                return RunOutcome(run_id, "missing", "no such run")
+            schedule = (
+                session.get(PipelineSchedule, run.pipeline_schedule_id)
+                if run.pipeline_schedule_id is not None
+                else None
+            )
+            session.expunge_all()
+        finally:
+            session.close()
+        # The notebook is read before the claim, so claiming and creating the block runs is one
+        # short transaction.
+        pipeline: Pipeline | None = None
+        load_error: str | None = None
+        try:
+            pipeline = load_pipeline(store.project_dir, run.pipeline_uuid)
+        except MageNbSchedError as err:
+            load_error = str(err)
+        block_run_ids = claim_run(
+            store, run_id, self.clock(), pipeline.blocks if pipeline else None
+        )
+        if block_run_ids is None:
+            status = _read_status(store, run_id)
             return RunOutcome(run_id, status or "missing", "not in 'initial' state; left alone")
+        if pipeline is None:
+            final = _finish_run(
+                store, run_id, PipelineRunStatus.FAILED.value, self.clock(),
+                {"error": load_error},
+            )
+            return RunOutcome(run_id, final, load_error)
         cancel_event = self._cancel_events.setdefault(run_id, asyncio.Event())
         watcher = asyncio.ensure_future(self._watch_for_cancel(run_id, cancel_event))
         try:
-            return await self._execute_claimed(run_id, cancel_event)
+            return await self._execute_claimed(
+                run, schedule, pipeline, block_run_ids, cancel_event
+            )
         except Exception as err:  # an error of ours, not of user code: record it, never hang
             log.exception("run %s failed inside the runner", run_id)
             final = _finish_run(
-                self.store,
+                store,
                 run_id,
                 PipelineRunStatus.FAILED.value,
                 self.clock(),
                 {"error": f"internal error: {err!r}"},
             )
-            _cancel_remaining(self.store, run_id, self.clock())
+            _cancel_remaining(store, run_id, self.clock())
             return RunOutcome(run_id, final, f"internal error: {err!r}")
         finally:
             watcher.cancel()
@@ -367,31 +392,19 @@ class PipelineRunner:
             if status == PipelineRunStatus.CANCELLED.value:
                 event.set()
 
-    async def _execute_claimed(self, run_id: int, cancel_event: asyncio.Event) -> RunOutcome:
+    async def _execute_claimed(
+        self,
+        run: PipelineRun,
+        schedule: PipelineSchedule | None,
+        pipeline: Pipeline,
+        block_run_ids: dict[str, int],
+        cancel_event: asyncio.Event,
+    ) -> RunOutcome:
         store = self.store
-        assert store.project_dir is not None, "the runner needs a store with a project dir"
-        session = store.new_session()
-        try:
-            run = session.get(PipelineRun, run_id)
-            assert run is not None
-            schedule = (
-                session.get(PipelineSchedule, run.pipeline_schedule_id)
-                if run.pipeline_schedule_id is not None
-                else None
-            )
-            session.expunge_all()
-        finally:
-            session.close()
-        try:
-            pipeline = load_pipeline(store.project_dir, run.pipeline_uuid)
-        except MageNbSchedError as err:
-            final = _finish_run(
-                store, run_id, PipelineRunStatus.FAILED.value, self.clock(), {"error": str(err)}
-            )
-            return RunOutcome(run_id, final, str(err))
+        assert store.project_dir is not None
+        run_id = run.id
         settings = with_defaults(schedule.settings if schedule else None)
         limits = _Limits.from_settings(settings)
-        block_run_ids = _create_block_runs(store, run_id, pipeline.blocks)
         partition = run.execution_partition
         variables = merge_variables(
             pipeline_global_variables(pipeline.notebook),
@@ -422,12 +435,12 @@ class PipelineRunner:
         deadline = started + limits.run_timeout if limits.run_timeout else None
         outcome = RunOutcome(run_id, PipelineRunStatus.RUNNING.value)
         handle = await self.kernels.acquire()
+        # Setup code waits here and goes to the kernel in one request with the first block's
+        # enter_block call: every round trip before the first cell is latency.
+        pending = [_activation_code(source, context, pipeline.path.parent, env)]
         try:
-            await _silent(
-                handle.kc,
-                _activation_code(source, context, pipeline.path.parent, env),
-            )
             final_status, reason = await self._execute_cells(
+                pending,
                 run,
                 pipeline,
                 notebook,
@@ -467,6 +480,7 @@ class PipelineRunner:
 
     async def _execute_cells(
         self,
+        pending: list[str],
         run: PipelineRun,
         pipeline: Pipeline,
         notebook: Any,
@@ -500,16 +514,19 @@ class PipelineRunner:
             (index + 1 if index >= injected_index else index): block
             for index, block in blocks_by_index.items()
         }
-        failed_any = False
         for index, cell in enumerate(notebook.cells):
             block = shifted.get(index)
             if index != injected_index and block is None:
                 continue  # skipped, empty or non-code cells
             if block is None:
-                await self._run_cell(client, handle, cell, index, deadline, cancel_event, limits)
+                # The injected parameters run silently with the next block's setup (one round
+                # trip instead of two); the cell stays in the executed notebook as the record.
+                pending.append(cell.source)
+                cell.metadata.setdefault("mage_nb_sched", {})["executed_silently"] = True
                 continue
             block_run_id = block_run_ids[block.uuid]
             result = await self._run_block(
+                pending,
                 client,
                 handle,
                 cell,
@@ -529,15 +546,17 @@ class PipelineRunner:
                 continue
             status, reason = result
             if status == PipelineRunStatus.FAILED.value and limits.allow_blocks_to_fail:
-                failed_any = True
-                continue
+                continue  # the failure is recorded on the block; the run goes on
             _cancel_remaining(self.store, run.id, self.clock())
             return status, reason
-        del failed_any  # with allow_blocks_to_fail a failed block does not fail the run
+        if pending:  # setup with no block after it (e.g. parameters in the last cell)
+            await _silent(handle.kc, "\n".join(pending))
+            pending.clear()
         return PipelineRunStatus.COMPLETED.value, None
 
     async def _run_block(
         self,
+        pending: list[str],
         client: Any,
         handle: Any,
         cell: Any,
@@ -555,8 +574,6 @@ class PipelineRunner:
     ) -> tuple[str, str | None] | None:
         """Execute one block with retries. None = completed; else (run status, reason)."""
         started_at = self.clock()
-        if outcome.first_cell_latency is None:
-            outcome.first_cell_latency = (started_at - run.created_at).total_seconds()
         _set_block(
             self.store, block_run_id, status=BlockRunStatus.RUNNING.value, started_at=started_at
         )
@@ -574,11 +591,16 @@ class PipelineRunner:
             error: str | None = None
             stop: _RunStopped | None = None
             try:
-                await _silent(
-                    handle.kc,
+                pending.append(
                     f"__import__('mage_nb_sched.blocks').blocks.enter_block("
-                    f"{block.uuid!r}, {block_run_id!r})",
+                    f"{block.uuid!r}, {block_run_id!r})"
                 )
+                setup = "\n".join(pending)
+                pending.clear()
+                await _silent(handle.kc, setup)
+                if outcome.first_cell_latency is None:
+                    # Measured when the first block's code is sent to the kernel.
+                    outcome.first_cell_latency = (self.clock() - run.created_at).total_seconds()
                 await self._run_cell(client, handle, cell, index, deadline, cancel_event, limits)
             except _RunStopped as stopped:
                 stop = stopped

@@ -96,6 +96,9 @@ class Store:
             raise StoreError(f"cannot open database {parsed!r}: {err}") from err
         if self.is_sqlite:
             _configure_sqlite(self.engine)
+        #: The same engine, but every transaction on it is a write transaction (BEGIN IMMEDIATE
+        #: on SQLite): for short Core updates on hot paths, without an ORM session.
+        self.write_engine = self.engine.execution_options(mage_write=True)
         self._factory = sessionmaker(bind=self.engine, expire_on_commit=False)
         self.session = scoped_session(self._factory)
         migrate(self)
