@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import abc
 import asyncio
 from dataclasses import dataclass, field
 from typing import Any
+
+from traitlets.config import LoggingConfigurable
 
 
 @dataclass(frozen=True)
@@ -19,30 +20,32 @@ class RunResult:
     blocks: list[dict[str, Any]] = field(default_factory=list)
 
 
-class Executor(abc.ABC):
+class Executor(LoggingConfigurable):
     """Executes pipeline runs somewhere other than the caller's event loop.
 
     ``submit`` returns at once with a future that resolves to the run's :class:`RunResult`. An
     executor never raises for a failure of user code: the run's status says what happened.
+    Executors are traitlets ``Configurable``: the server extension and the headless scheduler
+    pick the class and its options from Jupyter config (``c.LocalExecutor.workers = 4``).
     """
 
-    @abc.abstractmethod
     async def start(self) -> None:
         """Start workers (and their warm kernels)."""
+        raise NotImplementedError
 
-    @abc.abstractmethod
     async def submit(self, run_id: int) -> asyncio.Future[RunResult]:
         """Queue a run for execution; the future resolves when it has finished."""
+        raise NotImplementedError
 
-    @abc.abstractmethod
     async def cancel(self, run_id: int) -> None:
         """Stop a queued or executing run (interrupt, then kill its kernel)."""
+        raise NotImplementedError
 
-    @abc.abstractmethod
     async def shutdown(self, grace: float = 10.0) -> None:
         """Give executing runs ``grace`` seconds, then kill their kernels and stop."""
+        raise NotImplementedError
 
     @property
-    @abc.abstractmethod
     def active_runs(self) -> set[int]:
         """Ids of runs queued or executing here."""
+        raise NotImplementedError

@@ -24,6 +24,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from sqlalchemy import update
+from traitlets import Int, List, TraitError, Unicode, validate
 
 from ..clock import utcnow
 from ..enums import PipelineRunStatus
@@ -151,23 +152,34 @@ class LocalExecutor(Executor):
     fork server imports once so every kernel starts with them loaded (e.g. ``["pandas"]``).
     """
 
-    def __init__(
-        self,
-        store: Store,
-        *,
-        workers: int = 2,
-        runs_per_worker: int = 1,
-        kernel_pool_size: int = 1,
-        preload: Sequence[str] = (),
-    ) -> None:
-        if workers < 1 or runs_per_worker < 1 or kernel_pool_size < 0:
-            raise ValueError("workers and runs_per_worker must be >= 1, kernel_pool_size >= 0")
+    workers = Int(2, help="Worker processes executing runs.").tag(config=True)
+    runs_per_worker = Int(1, help="Runs one worker executes at the same time.").tag(config=True)
+    kernel_pool_size = Int(
+        1, help="Warm kernels each worker keeps started ahead of need (0: start on demand)."
+    ).tag(config=True)
+    preload = List(
+        Unicode(),
+        help="Modules the kernel fork server imports once so every kernel starts with them "
+        "loaded (e.g. ['pandas']). If one starts threads at import, the fork server is not "
+        "used and kernels are started normally.",
+    ).tag(config=True)
+
+    @validate("workers", "runs_per_worker")
+    def _at_least_one(self, proposal: Any) -> int:
+        if proposal["value"] < 1:
+            raise TraitError(f"{proposal['trait'].name} must be >= 1, got {proposal['value']}")
+        return int(proposal["value"])
+
+    @validate("kernel_pool_size")
+    def _not_negative(self, proposal: Any) -> int:
+        if proposal["value"] < 0:
+            raise TraitError(f"kernel_pool_size must be >= 0, got {proposal['value']}")
+        return int(proposal["value"])
+
+    def __init__(self, store: Store, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         assert store.project_dir is not None
         self.store = store
-        self.workers = workers
-        self.runs_per_worker = runs_per_worker
-        self.kernel_pool_size = kernel_pool_size
-        self.preload = tuple(preload)
         self._context = multiprocessing.get_context("spawn")
         self._workers: list[_Worker] = []
         self._queue: deque[int] = deque()
@@ -196,7 +208,7 @@ class LocalExecutor(Executor):
                 self.store.url,
                 str(self.store.project_dir),
                 self.kernel_pool_size,
-                self.preload,
+                tuple(self.preload),
             ),
             name="mage-nb-sched-worker",
             daemon=True,
