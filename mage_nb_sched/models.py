@@ -49,6 +49,7 @@ from .enums import (
     ScheduleStatus,
     ScheduleType,
 )
+from .service.fields import SCHEDULE_VALUE_CHECKS
 from .store import current_store
 from .timing import ScheduleDecision, ScheduleTiming
 
@@ -237,21 +238,8 @@ class PipelineSchedule(Base):
             f"schedule_interval={self.schedule_interval!r}, status={self.status!s})"
         )
 
-    @validates(
-        "name",
-        "description",
-        "schedule_type",
-        "schedule_interval",
-        "start_time",
-        "status",
-        "last_enabled_at",
-        "variables",
-        "sla",
-        "settings",
-    )
+    @validates(*SCHEDULE_VALUE_CHECKS)
     def _check_value(self, key: str, value: Any) -> Any:
-        from .service.fields import SCHEDULE_VALUE_CHECKS
-
         return SCHEDULE_VALUE_CHECKS[key](value)
 
     # ----- Mage's write API --------------------------------------------------------------

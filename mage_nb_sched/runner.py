@@ -18,12 +18,11 @@ and the kernel is gone.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -746,19 +745,4 @@ async def run_with_fresh_kernel(
             await owned.close()
 
 
-Runner = PipelineRunner
-OutcomeCallback = Callable[[RunOutcome], Awaitable[None]]
 __all__ = ["KernelLike", "PipelineRunner", "RunOutcome", "claim_run", "run_with_fresh_kernel"]
-
-
-def outcome_as_json(outcome: RunOutcome) -> str:
-    """A JSON line for the CLI and worker processes."""
-    return json.dumps(
-        {
-            "run_id": outcome.run_id,
-            "status": outcome.status,
-            "reason": outcome.reason,
-            "first_cell_latency": outcome.first_cell_latency,
-            "blocks": [block.__dict__ for block in outcome.blocks],
-        }
-    )

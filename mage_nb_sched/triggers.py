@@ -37,21 +37,11 @@ from .project import (
     pipeline_uuid_for,
     resolve_project_dir,
 )
+from .service.fields import SCHEDULE_VALUE_CHECKS
 from .store import current_store
 
-#: Keys of a trigger entry, in the order they are written.
-TRIGGER_KEYS = (
-    "name",
-    "description",
-    "schedule_type",
-    "schedule_interval",
-    "start_time",
-    "status",
-    "last_enabled_at",
-    "variables",
-    "sla",
-    "settings",
-)
+#: Keys of a trigger entry, in the order they are written: the schedule's own value fields.
+TRIGGER_KEYS = tuple(SCHEDULE_VALUE_CHECKS)
 
 
 @dataclass
@@ -118,17 +108,8 @@ class Trigger:
     @classmethod
     def from_schedule(cls, schedule: Any) -> Trigger:
         return cls(
-            name=schedule.name,
             pipeline_uuid=schedule.pipeline_uuid,
-            schedule_type=schedule.schedule_type,
-            schedule_interval=schedule.schedule_interval,
-            start_time=schedule.start_time,
-            status=schedule.status,
-            last_enabled_at=schedule.last_enabled_at,
-            variables=schedule.variables,
-            sla=schedule.sla,
-            settings=schedule.settings,
-            description=schedule.description,
+            **{key: getattr(schedule, key) for key in TRIGGER_KEYS},
         )
 
 

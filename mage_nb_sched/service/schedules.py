@@ -18,22 +18,7 @@ from ..store import Store, current_store
 from ..tokens import generate_token, hash_token, token_hint, validate_token
 from . import fields
 
-SCHEDULE_FIELDS = {
-    "id",
-    "name",
-    "description",
-    "pipeline_uuid",
-    "schedule_type",
-    "schedule_interval",
-    "start_time",
-    "status",
-    "last_enabled_at",
-    "variables",
-    "sla",
-    "settings",
-    "token",
-    "in_code",
-}
+SCHEDULE_FIELDS = {*fields.SCHEDULE_VALUE_CHECKS, "id", "pipeline_uuid", "token", "in_code"}
 
 
 def _project_dir(store: Store) -> Any:
