@@ -316,11 +316,14 @@ def _run_block(function: Callable[..., Any], state: _RunState) -> None:
 def _display(value: Any) -> None:
     if value is None or "IPython" not in sys.modules:
         return
-    from IPython.core.getipython import get_ipython
-    from IPython.display import display
+    from IPython import display as ipython_display
+    from IPython.core import getipython
 
-    if get_ipython() is not None:  # type: ignore[no-untyped-call]
-        display(value)  # type: ignore[no-untyped-call]
+    # Any-typed: IPython's annotations differ between major versions.
+    get_ipython: Any = getipython.get_ipython
+    display: Any = ipython_display.display
+    if get_ipython() is not None:
+        display(value)
 
 
 def _run_interactively(function: Callable[..., Any]) -> None:
