@@ -82,6 +82,8 @@ class _RunState:
     block_run_id: int | None = None
     block_claimed: bool = False
     previous: Any = NOTHING
+    #: The upstream output each block was entered with, so a retry gets the same input.
+    entered_with: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -167,6 +169,11 @@ def enter_block(block_uuid: str, block_run_id: int | None = None) -> None:
             "no pipeline run is active in this kernel",
             "Call mage_nb_sched.blocks.activate_run(context) before enter_block().",
         )
+    if block_uuid in _run.entered_with:
+        # A retry: the failed attempt may already have replaced the upstream output.
+        _run.previous = _run.entered_with[block_uuid]
+    else:
+        _run.entered_with[block_uuid] = _run.previous
     _run.block_uuid = block_uuid
     _run.block_run_id = block_run_id
     _run.block_claimed = False

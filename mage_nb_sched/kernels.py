@@ -907,6 +907,12 @@ class KernelHandle:
         except Exception:
             log.warning("cleanup after kernel %s failed", self.pid, exc_info=True)
             self._cleanup_files()
+        except BaseException:
+            # Cancelled (e.g. a stopping event loop) before or while killing: kill now,
+            # synchronously, so the handle is never marked closed with its kernel alive.
+            self._kill_now_signals()
+            self._cleanup_files()
+            raise
         finally:
             self._finish()
 

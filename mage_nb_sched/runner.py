@@ -35,7 +35,7 @@ from . import artifacts
 from .clock import utcnow
 from .enums import BlockRunStatus, PipelineRunStatus
 from .errors import MageNbSchedError
-from .kernels import execute_silently
+from .kernels import KernelError, execute_silently
 from .models import BlockRun, PipelineRun, PipelineSchedule
 from .pipelines import Block, Pipeline, load_pipeline
 from .project import DB_URL_ENV, PROJECT_DIR_ENV
@@ -173,8 +173,15 @@ def _finish_run(
         values: dict[str, Any] = {"metrics": existing, "updated_at": now}
         if current == PipelineRunStatus.RUNNING.value:
             values.update(status=status, completed_at=now)
-            current = status
-        connection.execute(update(PipelineRun).where(PipelineRun.id == run_id).values(**values))
+        # Fenced on the status read in this (write-locked) transaction: a cancel that landed
+        # meanwhile is never overwritten.
+        written = connection.execute(
+            update(PipelineRun)
+            .where(PipelineRun.id == run_id, PipelineRun.status == current)
+            .values(**values)
+        )
+        if written.rowcount == 1 and current == PipelineRunStatus.RUNNING.value:
+            return status
         return current
 
 
@@ -187,13 +194,19 @@ def _set_block(store: Store, block_run_id: int, **values: Any) -> None:
         )
 
 
-def _cancel_remaining(store: Store, run_id: int, now: datetime) -> None:
+def _cancel_remaining(
+    store: Store, run_id: int, now: datetime, *, include_running: bool = False
+) -> None:
+    """Cancel the blocks that never ran (and, after an internal error, the one running)."""
+    statuses = [BlockRunStatus.INITIAL.value, BlockRunStatus.QUEUED.value]
+    if include_running:
+        statuses.append(BlockRunStatus.RUNNING.value)
     with store.write_engine.begin() as connection:
         connection.execute(
             update(BlockRun)
             .where(
                 BlockRun.pipeline_run_id == run_id,
-                BlockRun.status.in_([BlockRunStatus.INITIAL.value, BlockRunStatus.QUEUED.value]),
+                BlockRun.status.in_(statuses),
             )
             .values(status=BlockRunStatus.CANCELLED.value, completed_at=now, updated_at=now)
         )
@@ -358,16 +371,28 @@ class PipelineRunner:
             return RunOutcome(run_id, status or "missing", "not in 'initial' state; left alone")
         if pipeline is None:
             final = _finish_run(
-                store, run_id, PipelineRunStatus.FAILED.value, self.clock(),
+                store,
+                run_id,
+                PipelineRunStatus.FAILED.value,
+                self.clock(),
                 {"error": load_error},
             )
             return RunOutcome(run_id, final, load_error)
         cancel_event = self._cancel_events.setdefault(run_id, asyncio.Event())
         watcher = asyncio.ensure_future(self._watch_for_cancel(run_id, cancel_event))
         try:
-            return await self._execute_claimed(
-                run, schedule, pipeline, block_run_ids, cancel_event
+            return await self._execute_claimed(run, schedule, pipeline, block_run_ids, cancel_event)
+        except asyncio.CancelledError:
+            # The process driving the run is stopping: record it rather than leave it running.
+            _finish_run(
+                store,
+                run_id,
+                PipelineRunStatus.FAILED.value,
+                self.clock(),
+                {"error": "the worker stopped while the run executed"},
             )
+            _cancel_remaining(store, run_id, self.clock(), include_running=True)
+            raise
         except Exception as err:  # an error of ours, not of user code: record it, never hang
             log.exception("run %s failed inside the runner", run_id)
             final = _finish_run(
@@ -377,17 +402,37 @@ class PipelineRunner:
                 self.clock(),
                 {"error": f"internal error: {err!r}"},
             )
-            _cancel_remaining(store, run_id, self.clock())
+            _cancel_remaining(store, run_id, self.clock(), include_running=True)
             return RunOutcome(run_id, final, f"internal error: {err!r}")
         finally:
             watcher.cancel()
             self._cancel_events.pop(run_id, None)
 
+    async def _acquire_kernel(self, kernel_name: str) -> tuple[Any, Any]:
+        """A fresh kernel for the notebook's kernelspec: from the warm pool when the pool runs
+        that kernel, else from a one-off pool (returned too, to be closed after the run)."""
+        pool_kernel = getattr(self.kernels, "kernel_name", kernel_name)
+        if kernel_name == pool_kernel:
+            return await self.kernels.acquire(), None
+        from .kernels import KernelPool
+
+        one_off = KernelPool(size=0, kernel_name=kernel_name, use_forkserver=False)
+        await one_off.start()
+        try:
+            return await one_off.acquire(), one_off
+        except BaseException:
+            await one_off.close()
+            raise
+
     async def _watch_for_cancel(self, run_id: int, event: asyncio.Event) -> None:
         # A cancel made through the database (API, backfill cancel) reaches the run here.
         while not event.is_set():
             await asyncio.sleep(CANCEL_POLL_SECONDS)
-            status = await asyncio.to_thread(_read_status, self.store, run_id)
+            try:
+                status = await asyncio.to_thread(_read_status, self.store, run_id)
+            except Exception:  # a busy database must not end cancellation for this run
+                log.warning("could not read the status of run %s", run_id, exc_info=True)
+                continue
             if status == PipelineRunStatus.CANCELLED.value:
                 event.set()
 
@@ -433,7 +478,18 @@ class PipelineRunner:
         started = time.monotonic()
         deadline = started + limits.run_timeout if limits.run_timeout else None
         outcome = RunOutcome(run_id, PipelineRunStatus.RUNNING.value)
-        handle = await self.kernels.acquire()
+        try:
+            handle, one_off_pool = await self._acquire_kernel(pipeline.kernel_name)
+        except KernelError as err:
+            message = (
+                f"cannot start kernel {pipeline.kernel_name!r} for {pipeline.uuid}: {err}. "
+                "Install that kernel, or pick another one for the notebook in Jupyter."
+            )
+            _cancel_remaining(store, run_id, self.clock())
+            final = _finish_run(
+                store, run_id, PipelineRunStatus.FAILED.value, self.clock(), {"error": message}
+            )
+            return RunOutcome(run_id, final, message)
         # Setup code waits here and goes to the kernel in one request with the first block's
         # enter_block call: every round trip before the first cell is latency.
         pending = [_activation_code(source, context, pipeline.path.parent, env)]
@@ -453,6 +509,8 @@ class PipelineRunner:
             )
         finally:
             await handle.shutdown()
+            if one_off_pool is not None:
+                await one_off_pool.close()
         executed_path = artifacts.executed_notebook_path(
             store.project_dir, run.pipeline_uuid, partition
         )
@@ -543,9 +601,13 @@ class PipelineRunner:
             )
             if result is None:
                 continue
-            status, reason = result
-            if status == PipelineRunStatus.FAILED.value and limits.allow_blocks_to_fail:
-                continue  # the failure is recorded on the block; the run goes on
+            status, reason, must_stop = result
+            if (
+                status == PipelineRunStatus.FAILED.value
+                and limits.allow_blocks_to_fail
+                and not must_stop
+            ):
+                continue  # a plain block failure is recorded on the block; the run goes on
             _cancel_remaining(self.store, run.id, self.clock())
             return status, reason
         if pending:  # setup with no block after it (e.g. parameters in the last cell)
@@ -570,8 +632,10 @@ class PipelineRunner:
         cell_error: type[Exception],
         cell_timeout: type[Exception],
         dead_kernel: type[Exception],
-    ) -> tuple[str, str | None] | None:
-        """Execute one block with retries. None = completed; else (run status, reason)."""
+    ) -> tuple[str, str | None, bool] | None:
+        """Execute one block with retries. None = completed; else (run status, reason, stop):
+        ``stop`` is True when the run cannot go on (cancel, timeout, kernel gone) even with
+        ``allow_blocks_to_fail``."""
         started_at = self.clock()
         _set_block(
             self.store, block_run_id, status=BlockRunStatus.RUNNING.value, started_at=started_at
@@ -585,6 +649,7 @@ class PipelineRunner:
         began = time.monotonic()
         attempt = 0
         logs: list[str] = []
+        kernel_gone = False
         while True:
             attempt += 1
             error: str | None = None
@@ -611,17 +676,25 @@ class PipelineRunner:
                 )
             except dead_kernel:
                 error = "kernel died while the block was running"
-                attempt = limits.retries + 1  # a dead kernel cannot run anything else
+                kernel_gone = True
+            except KernelError as err:  # setup code failed or the kernel stopped answering
+                error = f"the kernel could not run the block's setup: {err}"
+                kernel_gone = True
+                await handle.shutdown()
             except cell_error as err:
                 error = strip_ansi(str(err))
             else:
                 error = _cell_error(cell)
             logs.append(_cell_log(cell))
-            if error is not None and attempt <= limits.retries:
+            if error is not None and not kernel_gone and attempt <= limits.retries:
                 logs.append(f"[retry] attempt {attempt} failed; retrying\n")
                 delay = limits.retry_delay * (2 ** (attempt - 1) if limits.backoff else 1)
-                if delay:
-                    await self._pause(delay, deadline, cancel_event)
+                try:
+                    if delay:
+                        await self._pause(delay, deadline, cancel_event)
+                except _RunStopped as stopped:
+                    stop = stopped
+                    break
                 continue
             break
         seconds = round(time.monotonic() - began, 6)
@@ -642,7 +715,7 @@ class PipelineRunner:
                 metrics=metrics,
             )
             outcome.blocks.append(BlockOutcome(block.uuid, status, seconds, attempt, stop.reason))
-            return stop.status, stop.reason
+            return stop.status, stop.reason, True
         if error is not None:
             _set_block(
                 self.store,
@@ -654,7 +727,11 @@ class PipelineRunner:
             )
             outcome.blocks.append(BlockOutcome(block.uuid, "failed", seconds, attempt, error))
             first_line = error.strip().splitlines()[-1] if error.strip() else error
-            return PipelineRunStatus.FAILED.value, f"block {block.uuid!r} failed: {first_line}"
+            return (
+                PipelineRunStatus.FAILED.value,
+                f"block {block.uuid!r} failed: {first_line}",
+                kernel_gone,
+            )
         _set_block(
             self.store,
             block_run_id,

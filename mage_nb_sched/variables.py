@@ -252,13 +252,20 @@ def _literal(value: Any, where: str, active: set[int]) -> str:
 
 
 def is_injectable_name(name: object) -> bool:
-    """Whether ``name`` can be assigned as a notebook variable (identifier, not a keyword)."""
+    """Whether ``name`` can be assigned as a notebook variable: an identifier, not a keyword,
+    not a dunder and not a name IPython relies on (those stay reachable through
+    ``mage_nb_sched_variables`` only, so a variable can never break the kernel)."""
     return (
         isinstance(name, str)
         and name.isidentifier()
         and not keyword.iskeyword(name)
-        and name not in (ALL_VARIABLES_NAME, _DATETIME_ALIAS)
+        and not (name.startswith("__") and name.endswith("__"))
+        and name not in (ALL_VARIABLES_NAME, _DATETIME_ALIAS, *_RESERVED_NAMES)
     )
+
+
+#: Names of the IPython user namespace that a run variable must not shadow.
+_RESERVED_NAMES = ("get_ipython", "exit", "quit", "In", "Out", "display")
 
 
 def injection_source(variables: Mapping[str, Any]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -319,3 +320,179 @@ def test_fifty_runs_leave_no_process_behind(store: Store, project_dir: Path) -> 
     assert statuses == ["completed"] * 50
     leftover = {pid for pid in child_pids() - before if alive(pid)}
     assert leftover == set()
+
+
+def test_run_created_and_executed_from_a_notebook_cell(store: Store, project_dir: Path) -> None:
+    """The Python API in a real kernel: PipelineRun.create, then ``await run.execute()``."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    write_notebook(project_dir / "inner.ipynb", ["print('inner ran', 6 * 7)"])
+    driver = nbformat.v4.new_notebook()
+    driver.cells = [
+        nbformat.v4.new_code_cell(
+            "from mage_nb_sched import PipelineRun\n"
+            "run = PipelineRun.create(pipeline_uuid='inner', variables={'who': 'notebook'})\n"
+            "outcome = await run.execute()\n"
+            "print('STATUS', run.status, run.block_runs_count)"
+        )
+    ]
+    env = dict(os.environ, MAGE_NB_SCHED_PROJECT_DIR=str(project_dir))
+    client = NotebookClient(driver, kernel_name="python3", timeout=120)
+    client.execute(cwd=str(project_dir), env=env)
+    text = "".join(o.get("text", "") for o in driver.cells[0].outputs if o.output_type == "stream")
+    assert "STATUS completed 1" in text
+    run = PipelineRun.query.filter_by(pipeline_uuid="inner").one()
+    assert "inner ran 42" in run.logs("cell_0")
+
+
+def no_block_running(run: PipelineRun) -> bool:
+    return all(block.status != "running" for block in run.block_runs)
+
+
+def test_timeout_stops_the_run_even_when_blocks_may_fail(store: Store, project_dir: Path) -> None:
+    schedule = make_schedule(
+        project_dir,
+        ["import time\ntime.sleep(60)", "x = 1"],
+        block_timeout=2,
+        allow_blocks_to_fail=True,
+    )
+    run = PipelineRun.create(pipeline_schedule_id=schedule.id)
+    outcome = run_now(store, run)
+    run = fresh_run(run.id)
+    assert outcome.status == "failed" and "timed out" in (outcome.reason or "")
+    assert block_statuses(run) == {"cell_0": "failed", "cell_1": "cancelled"}
+    assert no_block_running(run)
+
+
+def test_dead_kernel_stops_the_run_even_when_blocks_may_fail(
+    store: Store, project_dir: Path
+) -> None:
+    schedule = make_schedule(
+        project_dir,
+        ["import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", "x = 1"],
+        allow_blocks_to_fail=True,
+    )
+    run = PipelineRun.create(pipeline_schedule_id=schedule.id)
+    outcome = run_now(store, run)
+    run = fresh_run(run.id)
+    assert outcome.status == "failed"
+    assert block_statuses(run) == {"cell_0": "failed", "cell_1": "cancelled"}
+
+
+def test_cancel_during_a_retry_delay(store: Store, project_dir: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "failed_once"
+    schedule = make_schedule(
+        project_dir,
+        [f"import pathlib\npathlib.Path({str(marker)!r}).write_text('x')\nraise RuntimeError('x')"],
+        retries=3,
+        retry_delay=60,
+    )
+    run = PipelineRun.create(pipeline_schedule_id=schedule.id)
+
+    async def scenario() -> Any:
+        pool = KernelPool(size=0)
+        await pool.start()
+        runner = PipelineRunner(store, pool)
+        try:
+            task = asyncio.ensure_future(runner.execute(run.id))
+            for _ in range(600):
+                if marker.exists():
+                    break
+                await asyncio.sleep(0.05)
+            assert marker.exists()
+            runner.cancel(run.id)
+            return await asyncio.wait_for(task, timeout=30)
+        finally:
+            await pool.close()
+
+    outcome = asyncio.run(scenario())
+    run = fresh_run(run.id)
+    assert outcome.status == "cancelled" and run.status == "cancelled"
+    assert block_statuses(run) == {"cell_0": "cancelled"}
+
+
+def test_stopping_the_driver_fails_the_run_and_kills_the_kernel(
+    store: Store, project_dir: Path, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "pid"
+    schedule = make_schedule(
+        project_dir,
+        [
+            "import os, time, pathlib\n"
+            f"pathlib.Path({str(pid_file)!r}).write_text(str(os.getpid()))\ntime.sleep(120)",
+            "x = 1",
+        ],
+    )
+    run = PipelineRun.create(pipeline_schedule_id=schedule.id)
+
+    async def scenario() -> int:
+        pool = KernelPool(size=0)
+        await pool.start()
+        try:
+            task = asyncio.ensure_future(PipelineRunner(store, pool).execute(run.id))
+            for _ in range(600):
+                if pid_file.exists():
+                    break
+                await asyncio.sleep(0.05)
+            assert pid_file.exists()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            return int(pid_file.read_text())
+        finally:
+            await pool.close()
+
+    kernel_pid = asyncio.run(scenario())
+    run = fresh_run(run.id)
+    assert run.status == "failed" and "worker stopped" in run.metrics["error"]
+    assert no_block_running(run)
+    assert not alive(kernel_pid)
+
+
+def test_dunder_variables_cannot_break_the_kernel(store: Store, project_dir: Path) -> None:
+    schedule = make_schedule(
+        project_dir,
+        ["assert mage_nb_sched_variables['__import__'] == 'x'\nimport os\nprint('fine')"],
+    )
+    run = PipelineRun.create(
+        pipeline_schedule_id=schedule.id, variables={"__import__": "x", "get_ipython": 1}
+    )
+    outcome = run_now(store, run)
+    assert outcome.status == "completed", outcome
+    assert "fine" in fresh_run(run.id).logs("cell_0")
+
+
+def test_a_retried_block_gets_the_same_upstream_output(
+    store: Store, project_dir: Path, tmp_path: Path
+) -> None:
+    flag = tmp_path / "failed_once"
+    cells = [
+        "from mage_nb_sched import data_loader, transformer",
+        "@data_loader\ndef load(*args, **kwargs):\n    return 10",
+        "import pathlib\n"
+        "@transformer\ndef double(value, *args, **kwargs):\n    return value * 2\n"
+        f"flag = pathlib.Path({str(flag)!r})\n"
+        "if not flag.exists():\n    flag.write_text('x')\n    raise RuntimeError('once')",
+    ]
+    schedule = make_schedule(project_dir, cells, retries=1)
+    run = PipelineRun.create(pipeline_schedule_id=schedule.id)
+    outcome = run_now(store, run)
+    run = fresh_run(run.id)
+    assert outcome.status == "completed", outcome
+    assert run.get_output("double") == 20  # not 40: the retry got load's output again
+
+
+def test_a_notebook_whose_kernel_is_not_installed_fails_clearly(
+    store: Store, project_dir: Path
+) -> None:
+    write_notebook(
+        project_dir / "other_kernel.ipynb",
+        ["x = 1"],
+        metadata={"kernelspec": {"name": "no-such-kernel", "display_name": "Nope"}},
+    )
+    run = PipelineRun.create(pipeline_uuid="other_kernel")
+    outcome = run_now(store, run)
+    run = fresh_run(run.id)
+    assert outcome.status == "failed" and run.status == "failed"
+    assert "no-such-kernel" in run.metrics["error"] and "Install" in run.metrics["error"]
+    assert block_statuses(run) == {"cell_0": "cancelled"}

@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from traitlets import Int, List, TraitError, Unicode, validate
 
 from ..clock import utcnow
-from ..enums import PipelineRunStatus
-from ..models import PipelineRun
+from ..enums import BlockRunStatus, PipelineRunStatus
+from ..models import BlockRun, PipelineRun
 from ..store import Store
 from .base import Executor, RunResult
 
@@ -85,19 +85,24 @@ async def _worker_loop(
     conn.send(("ready", os.getpid()))
 
     async def execute(run_id: int) -> None:
-        outcome = await runner.execute(run_id)
-        conn.send(
-            (
-                "done",
-                run_id,
-                {
-                    "status": outcome.status,
-                    "reason": outcome.reason,
-                    "first_cell_latency": outcome.first_cell_latency,
-                    "blocks": [block.__dict__ for block in outcome.blocks],
-                },
-            )
-        )
+        # Whatever happens, the parent hears back: otherwise its future never resolves and this
+        # worker's slot stays taken.
+        payload: dict[str, Any]
+        try:
+            outcome = await runner.execute(run_id)
+            payload = {
+                "status": outcome.status,
+                "reason": outcome.reason,
+                "first_cell_latency": outcome.first_cell_latency,
+                "blocks": [block.__dict__ for block in outcome.blocks],
+            }
+        except BaseException as err:
+            payload = {"status": PipelineRunStatus.FAILED.value, "reason": f"worker error: {err!r}"}
+            if not isinstance(err, Exception):
+                with contextlib.suppress(OSError):
+                    conn.send(("done", run_id, payload))
+                raise
+        conn.send(("done", run_id, payload))
 
     try:
         while True:
@@ -185,6 +190,7 @@ class LocalExecutor(Executor):
         self._queue: deque[int] = deque()
         self._futures: dict[int, asyncio.Future[RunResult]] = {}
         self._closing = False
+        self._start_failures = 0
 
     @property
     def active_runs(self) -> set[int]:
@@ -239,40 +245,104 @@ class LocalExecutor(Executor):
             self._dispatch()
 
     def _on_worker_exit(self, worker: _Worker) -> None:
+        if worker not in self._workers:
+            return  # already handled
+        self._workers.remove(worker)
         loop = asyncio.get_running_loop()
-        loop.remove_reader(worker.conn.fileno())
+        with contextlib.suppress(ValueError, OSError):
+            loop.remove_reader(worker.conn.fileno())
+        worker.conn.close()
         worker.process.join(timeout=0)  # never block the caller's loop
         code = worker.process.exitcode
-        if worker in self._workers:
-            self._workers.remove(worker)
-        reason = f"worker process {worker.pid} died (exit code {code}) while the run executed"
-        for run_id in list(worker.runs):
-            self._fail_orphaned_run(run_id, reason)
-            self._resolve(RunResult(run_id, PipelineRunStatus.FAILED.value, reason))
+        reason = (
+            f"worker process {worker.pid} died"
+            + (f" (exit code {code})" if code is not None else "")
+            + " while the run executed"
+        )
+        orphans = list(worker.runs)
         worker.runs.clear()
         worker.ready.set()
-        if not self._closing:
-            log.warning("%s; starting a replacement", reason)
-            self._spawn()
+        # Futures first (cheap, cannot fail), then the database off the loop.
+        for run_id in orphans:
+            self._resolve(RunResult(run_id, PipelineRunStatus.FAILED.value, reason))
+        if orphans:
+            loop.run_in_executor(None, self._fail_orphaned_runs, orphans, reason)
+        if self._closing:
+            return
+        if worker.pid is None:
+            # It died before it was ready (bad database URL, kernel pool failure): do not spin.
+            self._start_failures += 1
+            if self._start_failures >= 3:
+                log.error("worker processes keep dying at start; not starting more")
+                for run_id in list(self._queue):
+                    self._resolve(
+                        RunResult(run_id, PipelineRunStatus.FAILED.value, "no worker could start")
+                    )
+                self._queue.clear()
+                return
+        log.warning("%s; starting a replacement", reason)
+        self._spawn()
+
+    def _cancel_queued(self, run_id: int) -> None:
+        """A run cancelled before any worker took it: ``initial → cancelled`` in the database."""
+        now = utcnow()
+        with self.store.write_engine.begin() as connection:
+            connection.execute(
+                update(PipelineRun)
+                .where(
+                    PipelineRun.id == run_id,
+                    PipelineRun.status == PipelineRunStatus.INITIAL.value,
+                )
+                .values(status=PipelineRunStatus.CANCELLED.value, completed_at=now, updated_at=now)
+            )
+
+    def _fail_orphaned_runs(self, run_ids: list[int], reason: str) -> None:
+        """Runs a dead worker left ``running`` are failed with the reason, their blocks closed."""
+        for run_id in run_ids:
+            try:
+                self._fail_orphaned_run(run_id, reason)
+            except Exception:
+                log.exception("could not mark run %s failed", run_id)
 
     def _fail_orphaned_run(self, run_id: int, reason: str) -> None:
-        session = self.store.new_session()
-        try:
-            with self.store.write(session):
-                session.execute(
-                    update(PipelineRun)
-                    .where(
-                        PipelineRun.id == run_id,
-                        PipelineRun.status == PipelineRunStatus.RUNNING.value,
-                    )
-                    .values(
-                        status=PipelineRunStatus.FAILED.value,
-                        completed_at=utcnow(),
-                        metrics={"error": reason},
-                    )
+        now = utcnow()
+        with self.store.write_engine.begin() as connection:
+            row = connection.execute(
+                select(PipelineRun.status, PipelineRun.metrics).where(PipelineRun.id == run_id)
+            ).first()
+            if row is None or str(row[0]) != PipelineRunStatus.RUNNING.value:
+                return
+            metrics = dict(row[1] or {})
+            metrics["error"] = reason
+            connection.execute(
+                update(PipelineRun)
+                .where(
+                    PipelineRun.id == run_id,
+                    PipelineRun.status == PipelineRunStatus.RUNNING.value,
                 )
-        finally:
-            session.close()
+                .values(
+                    status=PipelineRunStatus.FAILED.value,
+                    completed_at=now,
+                    updated_at=now,
+                    metrics=metrics,
+                )
+            )
+            connection.execute(
+                update(BlockRun)
+                .where(
+                    BlockRun.pipeline_run_id == run_id,
+                    BlockRun.status == BlockRunStatus.RUNNING.value,
+                )
+                .values(status=BlockRunStatus.FAILED.value, completed_at=now, error=reason)
+            )
+            connection.execute(
+                update(BlockRun)
+                .where(
+                    BlockRun.pipeline_run_id == run_id,
+                    BlockRun.status == BlockRunStatus.INITIAL.value,
+                )
+                .values(status=BlockRunStatus.CANCELLED.value, completed_at=now)
+            )
 
     def _resolve(self, result: RunResult) -> None:
         future = self._futures.pop(result.run_id, None)
@@ -290,8 +360,14 @@ class LocalExecutor(Executor):
                 return
             worker = min(candidates, key=lambda w: len(w.runs))
             run_id = self._queue.popleft()
+            try:
+                worker.conn.send(("run", run_id))
+            except OSError:
+                # The worker just died; its exit handler replaces it. Keep the run queued.
+                self._queue.appendleft(run_id)
+                worker.ready.clear()
+                return
             worker.runs.add(run_id)
-            worker.conn.send(("run", run_id))
 
     async def submit(self, run_id: int) -> asyncio.Future[RunResult]:
         if self._closing:
@@ -308,6 +384,7 @@ class LocalExecutor(Executor):
     async def cancel(self, run_id: int) -> None:
         if run_id in self._queue:
             self._queue.remove(run_id)
+            await asyncio.get_running_loop().run_in_executor(None, self._cancel_queued, run_id)
             self._resolve(RunResult(run_id, PipelineRunStatus.CANCELLED.value, "cancelled"))
             return
         for worker in self._workers:
