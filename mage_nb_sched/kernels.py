@@ -629,6 +629,22 @@ class ForkServer:
             log.warning("kernel fork server %s died: %s", self.pid, self.death_reason)
 
 
+def _die_with_parent(parent_pid: int) -> Callable[[], None]:
+    """A ``preexec_fn`` for spawned kernels: ``PR_SET_PDEATHSIG(SIGKILL)``, and exit at once if
+    the owner is already gone (it could die between fork and prctl)."""
+
+    # Imported here, in the parent: importing in the forked child could deadlock on the import
+    # lock held by another thread at fork time.
+    from .kernel_forkserver import set_pdeathsig
+
+    def preexec() -> None:
+        set_pdeathsig(signal.SIGKILL)
+        if os.getppid() != parent_pid:
+            os._exit(1)
+
+    return preexec
+
+
 def _kill_group(pgid: int | None, signum: int = signal.SIGKILL) -> None:
     if pgid is not None and pgid > 1:
         with contextlib.suppress(OSError):
@@ -694,6 +710,8 @@ class ForkServerProvisioner(LocalProvisioner):
         elif server is not None:
             log.debug("kernel not forked: %s", plan)
         self.forked = False
+        # A spawned kernel dies with its owner too (a forked one inherits that from the server).
+        kwargs.setdefault("preexec_fn", _die_with_parent(os.getpid()))
         return await super().launch_kernel(cmd, **kwargs)
 
     async def poll(self) -> int | None:

@@ -154,3 +154,33 @@ def test_cancel_through_the_executor(store: Store, project_dir: Path, tmp_path: 
     result = asyncio.run(scenario())
     assert result.status == "cancelled"
     assert PipelineRun.query.get(result.run_id).status == "cancelled"
+
+
+def test_spawned_kernels_die_with_their_owner(tmp_path: Path) -> None:
+    """Without the fork server a kernel is spawned; it must still die with a killed owner."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "owner.py"
+    script.write_text(
+        "import asyncio, sys\n"
+        "from mage_nb_sched.kernels import KernelPool\n"
+        "async def main():\n"
+        "    pool = KernelPool(size=0, use_forkserver=False)\n"
+        "    await pool.start()\n"
+        "    handle = await pool.acquire()\n"
+        "    print(handle.pid, flush=True)\n"
+        "    await asyncio.sleep(3600)\n"
+        "asyncio.run(main())\n"
+    )
+    owner = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout is not None
+        kernel_pid = int(owner.stdout.readline())
+        assert alive(kernel_pid)
+        os.kill(owner.pid, signal.SIGKILL)
+        owner.wait(timeout=10)
+        assert asyncio.run(wait_until(lambda: not alive(kernel_pid), timeout=15))
+    finally:
+        if owner.poll() is None:
+            owner.kill()
