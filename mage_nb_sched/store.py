@@ -233,6 +233,13 @@ def use_store(url: str | None = None, project_dir: str | os.PathLike[str] | None
 def open_store(url: str | None = None, project_dir: str | os.PathLike[str] | None = None) -> Store:
     """The (cached) store for ``url`` or for the project dir's default database."""
     root = resolve_project_dir(project_dir)
+    if not root.is_dir():
+        raise ValidationError(
+            "project_dir",
+            str(root),
+            "not an existing folder",
+            "Point --project-dir / $MAGE_NB_SCHED_PROJECT_DIR at the folder holding the notebooks.",
+        )
     resolved = url or default_database_url(root)
     with _lock:
         store = _stores.get(resolved)

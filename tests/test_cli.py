@@ -71,3 +71,11 @@ def test_parse_var() -> None:
     assert info.value.field == "--var"
     with pytest.raises(ValidationError):
         parse_var("bad-name=1")
+
+
+def test_missing_project_dir_is_a_clear_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    result = run_cli(tmp_path, "--project-dir", str(missing), "run", "x")
+    assert result.returncode == 2
+    assert "project_dir" in result.stderr and "Traceback" not in result.stderr
+    assert not missing.exists()
