@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from pathlib import Path
+from typing import Any
 
 
 def child_pids() -> set[int]:
@@ -30,3 +33,13 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+async def wait_until(predicate: Any, timeout: float = 20.0) -> bool:
+    """Poll a condition with a deadline (no fixed sleeps standing in for synchronisation)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(0.05)
+    return bool(predicate())

@@ -11,23 +11,13 @@ from typing import Any
 
 import pytest
 from conftest import write_notebook
-from processes import alive, child_pids
+from processes import alive, child_pids, wait_until
 
 from mage_nb_sched import PipelineRun, PipelineSchedule
 from mage_nb_sched.executors import LocalExecutor
 from mage_nb_sched.store import Store
 
 pytestmark = pytest.mark.kernel
-
-
-async def wait_until(predicate: Any, timeout: float = 20.0) -> bool:
-    """Poll a condition with a deadline (no fixed sleeps standing in for synchronisation)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.05)
-    return bool(predicate())
 
 
 def schedule_for(project_dir: Path, name: str, cells: list[str]) -> PipelineSchedule:
@@ -100,6 +90,11 @@ def test_killed_worker_fails_its_run_and_leaves_no_kernel(
         ],
     )
     quick = schedule_for(project_dir, "quick", ["x = 1"])
+    # multiprocessing's resource tracker lives as long as this interpreter once any spawn-context
+    # process has started; start it now so it is not mistaken for something left behind.
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
     before = child_pids()
 
     async def scenario() -> tuple[Any, Any, int]:
@@ -128,7 +123,7 @@ def test_killed_worker_fails_its_run_and_leaves_no_kernel(
     assert second.status == "completed"
     assert not alive(kernel_pid)
     leftover = {pid for pid in child_pids() - before if alive(pid)}
-    assert leftover == set()
+    assert leftover == set(), [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in leftover]
 
 
 def test_cancel_through_the_executor(store: Store, project_dir: Path, tmp_path: Path) -> None:

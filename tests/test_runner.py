@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 import pytest
 from conftest import write_notebook
-from processes import alive, child_pids
+from processes import alive, child_pids, wait_until
 
 from mage_nb_sched import PipelineRun, PipelineSchedule
 from mage_nb_sched.kernels import KernelPool
@@ -251,11 +251,7 @@ def test_cancel_mid_cell_through_the_database(
     async def scenario() -> Any:
         task = asyncio.ensure_future(_execute(store, run.id))
         # Wait until the cell is really running: the marker file appears (bounded loop).
-        for _ in range(600):
-            if marker.exists():
-                break
-            await asyncio.sleep(0.05)
-        assert marker.exists(), "the cell never started"
+        assert await wait_until(marker.exists), "the cell never started"
         fresh_run(run.id).update(status="cancelled")
         return await asyncio.wait_for(task, timeout=30)
 
@@ -396,11 +392,7 @@ def test_cancel_during_a_retry_delay(store: Store, project_dir: Path, tmp_path: 
         runner = PipelineRunner(store, pool)
         try:
             task = asyncio.ensure_future(runner.execute(run.id))
-            for _ in range(600):
-                if marker.exists():
-                    break
-                await asyncio.sleep(0.05)
-            assert marker.exists()
+            assert await wait_until(marker.exists)
             runner.cancel(run.id)
             return await asyncio.wait_for(task, timeout=30)
         finally:
@@ -431,11 +423,7 @@ def test_stopping_the_driver_fails_the_run_and_kills_the_kernel(
         await pool.start()
         try:
             task = asyncio.ensure_future(PipelineRunner(store, pool).execute(run.id))
-            for _ in range(600):
-                if pid_file.exists():
-                    break
-                await asyncio.sleep(0.05)
-            assert pid_file.exists()
+            assert await wait_until(pid_file.exists)
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             return int(pid_file.read_text())
