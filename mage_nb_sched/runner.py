@@ -185,6 +185,43 @@ def _finish_run(
         return current
 
 
+def fail_run(store: Store, run_id: int, reason: str, now: datetime) -> bool:
+    """Fail a run that is still ``running`` because whatever drove it stopped (a dead worker, a
+    stopping worker, an internal error): the run and its running block get ``failed`` with the
+    reason, blocks that never ran are cancelled. A run already finished is left as it is.
+    Returns whether the run was failed here."""
+    with store.write_engine.begin() as connection:
+        row = connection.execute(
+            select(PipelineRun.metrics).where(
+                PipelineRun.id == run_id, PipelineRun.status == PipelineRunStatus.RUNNING.value
+            )
+        ).first()
+        if row is None:
+            return False
+        metrics = {**(row[0] or {}), "error": reason}
+        connection.execute(
+            update(PipelineRun)
+            .where(PipelineRun.id == run_id, PipelineRun.status == PipelineRunStatus.RUNNING.value)
+            .values(
+                status=PipelineRunStatus.FAILED.value,
+                completed_at=now,
+                updated_at=now,
+                metrics=metrics,
+            )
+        )
+        for current, final, error in (
+            (BlockRunStatus.RUNNING.value, BlockRunStatus.FAILED.value, reason),
+            (BlockRunStatus.INITIAL.value, BlockRunStatus.CANCELLED.value, None),
+            (BlockRunStatus.QUEUED.value, BlockRunStatus.CANCELLED.value, None),
+        ):
+            connection.execute(
+                update(BlockRun)
+                .where(BlockRun.pipeline_run_id == run_id, BlockRun.status == current)
+                .values(status=final, completed_at=now, updated_at=now, error=error)
+            )
+    return True
+
+
 def _set_block(store: Store, block_run_id: int, **values: Any) -> None:
     with store.write_engine.begin() as connection:
         connection.execute(
@@ -194,13 +231,9 @@ def _set_block(store: Store, block_run_id: int, **values: Any) -> None:
         )
 
 
-def _cancel_remaining(
-    store: Store, run_id: int, now: datetime, *, include_running: bool = False
-) -> None:
-    """Cancel the blocks that never ran (and, after an internal error, the one running)."""
+def _cancel_remaining(store: Store, run_id: int, now: datetime) -> None:
+    """Cancel the blocks that never ran."""
     statuses = [BlockRunStatus.INITIAL.value, BlockRunStatus.QUEUED.value]
-    if include_running:
-        statuses.append(BlockRunStatus.RUNNING.value)
     with store.write_engine.begin() as connection:
         connection.execute(
             update(BlockRun)
@@ -384,26 +417,13 @@ class PipelineRunner:
             return await self._execute_claimed(run, schedule, pipeline, block_run_ids, cancel_event)
         except asyncio.CancelledError:
             # The process driving the run is stopping: record it rather than leave it running.
-            _finish_run(
-                store,
-                run_id,
-                PipelineRunStatus.FAILED.value,
-                self.clock(),
-                {"error": "the worker stopped while the run executed"},
-            )
-            _cancel_remaining(store, run_id, self.clock(), include_running=True)
+            fail_run(store, run_id, "the worker stopped while the run executed", self.clock())
             raise
         except Exception as err:  # an error of ours, not of user code: record it, never hang
             log.exception("run %s failed inside the runner", run_id)
-            final = _finish_run(
-                store,
-                run_id,
-                PipelineRunStatus.FAILED.value,
-                self.clock(),
-                {"error": f"internal error: {err!r}"},
-            )
-            _cancel_remaining(store, run_id, self.clock(), include_running=True)
-            return RunOutcome(run_id, final, f"internal error: {err!r}")
+            reason = f"internal error: {err!r}"
+            fail_run(store, run_id, reason, self.clock())
+            return RunOutcome(run_id, _read_status(store, run_id) or "failed", reason)
         finally:
             watcher.cancel()
             self._cancel_events.pop(run_id, None)
@@ -822,4 +842,11 @@ async def run_with_fresh_kernel(
             await owned.close()
 
 
-__all__ = ["KernelLike", "PipelineRunner", "RunOutcome", "claim_run", "run_with_fresh_kernel"]
+__all__ = [
+    "KernelLike",
+    "PipelineRunner",
+    "RunOutcome",
+    "claim_run",
+    "fail_run",
+    "run_with_fresh_kernel",
+]

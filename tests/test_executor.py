@@ -120,6 +120,8 @@ def test_killed_worker_fails_its_run_and_leaves_no_kernel(
     assert result.status == "failed" and "died" in (result.reason or "")
     run = PipelineRun.query.get(result.run_id)
     assert run.status == "failed" and "died" in run.metrics["error"]
+    block = run.block_runs[0]
+    assert block.status == "failed" and "died" in (block.error or "")
     assert second.status == "completed"
     assert not alive(kernel_pid)
     leftover = {pid for pid in child_pids() - before if alive(pid)}

@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 from traitlets import Int, List, TraitError, Unicode, validate
 
 from ..clock import utcnow
-from ..enums import BlockRunStatus, PipelineRunStatus
-from ..models import BlockRun, PipelineRun
+from ..enums import PipelineRunStatus
+from ..models import PipelineRun
 from ..store import Store
 from .base import Executor, RunResult
 
@@ -305,44 +305,9 @@ class LocalExecutor(Executor):
                 log.exception("could not mark run %s failed", run_id)
 
     def _fail_orphaned_run(self, run_id: int, reason: str) -> None:
-        now = utcnow()
-        with self.store.write_engine.begin() as connection:
-            row = connection.execute(
-                select(PipelineRun.status, PipelineRun.metrics).where(PipelineRun.id == run_id)
-            ).first()
-            if row is None or str(row[0]) != PipelineRunStatus.RUNNING.value:
-                return
-            metrics = dict(row[1] or {})
-            metrics["error"] = reason
-            connection.execute(
-                update(PipelineRun)
-                .where(
-                    PipelineRun.id == run_id,
-                    PipelineRun.status == PipelineRunStatus.RUNNING.value,
-                )
-                .values(
-                    status=PipelineRunStatus.FAILED.value,
-                    completed_at=now,
-                    updated_at=now,
-                    metrics=metrics,
-                )
-            )
-            connection.execute(
-                update(BlockRun)
-                .where(
-                    BlockRun.pipeline_run_id == run_id,
-                    BlockRun.status == BlockRunStatus.RUNNING.value,
-                )
-                .values(status=BlockRunStatus.FAILED.value, completed_at=now, error=reason)
-            )
-            connection.execute(
-                update(BlockRun)
-                .where(
-                    BlockRun.pipeline_run_id == run_id,
-                    BlockRun.status == BlockRunStatus.INITIAL.value,
-                )
-                .values(status=BlockRunStatus.CANCELLED.value, completed_at=now)
-            )
+        from ..runner import fail_run
+
+        fail_run(self.store, run_id, reason, utcnow())
 
     def _resolve(self, result: RunResult) -> None:
         future = self._futures.pop(result.run_id, None)
