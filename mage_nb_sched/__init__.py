@@ -115,3 +115,10 @@ def load_ipython_extension(ipython: _Any) -> None:
     from .magics import load_ipython_extension as load
 
     load(ipython)
+
+
+def _jupyter_server_extension_points() -> list[dict[str, _Any]]:
+    """How Jupyter Server finds the extension (enabled by the installed jupyter-config file)."""
+    from .extension import MageNbSchedApp
+
+    return [{"module": "mage_nb_sched", "app": MageNbSchedApp}]

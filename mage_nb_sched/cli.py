@@ -1,9 +1,12 @@
 """``mage-nb-sched``: the command line.
 
+``scheduler`` runs the scheduler loop headless (servers, systemd, containers) until SIGTERM or
+SIGINT, which stop it cleanly: in-flight runs get ``--shutdown-grace`` seconds, then their kernels
+are killed and the runs are queued to execute again on the next start.
+
 ``run NOTEBOOK [--var k=v]...`` executes a notebook now as a manual pipeline run, prints each
 block's status and duration, and exits non-zero when the run did not complete. The other
-subcommands (``scheduler``, ``schedules``, ``runs``, ``backfill``, ``trigger``) arrive with the
-scheduler and front-end issues.
+subcommands (``schedules``, ``runs``, ``backfill``, ``trigger``) arrive with the front-end issue.
 """
 
 from __future__ import annotations
@@ -11,10 +14,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from traitlets import TraitError
 
 from .errors import MageNbSchedError, ValidationError
 
@@ -81,6 +87,72 @@ def _command_run(args: argparse.Namespace) -> int:
     return 0 if outcome.status == "completed" else 1
 
 
+def scheduler_config(args: argparse.Namespace) -> Any:
+    """Traitlets config for the headless scheduler: an optional config file, then the flags."""
+    from traitlets.config import Config
+    from traitlets.config.loader import PyFileConfigLoader
+
+    config = Config()
+    if args.config:
+        path = Path(args.config).resolve()
+        if not path.is_file():
+            raise ValidationError(
+                "--config", args.config, "no such file", "Give a traitlets .py config file."
+            )
+        config.merge(PyFileConfigLoader(path.name, str(path.parent)).load_config())
+    flags = {
+        ("LocalExecutor", "workers"): args.workers,
+        ("LocalExecutor", "kernel_pool_size"): args.kernel_pool_size,
+        ("Scheduler", "shutdown_grace"): args.shutdown_grace,
+        ("Scheduler", "lease_seconds"): args.lease_seconds,
+        ("Scheduler", "run_retention_days"): args.run_retention_days,
+        ("Notifier", "webhook_url"): args.webhook_url,
+    }
+    for (section, name), value in flags.items():
+        if value is not None:
+            config[section][name] = value
+    return config
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    import signal
+
+    from .project import DB_URL_ENV, PROJECT_DIR_ENV
+    from .scheduler import Scheduler
+    from .store import use_store
+
+    store = use_store(args.db_url, project_dir=args.project_dir)
+    assert store.project_dir is not None
+    os.environ[PROJECT_DIR_ENV] = str(store.project_dir)
+    os.environ[DB_URL_ENV] = store.url
+    scheduler = Scheduler(store, config=scheduler_config(args))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await scheduler.start()
+    print(
+        f"mage-nb-sched scheduler {scheduler.instance_id} serving {store.project_dir} "
+        f"({'leader' if scheduler.is_leader else 'standby until the leader lease is free'})",
+        flush=True,
+    )
+    await stop.wait()
+    print("stopping: waiting for in-flight runs", flush=True)
+    await scheduler.stop()
+    print("stopped", flush=True)
+    return 0
+
+
+def _command_scheduler(args: argparse.Namespace) -> int:
+    import logging
+
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return asyncio.run(_serve(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mage-nb-sched", description="Mage-style pipeline schedules for Jupyter notebooks."
@@ -102,6 +174,45 @@ def build_parser() -> argparse.ArgumentParser:
         help="run variable (repeatable); VALUE is parsed as JSON when possible",
     )
     run.set_defaults(handler=_command_run)
+
+    serve = commands.add_parser(
+        "scheduler",
+        help="run the scheduler loop headless until SIGTERM/SIGINT",
+        description="Create runs when schedules are due and execute them, without Jupyter. "
+        "Only one scheduler per SQLite database is active; others stand by and take over.",
+    )
+    serve.add_argument("--db-url", default=None, help="SQLAlchemy URL (default: the project's)")
+    serve.add_argument("--workers", type=int, default=None, help="worker processes (default 2)")
+    serve.add_argument(
+        "--kernel-pool-size", type=int, default=None, help="warm kernels per worker (default 1)"
+    )
+    serve.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=None,
+        help="seconds in-flight runs get on stop before their kernels are killed (default 10)",
+    )
+    serve.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=None,
+        help="leader lease length: a standby takes over this long after the leader died "
+        "(default 10)",
+    )
+    serve.add_argument(
+        "--run-retention-days",
+        type=int,
+        default=None,
+        help="delete runs finished more than this many days ago (default 0: keep)",
+    )
+    serve.add_argument("--webhook-url", default=None, help="POST failure/SLA alerts here")
+    serve.add_argument(
+        "--config", default=None, help="traitlets config file (c.Scheduler..., c.LocalExecutor...)"
+    )
+    serve.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    serve.set_defaults(handler=_command_scheduler)
     return parser
 
 
@@ -112,6 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except MageNbSchedError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except TraitError as err:  # a bad option value (e.g. --workers 0)
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -25,7 +25,9 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    event,
     func,
+    inspect,
     select,
 )
 from sqlalchemy.orm import (
@@ -191,6 +193,21 @@ pipeline_schedule_event_matcher_association = Table(
 )
 
 
+#: ``next_due_at`` of a schedule the scheduler must look at on its next pass (new or changed).
+EVALUATE_NOW = datetime(1970, 1, 1, tzinfo=UTC)
+#: ``next_due_at`` of a schedule that waits for an event, not a time (its run to finish).
+NEVER = datetime(9999, 1, 1, tzinfo=UTC)
+#: Changing any of these may change when a schedule is due: the scheduler re-evaluates it.
+TIMING_ATTRIBUTES = (
+    "status",
+    "schedule_type",
+    "schedule_interval",
+    "start_time",
+    "last_enabled_at",
+    "settings",
+)
+
+
 class PipelineSchedule(Base):
     """A trigger: when (time/cron), on what event, or by which API token a notebook runs."""
 
@@ -198,6 +215,7 @@ class PipelineSchedule(Base):
     __table_args__ = (
         Index("uq_pipeline_schedule_pipeline_name", "pipeline_uuid", "name", unique=True),
         Index("ix_pipeline_schedule_status_type", "status", "schedule_type"),
+        Index("ix_pipeline_schedule_due", "status", "schedule_type", "next_due_at"),
     )
 
     name: Mapped[str] = mapped_column(String(255), nullable=False)
@@ -219,6 +237,11 @@ class PipelineSchedule(Base):
     token_hint: Mapped[str | None] = mapped_column(String(16))
     #: True when the schedule is defined in ``<notebook stem>.triggers.yaml`` (synced both ways).
     in_code: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    #: When the scheduler next has to look at this schedule (its next run's creation time;
+    #: :data:`EVALUATE_NOW` after a change, :data:`NEVER` while waiting for a run to finish).
+    next_due_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, nullable=False, default=EVALUATE_NOW
+    )
 
     backfills: Mapped[list[Backfill]] = relationship(
         back_populates="pipeline_schedule", passive_deletes=True
@@ -466,6 +489,15 @@ class PipelineSchedule(Base):
         )
 
 
+@event.listens_for(PipelineSchedule, "before_update")
+def _reevaluate_when_timing_changes(_mapper: Any, _connection: Any, target: Any) -> None:
+    # Whatever path changed the schedule (service, direct attribute assignment, triggers.yaml
+    # sync), the scheduler must look at it again: its next due time may have moved.
+    state = inspect(target)
+    if any(state.attrs[name].history.has_changes() for name in TIMING_ATTRIBUTES):
+        target.next_due_at = EVALUATE_NOW
+
+
 class PipelineRun(Base):
     """One execution of a pipeline for one ``execution_date``."""
 
@@ -473,6 +505,8 @@ class PipelineRun(Base):
     __table_args__ = (
         Index("ix_pipeline_run_schedule_execution_date", "pipeline_schedule_id", "execution_date"),
         Index("ix_pipeline_run_status_created", "status", "created_at"),
+        Index("ix_pipeline_run_status_owner", "status", "owner"),
+        Index("ix_pipeline_run_finalized_status", "finalized_at", "status"),
     )
 
     PipelineRunStatus: ClassVar[type[_RunStatus]] = _RunStatus
@@ -497,6 +531,13 @@ class PipelineRun(Base):
     #: One run per key: ``schedule:<id>:<execution date>`` for scheduled periods, ``backfill:...``
     #: for backfill dates, ``manual:<uuid>`` for hand-made runs (or the caller's idempotency key).
     run_key: Mapped[str] = mapped_column(String(255), nullable=False, unique=True)
+    #: Who executes the run: a scheduler instance (``sched:...``) or a process executing it
+    #: directly (``direct:<host>:<pid>``). None while nobody has taken it.
+    owner: Mapped[str | None] = mapped_column(String(128))
+    #: When the scheduler handled the run's end (notifications, ``@once``, backfill status).
+    finalized_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: How often the run was started again after whatever executed it died.
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
 
     pipeline_schedule: Mapped[PipelineSchedule | None] = relationship()
     backfill: Mapped[Backfill | None] = relationship(back_populates="pipeline_runs")
@@ -723,6 +764,19 @@ class Backfill(Base):
         from .service import backfills
 
         return backfills.backfill_progress(self)
+
+
+scheduler_lease = Table(
+    "scheduler_lease",
+    Base.metadata,
+    Column("name", String(255), primary_key=True),
+    Column("owner", String(128), nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("details", JSON),
+)
+"""Leases: ``leader`` (the one active scheduler) and ``instance:<id>`` (each live scheduler's
+heartbeat, so runs of a dead one can be found)."""
 
 
 class EventMatcher(Base):

@@ -39,6 +39,7 @@ from .kernels import KernelError, execute_silently
 from .models import BlockRun, PipelineRun, PipelineSchedule
 from .pipelines import Block, Pipeline, load_pipeline
 from .project import DB_URL_ENV, PROJECT_DIR_ENV
+from .service.runs import direct_owner, end_run, take_run
 from .settings import with_defaults
 from .store import Store
 from .variables import (
@@ -191,35 +192,7 @@ def fail_run(store: Store, run_id: int, reason: str, now: datetime) -> bool:
     reason, blocks that never ran are cancelled. A run already finished is left as it is.
     Returns whether the run was failed here."""
     with store.write_engine.begin() as connection:
-        row = connection.execute(
-            select(PipelineRun.metrics).where(
-                PipelineRun.id == run_id, PipelineRun.status == PipelineRunStatus.RUNNING.value
-            )
-        ).first()
-        if row is None:
-            return False
-        metrics = {**(row[0] or {}), "error": reason}
-        connection.execute(
-            update(PipelineRun)
-            .where(PipelineRun.id == run_id, PipelineRun.status == PipelineRunStatus.RUNNING.value)
-            .values(
-                status=PipelineRunStatus.FAILED.value,
-                completed_at=now,
-                updated_at=now,
-                metrics=metrics,
-            )
-        )
-        for current, final, error in (
-            (BlockRunStatus.RUNNING.value, BlockRunStatus.FAILED.value, reason),
-            (BlockRunStatus.INITIAL.value, BlockRunStatus.CANCELLED.value, None),
-            (BlockRunStatus.QUEUED.value, BlockRunStatus.CANCELLED.value, None),
-        ):
-            connection.execute(
-                update(BlockRun)
-                .where(BlockRun.pipeline_run_id == run_id, BlockRun.status == current)
-                .values(status=final, completed_at=now, updated_at=now, error=error)
-            )
-    return True
+        return end_run(connection, run_id, PipelineRunStatus.FAILED.value, reason, now)
 
 
 def _set_block(store: Store, block_run_id: int, **values: Any) -> None:
@@ -825,9 +798,18 @@ async def _stop_cell(handle: Any, task: asyncio.Future[Any], grace: float, inter
 async def run_with_fresh_kernel(
     store: Store, run_id: int, kernels: KernelSource | None = None
 ) -> RunOutcome:
-    """Execute one run now (CLI, tests): with ``kernels`` or a one-off kernel."""
+    """Execute one run now, in this process (CLI, ``await run.execute()``, tests): with
+    ``kernels`` or a one-off kernel.
+
+    The run is first marked as this process's (``owner``), so a scheduler running meanwhile
+    leaves it alone. If a scheduler took it first, this waits for that execution to finish and
+    reports its outcome instead of executing the run twice.
+    """
     from .kernels import KernelPool
 
+    if not await asyncio.to_thread(take_run, store, run_id, direct_owner()):
+        status = await _wait_until_finished(store, run_id)
+        return RunOutcome(run_id, status, "executed by the scheduler, which took it first")
     pool = kernels
     owned: Any = None
     if pool is None:
@@ -840,6 +822,15 @@ async def run_with_fresh_kernel(
     finally:
         if owned is not None:
             await owned.close()
+
+
+async def _wait_until_finished(store: Store, run_id: int) -> str:
+    unfinished = (PipelineRunStatus.INITIAL.value, PipelineRunStatus.RUNNING.value)
+    while True:
+        status = await asyncio.to_thread(_read_status, store, run_id)
+        if status not in unfinished:
+            return status or "missing"
+        await asyncio.sleep(CANCEL_POLL_SECONDS)
 
 
 __all__ = [

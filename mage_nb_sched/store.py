@@ -204,8 +204,19 @@ def migrate(store: Store, revision: str = "head") -> None:
     try:
         if revision == "head" and current_revision(store.engine) == head_revision():
             return
-        with _migration_lock(store), store.engine.begin() as connection:
-            command.upgrade(_alembic_config(connection), revision)
+        with _migration_lock(store), store.engine.connect() as connection:
+            raw: Any = connection.connection.driver_connection
+            if store.is_sqlite:
+                # SQLite rebuilds a table to alter it (drop + rename); with foreign keys on,
+                # dropping ``pipeline_schedule`` would cascade-delete every run. The pragma only
+                # works outside a transaction, so it is set on the raw connection first.
+                raw.execute("PRAGMA foreign_keys=OFF")
+            try:
+                with connection.begin():
+                    command.upgrade(_alembic_config(connection), revision)
+            finally:
+                if store.is_sqlite:
+                    raw.execute("PRAGMA foreign_keys=ON")
     except SQLAlchemyError as err:
         raise StoreError(
             f"cannot migrate the database at {make_url(store.url)!r}: {err}. "

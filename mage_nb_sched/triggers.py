@@ -237,6 +237,22 @@ class SyncReport:
         return not self.errors
 
 
+def trigger_files(root: Path) -> dict[Path, int]:
+    """Every ``*.triggers.yaml`` under ``root`` with its modification time (ns). Hidden folders
+    (the data dir, ``.git``, checkpoints) are not entered, so runs piling up there cost nothing."""
+    found: dict[Path, int] = {}
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+        for name in files:
+            if name.endswith(TRIGGERS_SUFFIX):
+                path = Path(folder, name)
+                try:
+                    found[path] = path.stat().st_mtime_ns
+                except OSError:  # deleted while walking
+                    continue
+    return found
+
+
 def sync_triggers(project_dir: str | os.PathLike[str] | None = None) -> SyncReport:
     """Reconcile every ``*.triggers.yaml`` in the project with the store.
 
@@ -254,9 +270,7 @@ def sync_triggers(project_dir: str | os.PathLike[str] | None = None) -> SyncRepo
     report = SyncReport()
     seen: set[tuple[str, str]] = set()
     unreadable: set[str] = set()
-    for path in sorted(root.rglob(f"*{TRIGGERS_SUFFIX}")):
-        if any(part.startswith(".") for part in path.relative_to(root).parts[:-1]):
-            continue
+    for path in sorted(trigger_files(root)):
         notebook = path.with_name(path.name[: -len(TRIGGERS_SUFFIX)] + ".ipynb")
         uuid = pipeline_uuid_for(root, notebook)
         try:

@@ -17,6 +17,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, func, inspect, select, text
 
 from mage_nb_sched import PipelineRun, PipelineSchedule, ScheduleStatus, ValidationError
+from mage_nb_sched.models import EVALUATE_NOW
 from mage_nb_sched.project import DATA_DIR_NAME, resolve_project_dir
 from mage_nb_sched.service.runs import create_scheduled_run
 from mage_nb_sched.store import (
@@ -228,6 +229,10 @@ def test_upgrade_from_the_first_revision_keeps_the_data(
     assert schedule.check_token(token)
     run = PipelineRun.query.get(7)
     assert run.execution_partition == "41/20240115T093000"
+    # 0002: finished runs count as already handled (no notification storm after an upgrade);
+    # schedules are evaluated by the scheduler's first pass.
+    assert run.finalized_at is not None and run.owner is None and run.attempts == 0
+    assert schedule.next_due_at == EVALUATE_NOW
     assert [r.id for r in schedule.pipeline_runs] == [7]
 
     # The upgraded database is fully usable.
@@ -436,3 +441,14 @@ def test_bad_db_url_does_not_echo_a_password(url: str) -> None:
     assert "alice" in str(info.value)
     assert "s3cr3t-pw" not in str(info.value)
     assert "s3cr3t-pw" not in repr(info.value.to_dict())
+
+
+def test_the_models_match_the_migrations(store: Store) -> None:
+    """Every column and index the models declare exists after migrating (and nothing else)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from mage_nb_sched.models import Base
+
+    with store.engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []

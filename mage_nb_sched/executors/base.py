@@ -41,8 +41,17 @@ class Executor(LoggingConfigurable):
         """Stop a queued or executing run (interrupt, then kill its kernel)."""
         raise NotImplementedError
 
+    async def kill(self, run_id: int) -> None:
+        """Stop a run that did not respond to :meth:`cancel`, by force (its worker is killed)."""
+        raise NotImplementedError
+
     async def shutdown(self, grace: float = 10.0) -> None:
         """Give executing runs ``grace`` seconds, then kill their kernels and stop."""
+        raise NotImplementedError
+
+    @property
+    def capacity(self) -> int:
+        """How many runs can execute at once (the scheduler hands over no more than this)."""
         raise NotImplementedError
 
     @property

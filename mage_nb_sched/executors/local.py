@@ -17,6 +17,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import signal
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -46,8 +47,16 @@ def worker_main(
     project_dir: str,
     kernel_pool_size: int,
     preload: Sequence[str],
+    parent_pid: int,
 ) -> None:
     """Entry point of a worker process: execute the runs the parent sends, report results."""
+    from ..kernel_forkserver import set_pdeathsig
+
+    # Die with the scheduler, even on kill -9: its runs are then recovered from the database
+    # (and this worker's kernels die with it in turn).
+    set_pdeathsig(signal.SIGKILL)
+    if os.getppid() != parent_pid:
+        os._exit(1)  # the parent died before the line above took effect
     asyncio.run(_worker_loop(conn, db_url, project_dir, kernel_pool_size, tuple(preload)))
 
 
@@ -119,10 +128,12 @@ async def _worker_loop(
                 grace = float(message[1])
                 if tasks:
                     await asyncio.wait(set(tasks.values()), timeout=grace)
-                for run_id in list(tasks):
-                    runner.cancel(run_id)
+                # Past the grace: stop the runs' tasks now (their kernels are shut down on the
+                # way out) rather than interrupting politely; the parent kills us soon anyway.
+                for task in list(tasks.values()):
+                    task.cancel()
                 if tasks:
-                    await asyncio.wait(set(tasks.values()), timeout=runner.cancel_grace + 1)
+                    await asyncio.wait(set(tasks.values()), timeout=1.0)
                 break
     finally:
         await pool.close()
@@ -197,6 +208,10 @@ class LocalExecutor(Executor):
         return set(self._futures)
 
     @property
+    def capacity(self) -> int:
+        return self.workers * self.runs_per_worker
+
+    @property
     def worker_pids(self) -> list[int]:
         return [worker.pid for worker in self._workers if worker.pid is not None]
 
@@ -215,6 +230,7 @@ class LocalExecutor(Executor):
                 str(self.store.project_dir),
                 self.kernel_pool_size,
                 tuple(self.preload),
+                os.getpid(),
             ),
             name="mage-nb-sched-worker",
             daemon=True,
@@ -356,6 +372,14 @@ class LocalExecutor(Executor):
             if run_id in worker.runs:
                 worker.conn.send(("cancel", run_id))
 
+    async def kill(self, run_id: int) -> None:
+        """Kill the worker executing ``run_id`` (and with it its kernels); its runs are failed
+        with the reason and a replacement worker is started."""
+        for worker in self._workers:
+            if run_id in worker.runs and worker.process.is_alive():
+                log.warning("killing worker %s: run %s did not stop", worker.pid, run_id)
+                worker.process.kill()
+
     async def shutdown(self, grace: float = 10.0) -> None:
         self._closing = True
         for run_id in list(self._queue):
@@ -365,7 +389,9 @@ class LocalExecutor(Executor):
             with contextlib.suppress(BrokenPipeError, OSError):
                 worker.conn.send(("stop", grace))
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + grace + 10
+        # The worker stops its runs right after ``grace``; a worker that does not exit soon
+        # after is killed (its kernels die with it), so stopping never takes much over grace.
+        deadline = loop.time() + grace + 1.5
         for worker in list(self._workers):
             remaining = max(0.1, deadline - loop.time())
             await asyncio.to_thread(worker.process.join, remaining)

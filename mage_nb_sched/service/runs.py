@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, Table, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .. import timing
 from ..clock import utcnow
 from ..datetimes import UTC
-from ..enums import PipelineRunStatus
+from ..enums import BlockRunStatus, PipelineRunStatus
 from ..errors import ValidationError
-from ..models import PipelineRun, PipelineSchedule
+from ..models import BlockRun, PipelineRun, PipelineSchedule
 from ..project import normalize_pipeline_uuid, require_notebook, resolve_project_dir
-from ..store import current_store
+from ..store import Store, current_store
 from . import fields
 from .schedules import get_schedule
 
@@ -125,10 +127,10 @@ def insert_run_once(values: dict[str, Any]) -> tuple[PipelineRun, bool]:
         return existing, False
 
 
-def create_scheduled_run(
+def scheduled_run_values(
     schedule: PipelineSchedule, execution_date: datetime, variables: dict[str, Any] | None = None
-) -> tuple[PipelineRun, bool]:
-    """The run of ``schedule`` for the period starting at ``execution_date`` (created at most once).
+) -> dict[str, Any]:
+    """Column values of ``schedule``'s run for the period starting at ``execution_date``.
 
     The run carries Mage's ``interval_*`` variables plus ``ds``/``hr`` as ISO strings.
     """
@@ -136,16 +138,156 @@ def create_scheduled_run(
     for key, value in timing.interval_variables(schedule.timing, execution_date).items():
         run_variables[key] = value.isoformat() if isinstance(value, datetime) else value
     run_variables.update(timing.date_variables(execution_date, schedule.timezone))
-    return insert_run_once(
-        {
-            "pipeline_schedule_id": schedule.id,
-            "pipeline_uuid": schedule.pipeline_uuid,
-            "execution_date": execution_date,
-            "status": PipelineRunStatus.INITIAL,
-            "variables": run_variables,
-            "run_key": scheduled_run_key(schedule.id, execution_date),
-        }
+    return {
+        "pipeline_schedule_id": schedule.id,
+        "pipeline_uuid": schedule.pipeline_uuid,
+        "execution_date": execution_date,
+        "status": PipelineRunStatus.INITIAL,
+        "variables": run_variables,
+        "run_key": scheduled_run_key(schedule.id, execution_date),
+    }
+
+
+def create_scheduled_run(
+    schedule: PipelineSchedule, execution_date: datetime, variables: dict[str, Any] | None = None
+) -> tuple[PipelineRun, bool]:
+    """The run of ``schedule`` for the period starting at ``execution_date`` (at most one)."""
+    return insert_run_once(scheduled_run_values(schedule, execution_date, variables))
+
+
+def insert_runs_ignoring_duplicates(
+    connection: Connection, rows: list[dict[str, Any]]
+) -> list[int]:
+    """Insert many runs in the caller's transaction; rows whose ``run_key`` exists are skipped.
+
+    Returns the ids of the rows inserted. The unique index on ``run_key`` decides, so two
+    schedulers (or a pass repeated after a crash) can never create a period's run twice.
+    """
+    if not rows:
+        return []
+    table: Table = PipelineRun.__table__  # type: ignore[assignment]
+    dialect = connection.dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
+        statement = (
+            insert(table).on_conflict_do_nothing(index_elements=["run_key"]).returning(table.c.id)
+        )
+        return [int(row[0]) for row in connection.execute(statement, rows)]
+    inserted: list[int] = []
+    for row in rows:  # other databases: one savepoint per row
+        try:
+            with connection.begin_nested():
+                result = connection.execute(table.insert().values(**row))
+                key = result.inserted_primary_key
+                assert key is not None
+                inserted.append(int(key[0]))
+        except IntegrityError:
+            continue
+    return inserted
+
+
+def end_run(
+    connection: Connection,
+    run_id: int,
+    status: str,
+    reason: str,
+    now: datetime,
+    *,
+    from_statuses: tuple[str, ...] = (PipelineRunStatus.RUNNING.value,),
+) -> bool:
+    """Give a run that is still in one of ``from_statuses`` its final ``status`` with ``reason``
+    (in ``metrics['error']``), in the caller's transaction: the running block gets the same
+    status and reason, blocks that never ran are cancelled. Fenced on the status: a run that
+    finished meanwhile is left alone. Returns whether the run was ended here."""
+    row = connection.execute(
+        select(PipelineRun.metrics).where(
+            PipelineRun.id == run_id, PipelineRun.status.in_(from_statuses)
+        )
+    ).first()
+    if row is None:
+        return False
+    metrics = {**(row[0] or {}), "error": reason}
+    ended = connection.execute(
+        update(PipelineRun)
+        .where(PipelineRun.id == run_id, PipelineRun.status.in_(from_statuses))
+        .values(status=status, completed_at=now, updated_at=now, metrics=metrics)
     )
+    if ended.rowcount != 1:
+        return False
+    block_status = (
+        BlockRunStatus.FAILED.value
+        if status == PipelineRunStatus.FAILED.value
+        else BlockRunStatus.CANCELLED.value
+    )
+    for current, final, error in (
+        (BlockRunStatus.RUNNING.value, block_status, reason),
+        (BlockRunStatus.INITIAL.value, BlockRunStatus.CANCELLED.value, None),
+        (BlockRunStatus.QUEUED.value, BlockRunStatus.CANCELLED.value, None),
+    ):
+        connection.execute(
+            update(BlockRun)
+            .where(BlockRun.pipeline_run_id == run_id, BlockRun.status == current)
+            .values(status=final, completed_at=now, updated_at=now, error=error)
+        )
+    return True
+
+
+def requeue_run(connection: Connection, run_id: int, reason: str, now: datetime) -> bool:
+    """Put a run whose executor stopped (scheduler shutdown or crash) back to ``initial`` so it
+    is executed again; counts the attempt and keeps the reason in ``metrics['requeued']``."""
+    row = connection.execute(
+        select(PipelineRun.metrics, PipelineRun.attempts).where(
+            PipelineRun.id == run_id,
+            PipelineRun.status.in_(
+                [PipelineRunStatus.RUNNING.value, PipelineRunStatus.INITIAL.value]
+            ),
+        )
+    ).first()
+    if row is None:
+        return False
+    metrics = dict(row[0] or {})
+    metrics["requeued"] = [*metrics.get("requeued", []), {"at": now.isoformat(), "why": reason}]
+    written = connection.execute(
+        update(PipelineRun)
+        .where(
+            PipelineRun.id == run_id,
+            PipelineRun.status.in_(
+                [PipelineRunStatus.RUNNING.value, PipelineRunStatus.INITIAL.value]
+            ),
+        )
+        .values(
+            status=PipelineRunStatus.INITIAL.value,
+            owner=None,
+            started_at=None,
+            updated_at=now,
+            attempts=int(row[1] or 0) + 1,
+            metrics=metrics,
+        )
+    )
+    return written.rowcount == 1
+
+
+def direct_owner() -> str:
+    """The ``owner`` of runs this process executes itself (CLI, ``await run.execute()``)."""
+    return f"direct:{socket.gethostname()}:{os.getpid()}"
+
+
+def take_run(store: Store, run_id: int, owner: str) -> bool:
+    """Mark an ``initial`` run nobody has taken as ``owner``'s, so the scheduler leaves it alone.
+    False when it is taken already (by the scheduler, or it is no longer initial)."""
+    with store.write_engine.begin() as connection:
+        taken = connection.execute(
+            update(PipelineRun)
+            .where(
+                PipelineRun.id == run_id,
+                PipelineRun.status == PipelineRunStatus.INITIAL.value,
+                PipelineRun.owner.is_(None),
+            )
+            .values(owner=owner)
+        )
+        return taken.rowcount == 1
 
 
 def update_run(run: PipelineRun, **values: Any) -> PipelineRun:

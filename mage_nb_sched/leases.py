@@ -1,0 +1,129 @@
+"""Leases in the store: the one active scheduler (``leader``) and each scheduler's heartbeat.
+
+A lease is a row ``(name, owner, expires_at)``. Taking or renewing one is a single write
+transaction that succeeds only if the row is free, expired or already ours — so two
+schedulers on one database can never both believe they lead. A scheduler that dies stops
+renewing; its lease expires and a standby takes over. Runs record their ``owner``; a run whose
+owner's heartbeat (``instance:<owner>``) has expired belongs to a dead scheduler.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from .models import scheduler_lease
+from .store import Store
+
+LEADER = "leader"
+_INSTANCE_PREFIX = "instance:"
+
+
+def new_instance_id() -> str:
+    """A scheduler's identity: ``sched:<host>:<pid>:<random>`` (unique across restarts)."""
+    return f"sched:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def instance_lease_name(owner: str) -> str:
+    return _INSTANCE_PREFIX + owner
+
+
+def acquire(
+    store: Store,
+    name: str,
+    owner: str,
+    now: datetime,
+    seconds: float,
+    details: dict[str, Any] | None = None,
+) -> bool:
+    """Take or renew lease ``name`` for ``owner`` until ``now + seconds``; False if someone
+    else holds it and it has not expired."""
+    expires = now + timedelta(seconds=seconds)
+    table = scheduler_lease
+    with store.write_engine.begin() as connection:
+        taken = connection.execute(
+            update(table)
+            .where(
+                table.c.name == name,
+                (table.c.owner == owner) | (table.c.expires_at <= now),
+            )
+            .values(owner=owner, expires_at=expires, updated_at=now, details=details)
+        )
+        if taken.rowcount == 1:
+            return True
+        exists = connection.execute(select(table.c.name).where(table.c.name == name)).first()
+        if exists is not None:
+            return False
+        try:
+            with connection.begin_nested():
+                connection.execute(
+                    insert(table).values(
+                        name=name, owner=owner, expires_at=expires, updated_at=now, details=details
+                    )
+                )
+        except IntegrityError:  # another process inserted it first (not possible on SQLite)
+            return False
+        return True
+
+
+def release(store: Store, name: str, owner: str) -> None:
+    """Give lease ``name`` up, if ``owner`` holds it."""
+    table = scheduler_lease
+    with store.write_engine.begin() as connection:
+        connection.execute(delete(table).where(table.c.name == name, table.c.owner == owner))
+
+
+def holder(store: Store, name: str) -> tuple[str, datetime] | None:
+    """Who holds lease ``name`` and until when (None if nobody ever took it)."""
+    table = scheduler_lease
+    with store.engine.connect() as connection:
+        row = connection.execute(
+            select(table.c.owner, table.c.expires_at).where(table.c.name == name)
+        ).first()
+    return None if row is None else (str(row[0]), row[1])
+
+
+def live_instances(connection: Any, now: datetime) -> set[str]:
+    """Owners whose instance heartbeat has not expired at ``now``."""
+    table = scheduler_lease
+    rows = connection.execute(
+        select(table.c.owner).where(
+            table.c.name.like(_INSTANCE_PREFIX + "%"), table.c.expires_at > now
+        )
+    )
+    return {str(row[0]) for row in rows}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def owner_is_alive(owner: str, live: set[str], hostname: str | None = None) -> bool:
+    """Whether whatever ``owner`` names can still finish its run.
+
+    Schedulers are alive while their heartbeat lease is; a process executing a run directly
+    (``direct:<host>:<pid>``) is alive while its pid exists — checkable on this host only, so
+    a run owned by a process on another host is assumed alive.
+    """
+    if owner.startswith("sched:"):
+        return owner in live
+    if owner.startswith("direct:"):
+        parts = owner.split(":")
+        if len(parts) != 3 or not parts[2].isdigit():
+            return False
+        if parts[1] != (hostname or socket.gethostname()):
+            return True
+        return _pid_alive(int(parts[2]))
+    return False

@@ -1,0 +1,442 @@
+"""The scheduler loop: event-driven, one pass at a time, the same in Jupyter and headless.
+
+Each pass reads the clock once and runs the steps of :mod:`mage_nb_sched.service.scheduling`
+(all database work on one background thread, never on the event loop), then hands the runs it
+picked to the executor, stops runs that ended elsewhere (cancel, timeout) and sends
+notifications. Between passes the loop sleeps until the earliest thing that can happen — a
+schedule's next due time, an SLA or timeout deadline, the lease renewal — or until the store
+changes (:class:`~mage_nb_sched.changes.ChangeWatcher`): a run created by the API starts
+within milliseconds, and an idle scheduler does no work. There is no fixed tick.
+
+One scheduler per database is active: it holds the ``leader`` lease; others stand by and take
+over when the lease expires. Each scheduler also keeps an ``instance:<id>`` heartbeat so that
+runs it owned are recovered after it dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+from traitlets import Float, Instance, Int, TraitError, Type, validate
+from traitlets.config import LoggingConfigurable
+
+from . import leases
+from .changes import ChangeWatcher
+from .clock import utcnow
+from .executors.base import Executor, RunResult
+from .executors.local import LocalExecutor
+from .notifications import Notification, Notifier
+from .service import scheduling
+from .store import Store
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass
+class PassReport:
+    """What one pass did (tests, logs and the benchmark read this)."""
+
+    now: datetime
+    created: list[int] = field(default_factory=list)
+    started: list[int] = field(default_factory=list)
+    skipped: dict[int, str] = field(default_factory=dict)
+    stopped: list[int] = field(default_factory=list)
+    requeued: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+    notifications: list[Notification] = field(default_factory=list)
+    next_wake: datetime | None = None
+    seconds: float = 0.0
+
+    @property
+    def changed_anything(self) -> bool:
+        return bool(
+            self.created
+            or self.started
+            or self.skipped
+            or self.stopped
+            or self.requeued
+            or self.failed
+            or self.notifications
+        )
+
+
+class Scheduler(LoggingConfigurable):
+    """Creates runs when they are due and executes them with an :class:`Executor`.
+
+    ``clock`` is injectable (tests); everything that needs the time gets it from one read per
+    pass. Start with :meth:`start`, stop with :meth:`stop` (in-flight runs get
+    ``shutdown_grace`` seconds, then their kernels are killed and the runs are queued again).
+    """
+
+    executor_class = Type(
+        LocalExecutor,
+        klass=Executor,
+        help="Executor that runs pipeline runs (LocalExecutor: local worker processes).",
+    ).tag(config=True)
+    lease_seconds = Float(
+        10.0,
+        help="Leader lease and heartbeat length (seconds). A standby scheduler takes over at "
+        "most this long after the leader died; runs of a dead scheduler are recovered then.",
+    ).tag(config=True)
+    shutdown_grace = Float(
+        10.0,
+        help="Seconds in-flight runs get to finish when the scheduler stops; then their kernels "
+        "are killed and the runs are queued to execute again on the next start.",
+    ).tag(config=True)
+    kill_grace = Float(
+        10.0,
+        help="Seconds a cancelled or timed-out run may stay in the executor before its worker "
+        "process is killed (a hung worker cannot hold a run forever).",
+    ).tag(config=True)
+    max_recovery_attempts = Int(
+        1,
+        help="How often a run whose scheduler died while executing it is executed again "
+        "before it is failed with the reason (0: fail at once).",
+    ).tag(config=True)
+    min_pass_interval = Float(
+        0.01,
+        help="Shortest time between two passes (seconds): bounds the cost of a database that "
+        "changes constantly (block statuses of many running runs).",
+    ).tag(config=True)
+    change_poll_interval = Float(
+        0.02,
+        help="How often the SQLite change counter (PRAGMA data_version) is read (seconds). "
+        "Runs created by the API start within about this long.",
+    ).tag(config=True)
+    fallback_poll_interval = Float(
+        1.0,
+        help="Databases without a change counter (PostgreSQL): seconds between passes when "
+        "nothing is due earlier.",
+    ).tag(config=True)
+    trigger_scan_interval = Float(
+        2.0,
+        help="How often *.triggers.yaml files are checked for changes (seconds); changed files "
+        "are synced into the store.",
+    ).tag(config=True)
+    run_retention_days = Int(
+        0,
+        help="Delete runs (with outputs, logs and executed notebooks) that finished more than "
+        "this many days ago. 0 keeps everything.",
+    ).tag(config=True)
+    notifier = Instance(Notifier, allow_none=True, help="Where failure/SLA alerts go.")
+
+    @validate("lease_seconds", "shutdown_grace", "trigger_scan_interval")
+    def _positive(self, proposal: Any) -> float:
+        if proposal["value"] <= 0:
+            raise TraitError(f"{proposal['trait'].name} must be > 0, got {proposal['value']}")
+        return float(proposal["value"])
+
+    @validate("run_retention_days", "max_recovery_attempts", "kill_grace")
+    def _not_negative(self, proposal: Any) -> Any:
+        if proposal["value"] < 0:
+            raise TraitError(f"{proposal['trait'].name} must be >= 0, got {proposal['value']}")
+        return proposal["value"]
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        executor: Executor | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        assert store.project_dir is not None, "the scheduler needs a store with a project dir"
+        self.store = store
+        self.clock = clock
+        self.executor = executor or self.executor_class(store, parent=self)
+        if self.notifier is None:
+            self.notifier = Notifier(parent=self)
+        self.instance_id = leases.new_instance_id()
+        self.is_leader = False
+        self._in_flight: dict[int, asyncio.Future[RunResult]] = {}
+        self._recently_done: dict[int, float] = {}
+        self._stop_requested: dict[int, float] = {}
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mage-nb-sched-db")
+        self._watcher: ChangeWatcher | None = None
+        self._next_recovery = 0.0
+        self._next_trigger_scan = 0.0
+        self._trigger_files: dict[Any, int] | None = None
+        self._next_retention = 0.0
+        #: Durations (seconds) of recent passes, newest last.
+        self.pass_seconds: deque[float] = deque(maxlen=10_000)
+        self.passes = 0
+        self.last_report: PassReport | None = None
+
+    # ----- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the executor, the notifier, the change watcher and the loop."""
+        await self.executor.start()
+        assert self.notifier is not None
+        await self.notifier.start()
+        self._watcher = ChangeWatcher(
+            self.store,
+            self.wake,
+            poll_interval=self.change_poll_interval,
+            fallback_interval=self.fallback_poll_interval,
+        )
+        self._watcher.start()
+        self._task = asyncio.ensure_future(self._main())
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop: no new runs; in-flight runs get ``grace`` (default ``shutdown_grace``) seconds,
+        then their kernels are killed and the runs are queued to execute again; leases are
+        released so a standby takes over at once."""
+        grace = self.shutdown_grace if grace is None else grace
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        pending = [future for future in self._in_flight.values() if not future.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=grace)
+        leftover = [run_id for run_id, future in self._in_flight.items() if not future.done()]
+        if leftover:
+            log.warning(
+                "stopping with %d run(s) still executing: queued to execute again: %s",
+                len(leftover),
+                leftover,
+            )
+            await self._db_call(
+                scheduling.requeue_interrupted, self.store, leftover, self.instance_id, self.clock()
+            )
+        await self.executor.shutdown(0)
+        if self._watcher is not None:
+            self._watcher.stop()
+        with contextlib.suppress(Exception):
+            await self._db_call(self._release_leases)
+        assert self.notifier is not None
+        await self.notifier.stop(timeout=1.0)
+        self._db.shutdown(wait=False)
+
+    def wake(self) -> None:
+        """Make the loop run a pass now (the store changed, a run finished)."""
+        self._wake.set()
+
+    @property
+    def executing(self) -> set[int]:
+        """Ids of runs this scheduler has handed to its executor and not seen finish."""
+        return set(self._in_flight)
+
+    # ----- the loop ----------------------------------------------------------------------------
+
+    async def _db_call(self, function: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._db, function, *args)
+
+    def _heartbeat(self, now: datetime) -> bool:
+        leases.acquire(
+            self.store,
+            leases.instance_lease_name(self.instance_id),
+            self.instance_id,
+            now,
+            self.lease_seconds,
+        )
+        return leases.acquire(
+            self.store, leases.LEADER, self.instance_id, now, self.lease_seconds
+        )
+
+    def _release_leases(self) -> None:
+        leases.release(self.store, leases.LEADER, self.instance_id)
+        leases.release(
+            self.store, leases.instance_lease_name(self.instance_id), self.instance_id
+        )
+
+    async def _main(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_heartbeat = 0.0
+        last_pass = -1.0
+        while not self._stopping:
+            if loop.time() >= next_heartbeat:
+                try:
+                    leading = await self._db_call(self._heartbeat, self.clock())
+                except Exception:
+                    log.exception("could not renew the scheduler lease; retrying")
+                    leading = False
+                next_heartbeat = loop.time() + self.lease_seconds / 3
+                if leading and not self.is_leader:
+                    log.info("scheduler %s is active", self.instance_id)
+                    self._next_recovery = 0.0  # recover a dead leader's runs at once
+                elif self.is_leader and not leading:
+                    log.warning("scheduler %s lost the leader lease; standing by", self.instance_id)
+                self.is_leader = leading
+            if not self.is_leader:
+                await self._sleep(next_heartbeat - loop.time())
+                continue
+            # Rate limit, not a race fix: changes arriving during the pass wake the next one.
+            wait = last_pass + self.min_pass_interval - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            last_pass = loop.time()
+            try:
+                report = await self.run_pass()
+            except Exception:
+                log.exception("scheduler pass failed; retrying in 1 s")
+                await self._sleep(1.0)
+                continue
+            timeout = next_heartbeat - loop.time()
+            if report.next_wake is not None:
+                timeout = min(timeout, (report.next_wake - self.clock()).total_seconds())
+            timeout = min(timeout, self._next_trigger_scan - loop.time())
+            if not self.store.is_sqlite:
+                timeout = min(timeout, self.fallback_poll_interval)
+            await self._sleep(timeout)
+
+    async def _sleep(self, seconds: float) -> None:
+        if self._stopping or self._wake.is_set():
+            return
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, seconds))
+
+    async def run_pass(self) -> PassReport:
+        """One pass now: plan in the database thread, then start/stop runs and notify."""
+        self._wake.clear()
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        now = self.clock()
+        mono = loop.time()
+        for run_id, future in list(self._in_flight.items()):
+            if future.done():  # its done-callback may not have run yet
+                self._in_flight.pop(run_id)
+                self._recently_done[run_id] = mono
+        for run_id, done_at in list(self._recently_done.items()):
+            if mono - done_at > 2 * self.lease_seconds:
+                del self._recently_done[run_id]
+        report = await self._db_call(
+            self._plan,
+            now,
+            set(self._in_flight),
+            set(self._recently_done),
+            max(0, self.executor.capacity - len(self._in_flight)) if not self._stopping else 0,
+            mono,
+        )
+        for run_id in report.started:
+            future = await self.executor.submit(run_id)
+            self._in_flight[run_id] = future
+            future.add_done_callback(self._on_run_done(run_id))
+        for run_id in report.stopped:
+            if run_id in self._in_flight and run_id not in self._stop_requested:
+                self._stop_requested[run_id] = loop.time()
+                await self.executor.cancel(run_id)
+        for run_id, asked_at in list(self._stop_requested.items()):
+            if run_id not in self._in_flight:
+                del self._stop_requested[run_id]
+            elif loop.time() - asked_at >= self.kill_grace:
+                log.warning("run %s did not stop within %s s: killing its worker", run_id,
+                            self.kill_grace)
+                await self.executor.kill(run_id)
+                del self._stop_requested[run_id]
+        assert self.notifier is not None
+        for notification in report.notifications:
+            self.notifier.notify(notification)
+        report.seconds = time.perf_counter() - started
+        self.pass_seconds.append(report.seconds)
+        self.passes += 1
+        self.last_report = report
+        return report
+
+    def _on_run_done(self, run_id: int) -> Callable[[asyncio.Future[RunResult]], None]:
+        def done(_future: asyncio.Future[RunResult]) -> None:
+            if self._in_flight.pop(run_id, None) is not None:
+                self._recently_done[run_id] = asyncio.get_running_loop().time()
+            self.wake()
+
+        return done
+
+    def _plan(
+        self,
+        now: datetime,
+        in_flight: set[int],
+        recently_done: set[int],
+        capacity: int,
+        mono: float,
+    ) -> PassReport:
+        """The database half of a pass (runs on the database thread; it gets snapshots, never
+        the loop's live collections)."""
+        store = self.store
+        report = PassReport(now=now)
+        if mono >= self._next_recovery:
+            self._next_recovery = mono + self.lease_seconds / 3
+            recovery = scheduling.recover_runs(
+                store, now, self.instance_id, in_flight | recently_done, self.max_recovery_attempts
+            )
+            report.requeued, report.failed = recovery.requeued, recovery.failed
+            for run_id in recovery.requeued + recovery.failed:
+                log.warning("run %s: its executor stopped; %s", run_id,
+                            "queued again" if run_id in recovery.requeued else "failed")
+        if mono >= self._next_trigger_scan:
+            self._next_trigger_scan = mono + self.trigger_scan_interval
+            self._sync_trigger_files()
+        if self.run_retention_days and mono >= self._next_retention:
+            self._next_retention = mono + 3600
+            deleted = scheduling.delete_old_runs(store, now, self.run_retention_days)
+            if deleted:
+                log.info("deleted %d run(s) older than %d days", deleted, self.run_retention_days)
+        # Closing finished runs first lets @always_on / @once react within the same pass.
+        finished = scheduling.finalize_runs(store, now)
+        report.created = scheduling.create_due_runs(store, now)
+        timeouts = scheduling.enforce_timeouts(store, now)
+        slas = scheduling.check_slas(store, now)
+        report.stopped = timeouts.ended + [
+            run_id
+            for run_id in scheduling.ended_elsewhere(store, in_flight)
+            if run_id not in timeouts.ended
+        ]
+        starts = scheduling.plan_starts(store, now, self.instance_id, capacity)
+        report.started, report.skipped = starts.start, starts.skipped
+        # ...and closing them last catches runs this pass ended (skipped, timed out), so one
+        # pass leaves nothing for the next.
+        report.notifications = finished + slas.notifications + scheduling.finalize_runs(store, now)
+        candidates = [
+            instant
+            for instant in (
+                scheduling.next_due_at(store),
+                timeouts.next_deadline,
+                slas.next_deadline,
+            )
+            if instant is not None
+        ]
+        report.next_wake = min(candidates) if candidates else None
+        return report
+
+    def _sync_trigger_files(self) -> None:
+        from .store import current_store
+        from .triggers import sync_triggers, trigger_files
+
+        assert self.store.project_dir is not None
+        files = trigger_files(self.store.project_dir)
+        if files == self._trigger_files:
+            return
+        first = self._trigger_files is None
+        self._trigger_files = files
+        if current_store() is not self.store:
+            log.warning("triggers.yaml files not synced: the scheduler's store is not current")
+            return
+        try:
+            report = sync_triggers(self.store.project_dir)
+        except Exception:
+            log.exception("could not sync triggers.yaml files")
+            return
+        for error in report.errors:
+            log.error("triggers.yaml: %s", error)
+        if not first or report.created or report.updated or report.deleted:
+            log.info(
+                "triggers.yaml synced: %d created, %d updated, %d deleted",
+                len(report.created),
+                len(report.updated),
+                len(report.deleted),
+            )

@@ -1,0 +1,838 @@
+"""The scheduler's steps, each one short transaction with ``now`` passed in.
+
+A loop pass is: create the runs that are due, end runs that overran their timeout, flag SLA
+breaches, pick the runs to start (within the concurrency limits), recover runs of dead
+owners, and close finished runs (notifications, ``@once``, backfill status). Every step is
+idempotent — running it twice with the same ``now`` changes nothing the second time — so a
+pass repeated after a crash, or by a second scheduler, is harmless. Nothing here touches an
+event loop or a kernel: :mod:`mage_nb_sched.scheduler` drives these steps and the executor.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Table, and_, bindparam, delete, func, or_, select, true, update
+
+from .. import leases, timing
+from ..artifacts import run_dir
+from ..enums import (
+    BackfillStatus,
+    BlockRunStatus,
+    PipelineRunStatus,
+    ScheduleInterval,
+    ScheduleStatus,
+    ScheduleType,
+)
+from ..models import (
+    EVALUATE_NOW,
+    NEVER,
+    Backfill,
+    BlockRun,
+    PipelineRun,
+    PipelineSchedule,
+)
+from ..notifications import Notification
+from ..project import data_dir
+from ..settings import with_defaults
+from ..store import Store
+from .runs import end_run, insert_runs_ignoring_duplicates, requeue_run, scheduled_run_values
+
+UNFINISHED = (PipelineRunStatus.INITIAL.value, PipelineRunStatus.RUNNING.value)
+FINISHED = (
+    PipelineRunStatus.COMPLETED.value,
+    PipelineRunStatus.FAILED.value,
+    PipelineRunStatus.CANCELLED.value,
+)
+#: Schedules evaluated per transaction, so a burst of due schedules never holds the write lock
+#: for long (other processes write block statuses meanwhile).
+DUE_BATCH = 2_000
+#: Finished runs closed per transaction.
+FINALIZE_BATCH = 1_000
+#: The loop enforces a timeout this long after the runner should have (it is the backstop for a
+#: worker that hangs; the runner normally ends the run itself at the deadline).
+TIMEOUT_SLACK = timedelta(seconds=1)
+
+
+# --------------------------------------------------------------------------------------------
+# Creating due runs
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to do for one due schedule: create runs for these execution dates, then look at
+    the schedule again at ``next_due_at``."""
+
+    execution_dates: list[datetime]
+    next_due_at: datetime
+
+
+def _exists(store: Store, statement: Any) -> bool:
+    """A read-only probe: most passes find nothing to do, and then take no write lock."""
+    with store.engine.connect() as connection:
+        return connection.execute(statement.limit(1)).first() is not None
+
+
+def _due_schedules(now: datetime) -> Any:
+    return select(PipelineSchedule.id).where(
+        PipelineSchedule.status == ScheduleStatus.ACTIVE.value,
+        PipelineSchedule.schedule_type == ScheduleType.TIME.value,
+        PipelineSchedule.next_due_at <= now,
+    )
+
+
+def _latest_scheduled_date(connection: Connection, schedule_id: int) -> datetime | None:
+    value = connection.execute(
+        select(func.max(PipelineRun.execution_date)).where(
+            PipelineRun.pipeline_schedule_id == schedule_id,
+            PipelineRun.backfill_id.is_(None),
+        )
+    ).scalar()
+    return None if value is None else _utc(value)
+
+
+def _has_runs(connection: Connection, schedule_id: int, statuses: Iterable[str] | None) -> bool:
+    statement = select(PipelineRun.id).where(PipelineRun.pipeline_schedule_id == schedule_id)
+    if statuses is not None:
+        statement = statement.where(PipelineRun.status.in_(list(statuses)))
+    return connection.execute(statement.limit(1)).first() is not None
+
+
+def _runtimes(connection: Connection, schedule_id: int) -> list[float]:
+    """Runtimes (creation → completion, seconds) of up to 7 recent completed runs."""
+    rows = connection.execute(
+        select(PipelineRun.created_at, PipelineRun.completed_at)
+        .where(
+            PipelineRun.pipeline_schedule_id == schedule_id,
+            PipelineRun.status == PipelineRunStatus.COMPLETED.value,
+            PipelineRun.completed_at.is_not(None),
+        )
+        .order_by(PipelineRun.execution_date.desc(), PipelineRun.id.desc())
+        .limit(7)
+    )
+    return [(completed - created).total_seconds() for created, completed in rows if completed]
+
+
+def plan_schedule(connection: Connection, schedule: PipelineSchedule, now: datetime) -> Plan:
+    """Which runs an active time schedule needs at ``now`` (Mage's rules, DESIGN §4)."""
+    interval = schedule.schedule_interval
+    settings = with_defaults(schedule.settings)
+    start_time = schedule.start_time
+    if interval is None:
+        return Plan([], NEVER)
+    if interval == ScheduleInterval.ONCE.value:
+        if start_time is not None and now < start_time:
+            return Plan([], start_time)
+        if _has_runs(connection, schedule.id, None):
+            return Plan([], NEVER)
+        execution_date = timing.current_execution_date(schedule.timing, now)
+        return Plan([execution_date] if execution_date else [], NEVER)
+    if interval == ScheduleInterval.ALWAYS_ON.value:
+        if start_time is not None and now < start_time:
+            return Plan([], start_time)
+        # Woken again (next_due_at reset) when the run in progress finishes.
+        if _has_runs(connection, schedule.id, UNFINISHED):
+            return Plan([], NEVER)
+        return Plan([now], NEVER)
+    schedule_timing = schedule.timing
+    runtimes = _runtimes(connection, schedule.id) if schedule_timing.uses_landing_time else []
+    next_due = timing.next_due_time(schedule_timing, now, runtimes) or NEVER
+    create_initial = bool(settings["create_initial_pipeline_run"])
+    if settings["catchup"] and not schedule_timing.uses_landing_time:
+        dates = timing.plan_catchup(
+            schedule_timing,
+            now,
+            last_execution_date=_latest_scheduled_date(connection, schedule.id),
+            max_runs=int(settings["max_catchup_runs"]),
+            create_initial_pipeline_run=create_initial,
+        )
+        return Plan(dates, next_due)
+    # The period's run may exist already (a pass repeated after a crash): its run_key makes
+    # the insert a no-op, so no existence query is needed here.
+    decision = timing.decide(
+        schedule_timing,
+        now,
+        status=ScheduleStatus.ACTIVE.value,
+        create_initial_pipeline_run=create_initial,
+        runtimes=runtimes,
+    )
+    if decision.due and decision.execution_date is not None:
+        return Plan([decision.execution_date], next_due)
+    return Plan([], next_due)
+
+
+def create_due_runs(store: Store, now: datetime) -> list[int]:
+    """Create the runs of every active time schedule due at ``now`` and advance each schedule's
+    ``next_due_at`` in the same transaction. Returns the ids of the runs created."""
+    created: list[int] = []
+    seen: set[int] = set()
+    if not _exists(store, _due_schedules(now)):
+        return created
+    while True:
+        session = store.new_session()
+        try:
+            with store.write(session):
+                schedules = list(
+                    session.scalars(
+                        select(PipelineSchedule)
+                        .where(
+                            PipelineSchedule.status == ScheduleStatus.ACTIVE.value,
+                            PipelineSchedule.schedule_type == ScheduleType.TIME.value,
+                            PipelineSchedule.next_due_at <= now,
+                            PipelineSchedule.id.not_in(seen) if seen else true(),
+                        )
+                        .order_by(PipelineSchedule.next_due_at, PipelineSchedule.id)
+                        .limit(DUE_BATCH)
+                    )
+                )
+                if not schedules:
+                    return created
+                connection = session.connection()
+                rows: list[dict[str, Any]] = []
+                advances: list[dict[str, Any]] = []
+                for schedule in schedules:
+                    seen.add(schedule.id)
+                    plan = plan_schedule(connection, schedule, now)
+                    for execution_date in plan.execution_dates:
+                        values = scheduled_run_values(schedule, execution_date)
+                        values["status"] = PipelineRunStatus.INITIAL.value
+                        values.update(created_at=now, updated_at=now, sla_breached=False)
+                        rows.append(values)
+                    advances.append({"b_id": schedule.id, "b_next": plan.next_due_at})
+                created.extend(insert_runs_ignoring_duplicates(connection, rows))
+                _advance(connection, advances)
+                session.expunge_all()
+        finally:
+            session.close()
+
+
+def _advance(connection: Connection, advances: list[dict[str, Any]]) -> None:
+    if not advances:
+        return
+    table: Table = PipelineSchedule.__table__  # type: ignore[assignment]
+    # updated_at is kept: it records the user's edits, not the scheduler's bookkeeping.
+    connection.execute(
+        update(table)
+        .where(table.c.id == bindparam("b_id"))
+        .values(next_due_at=bindparam("b_next"), updated_at=table.c.updated_at),
+        advances,
+    )
+
+
+def next_due_at(store: Store) -> datetime | None:
+    """The earliest ``next_due_at`` of an active time schedule (an index lookup)."""
+    with store.engine.connect() as connection:
+        value = connection.execute(
+            select(func.min(PipelineSchedule.next_due_at)).where(
+                PipelineSchedule.status == ScheduleStatus.ACTIVE.value,
+                PipelineSchedule.schedule_type == ScheduleType.TIME.value,
+            )
+        ).scalar()
+    if value is None:
+        return None
+    return _utc(value)
+
+
+def _utc(value: datetime) -> datetime:
+    from ..datetimes import UTC
+
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# --------------------------------------------------------------------------------------------
+# Starting runs within the limits
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class StartPlan:
+    """Runs to hand to the executor (already marked as the scheduler's) and runs skipped."""
+
+    start: list[int] = field(default_factory=list)
+    skipped: dict[int, str] = field(default_factory=dict)
+
+
+def _active_counts(connection: Connection) -> tuple[dict[Any, int], dict[Any, int], dict[Any, int]]:
+    """Runs executing or handed to an executor, per schedule, per pipeline, per backfill."""
+    rows = connection.execute(
+        select(
+            PipelineRun.pipeline_schedule_id,
+            PipelineRun.pipeline_uuid,
+            PipelineRun.backfill_id,
+            func.count(PipelineRun.id),
+        )
+        .where(
+            or_(
+                PipelineRun.status == PipelineRunStatus.RUNNING.value,
+                and_(
+                    PipelineRun.status == PipelineRunStatus.INITIAL.value,
+                    PipelineRun.owner.is_not(None),
+                ),
+            )
+        )
+        .group_by(
+            PipelineRun.pipeline_schedule_id, PipelineRun.pipeline_uuid, PipelineRun.backfill_id
+        )
+    )
+    per_schedule: dict[Any, int] = defaultdict(int)
+    per_pipeline: dict[Any, int] = defaultdict(int)
+    per_backfill: dict[Any, int] = defaultdict(int)
+    for schedule_id, pipeline_uuid, backfill_id, count in rows:
+        per_schedule[schedule_id] += count
+        per_pipeline[pipeline_uuid] += count
+        per_backfill[backfill_id] += count
+    return per_schedule, per_pipeline, per_backfill
+
+
+def _limit_reason(
+    settings: dict[str, Any],
+    backfill_limit: int | None,
+    run: Any,
+    counts: tuple[dict[Any, int], dict[Any, int], dict[Any, int]],
+) -> str | None:
+    per_schedule, per_pipeline, per_backfill = counts
+    if (
+        run.backfill_id is not None
+        and backfill_limit is not None
+        and per_backfill[run.backfill_id] >= backfill_limit
+    ):
+        return f"backfill {run.backfill_id} has {backfill_limit} run(s) executing"
+    limit = settings["pipeline_run_limit"]
+    if (
+        run.pipeline_schedule_id is not None
+        and limit is not None
+        and per_schedule[run.pipeline_schedule_id] >= limit
+    ):
+        return f"pipeline_run_limit of {limit} reached for schedule {run.pipeline_schedule_id}"
+    limit = settings["pipeline_run_limit_all_triggers"]
+    if limit is not None and per_pipeline[run.pipeline_uuid] >= limit:
+        return f"pipeline_run_limit_all_triggers of {limit} reached for {run.pipeline_uuid}"
+    return None
+
+
+def plan_starts(store: Store, now: datetime, owner: str, capacity: int) -> StartPlan:
+    """Pick up to ``capacity`` waiting runs, oldest first, within every concurrency limit; mark
+    them as ``owner``'s in the same transaction. Runs that must not start are recorded
+    ``cancelled`` with the reason (``skip_if_previous_running``, a limit with ``skip``)."""
+    plan = StartPlan()
+    waiting_runs = select(PipelineRun.id).where(
+        PipelineRun.status == PipelineRunStatus.INITIAL.value, PipelineRun.owner.is_(None)
+    )
+    if not _exists(store, waiting_runs):
+        return plan
+    session = store.new_session()
+    try:
+        with store.write(session):
+            connection = session.connection()
+            counts = _active_counts(connection)
+            per_schedule, per_pipeline, per_backfill = counts
+            settings_of: dict[int | None, dict[str, Any]] = {None: with_defaults(None)}
+            backfill_limit_of: dict[int | None, int | None] = {None: None}
+            waiting = connection.execute(
+                select(
+                    PipelineRun.id,
+                    PipelineRun.pipeline_schedule_id,
+                    PipelineRun.pipeline_uuid,
+                    PipelineRun.backfill_id,
+                )
+                .where(
+                    PipelineRun.status == PipelineRunStatus.INITIAL.value,
+                    PipelineRun.owner.is_(None),
+                )
+                .order_by(PipelineRun.created_at, PipelineRun.execution_date, PipelineRun.id)
+            ).all()
+            for run in waiting:
+                schedule_id = run.pipeline_schedule_id
+                if schedule_id not in settings_of:
+                    raw = connection.execute(
+                        select(PipelineSchedule.settings).where(PipelineSchedule.id == schedule_id)
+                    ).scalar()
+                    settings_of[schedule_id] = with_defaults(raw)
+                if run.backfill_id not in backfill_limit_of:
+                    raw = connection.execute(
+                        select(Backfill.settings).where(Backfill.id == run.backfill_id)
+                    ).scalar()
+                    value = (raw or {}).get("pipeline_run_limit")
+                    backfill_limit_of[run.backfill_id] = int(value) if value else None
+                settings = settings_of[schedule_id]
+                if (
+                    schedule_id is not None
+                    and settings["skip_if_previous_running"]
+                    and per_schedule[schedule_id] > 0
+                ):
+                    plan.skipped[run.id] = (
+                        f"skipped: an earlier run of schedule {schedule_id} was still running "
+                        "(settings.skip_if_previous_running)"
+                    )
+                    continue
+                reason = _limit_reason(settings, backfill_limit_of[run.backfill_id], run, counts)
+                if reason is not None:
+                    skip = settings["on_pipeline_run_limit_reached"] == "skip"
+                    if skip and run.backfill_id is None:
+                        plan.skipped[run.id] = (
+                            f"skipped: {reason} (settings.on_pipeline_run_limit_reached='skip')"
+                        )
+                    continue
+                if len(plan.start) >= capacity:
+                    continue  # still walk on: later runs may have to be skipped now
+                plan.start.append(run.id)
+                per_schedule[schedule_id] += 1
+                per_pipeline[run.pipeline_uuid] += 1
+                per_backfill[run.backfill_id] += 1
+            for run_id, why in plan.skipped.items():
+                end_run(
+                    connection,
+                    run_id,
+                    PipelineRunStatus.CANCELLED.value,
+                    why,
+                    now,
+                    from_statuses=(PipelineRunStatus.INITIAL.value,),
+                )
+            if plan.start:
+                connection.execute(
+                    update(PipelineRun)
+                    .where(
+                        PipelineRun.id.in_(plan.start),
+                        PipelineRun.status == PipelineRunStatus.INITIAL.value,
+                        PipelineRun.owner.is_(None),
+                    )
+                    .values(owner=owner, updated_at=now)
+                )
+    finally:
+        session.close()
+    return plan
+
+
+# --------------------------------------------------------------------------------------------
+# Timeouts and SLAs
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Deadlines:
+    """Runs ended here (to stop in the executor), notifications, and the next deadline."""
+
+    ended: list[int] = field(default_factory=list)
+    notifications: list[Notification] = field(default_factory=list)
+    next_deadline: datetime | None = None
+
+    def consider(self, instant: datetime) -> None:
+        if self.next_deadline is None or instant < self.next_deadline:
+            self.next_deadline = instant
+
+
+def enforce_timeouts(store: Store, now: datetime) -> Deadlines:
+    """End running runs past ``settings.timeout`` (from ``started_at``) or with a block past
+    ``settings.block_timeout``: the run gets ``timeout_status`` / ``failed`` with the reason.
+    The caller stops them in the executor (the kernel is killed there)."""
+    result = Deadlines()
+    overdue: list[tuple[int, str, str]] = []  # (run id, status to give, reason)
+    # Read first: usually nothing is overdue and no write lock is needed.
+    with store.engine.connect() as connection:
+        rows = connection.execute(
+            select(PipelineRun.id, PipelineRun.started_at, PipelineSchedule.settings)
+            .join(PipelineSchedule, PipelineSchedule.id == PipelineRun.pipeline_schedule_id)
+            .where(
+                PipelineRun.status == PipelineRunStatus.RUNNING.value,
+                PipelineRun.started_at.is_not(None),
+                PipelineSchedule.settings.is_not(None),
+            )
+        ).all()
+        for run_id, started_at, raw in rows:
+            settings = with_defaults(raw)
+            if settings["timeout"]:
+                deadline = _utc(started_at) + timedelta(seconds=settings["timeout"])
+                if deadline + TIMEOUT_SLACK <= now:
+                    why = f"timed out: ran longer than settings.timeout ({settings['timeout']} s)"
+                    overdue.append((run_id, str(settings["timeout_status"]), why))
+                    continue
+                result.consider(deadline + TIMEOUT_SLACK)
+            if not settings["block_timeout"]:
+                continue
+            limit = timedelta(seconds=settings["block_timeout"])
+            blocks = connection.execute(
+                select(BlockRun.block_uuid, BlockRun.started_at).where(
+                    BlockRun.pipeline_run_id == run_id,
+                    BlockRun.status == BlockRunStatus.RUNNING.value,
+                    BlockRun.started_at.is_not(None),
+                )
+            ).all()
+            for block_uuid, block_started in blocks:
+                if block_started is None:
+                    continue
+                deadline = _utc(block_started) + limit
+                if deadline + TIMEOUT_SLACK <= now:
+                    why = (
+                        f"timed out: block {block_uuid} ran longer than "
+                        f"settings.block_timeout ({settings['block_timeout']} s)"
+                    )
+                    overdue.append((run_id, PipelineRunStatus.FAILED.value, why))
+                    break
+                result.consider(deadline + TIMEOUT_SLACK)
+    if overdue:
+        with store.write_engine.begin() as connection:
+            for run_id, status, why in overdue:
+                # Fenced on 'running': a run that finished meanwhile keeps its own status.
+                if end_run(connection, run_id, status, why, now):
+                    result.ended.append(run_id)
+    return result
+
+
+def _notification(
+    kind: str, run: Any, schedule_name: str | None, reason: str | None
+) -> Notification:
+    return Notification(
+        kind=kind,
+        run_id=run.id,
+        pipeline_uuid=run.pipeline_uuid,
+        schedule_id=run.pipeline_schedule_id,
+        schedule_name=schedule_name,
+        execution_date=_utc(run.execution_date),
+        status=str(getattr(run.status, "value", run.status)),
+        reason=reason,
+    )
+
+
+def _sla_reason(sla: int, execution_date: datetime) -> str:
+    due = _utc(execution_date) + timedelta(seconds=sla)
+    return f"SLA of {sla} s from the execution date passed at {due.isoformat()}"
+
+
+def check_slas(store: Store, now: datetime) -> Deadlines:
+    """Flag runs still waiting or executing whose SLA (seconds from ``execution_date``) has
+    passed; each breach is flagged — and notified — once (a fenced update)."""
+    result = Deadlines()
+    with store.engine.connect() as connection:
+        rows = connection.execute(
+            select(
+                PipelineRun.id,
+                PipelineRun.pipeline_uuid,
+                PipelineRun.pipeline_schedule_id,
+                PipelineRun.execution_date,
+                PipelineRun.status,
+                PipelineSchedule.sla,
+                PipelineSchedule.name,
+            )
+            .join(PipelineSchedule, PipelineSchedule.id == PipelineRun.pipeline_schedule_id)
+            .where(
+                PipelineRun.status.in_(UNFINISHED),
+                PipelineRun.sla_breached.is_(False),
+                PipelineSchedule.sla.is_not(None),
+            )
+        ).all()
+    breached = []
+    for run in rows:
+        due = _utc(run.execution_date) + timedelta(seconds=run.sla)
+        if due > now:
+            result.consider(due)
+        else:
+            breached.append(run)
+    if not breached:
+        return result
+    with store.write_engine.begin() as connection:
+        for run in breached:
+            flagged = connection.execute(
+                update(PipelineRun)
+                .where(PipelineRun.id == run.id, PipelineRun.sla_breached.is_(False))
+                .values(sla_breached=True)
+            )
+            if flagged.rowcount == 1:
+                why = _sla_reason(run.sla, run.execution_date)
+                result.notifications.append(_notification("sla_breach", run, run.name, why))
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Finished runs
+# --------------------------------------------------------------------------------------------
+
+
+def _failure_reason(connection: Connection, run: PipelineRun) -> str | None:
+    error = (run.metrics or {}).get("error")
+    if error:
+        return str(error)[:500]
+    row = connection.execute(
+        select(BlockRun.block_uuid, BlockRun.error)
+        .where(
+            BlockRun.pipeline_run_id == run.id,
+            BlockRun.status == BlockRunStatus.FAILED.value,
+        )
+        .order_by(BlockRun.id)
+        .limit(1)
+    ).first()
+    if row is None:
+        return None
+    last_line = (row[1] or "").strip().splitlines()[-1:] or [""]
+    return f"block {row[0]} failed: {last_line[0]}"[:500]
+
+
+def finalize_runs(store: Store, now: datetime) -> list[Notification]:
+    """Close runs that reached a final status: SLA breaches noticed late, failure (and success)
+    notifications, ``@once`` schedules deactivated, ``@always_on`` and landing-time schedules
+    re-evaluated, backfills completed. Each run is closed once (``finalized_at``)."""
+    notifications: list[Notification] = []
+    finished = select(PipelineRun.id).where(
+        PipelineRun.finalized_at.is_(None), PipelineRun.status.in_(FINISHED)
+    )
+    while _exists(store, finished):
+        session = store.new_session()
+        try:
+            with store.write(session):
+                runs = list(
+                    session.scalars(
+                        select(PipelineRun)
+                        .where(
+                            PipelineRun.finalized_at.is_(None),
+                            PipelineRun.status.in_(FINISHED),
+                        )
+                        .order_by(PipelineRun.id)
+                        .limit(FINALIZE_BATCH)
+                    )
+                )
+                if not runs:
+                    break
+                connection = session.connection()
+                schedules: dict[int, PipelineSchedule | None] = {}
+                for run in runs:
+                    schedule = None
+                    if run.pipeline_schedule_id is not None:
+                        if run.pipeline_schedule_id not in schedules:
+                            schedules[run.pipeline_schedule_id] = session.get(
+                                PipelineSchedule, run.pipeline_schedule_id
+                            )
+                        schedule = schedules[run.pipeline_schedule_id]
+                    name = schedule.name if schedule is not None else None
+                    if (
+                        schedule is not None
+                        and schedule.sla is not None
+                        and not run.sla_breached
+                        and run.completed_at is not None
+                        and run.completed_at > run.execution_date + timedelta(seconds=schedule.sla)
+                    ):
+                        run.sla_breached = True
+                        why = _sla_reason(schedule.sla, run.execution_date)
+                        notifications.append(_notification("sla_breach", run, name, why))
+                    if run.status == PipelineRunStatus.FAILED:
+                        notifications.append(
+                            _notification("failure", run, name, _failure_reason(connection, run))
+                        )
+                    elif run.status == PipelineRunStatus.COMPLETED:
+                        notifications.append(_notification("success", run, name, None))
+                    if schedule is not None and schedule.status == ScheduleStatus.ACTIVE:
+                        if schedule.schedule_interval == ScheduleInterval.ONCE.value:
+                            schedule.status = ScheduleStatus.INACTIVE
+                        elif (
+                            schedule.schedule_interval == ScheduleInterval.ALWAYS_ON.value
+                            or schedule.landing_time_enabled()
+                        ):
+                            schedule.next_due_at = EVALUATE_NOW
+                    run.finalized_at = now
+                session.flush()
+                session.expunge_all()
+        finally:
+            session.close()
+    _roll_up_backfills(store, now)
+    return notifications
+
+
+def _roll_up_backfills(store: Store, now: datetime) -> None:
+    """A running backfill whose runs have all finished becomes completed (or failed)."""
+    running_backfills = select(Backfill.id).where(
+        Backfill.status == BackfillStatus.RUNNING.value
+    )
+    if not _exists(store, running_backfills):
+        return
+    with store.write_engine.begin() as connection:
+        running = [
+            row[0]
+            for row in connection.execute(
+                select(Backfill.id).where(Backfill.status == BackfillStatus.RUNNING.value)
+            )
+        ]
+        for backfill_id in running:
+            counts: dict[str, int] = {
+                str(getattr(status, "value", status)): int(count)
+                for status, count in connection.execute(
+                    select(PipelineRun.status, func.count(PipelineRun.id))
+                    .where(PipelineRun.backfill_id == backfill_id)
+                    .group_by(PipelineRun.status)
+                )
+            }
+            if any(counts.get(status, 0) for status in UNFINISHED):
+                continue
+            values: dict[str, Any] = {"completed_at": now, "updated_at": now}
+            if counts.get(PipelineRunStatus.FAILED.value, 0):
+                values.update(status=BackfillStatus.FAILED.value, failed_at=now)
+            else:
+                values["status"] = BackfillStatus.COMPLETED.value
+            connection.execute(
+                update(Backfill)
+                .where(Backfill.id == backfill_id, Backfill.status == BackfillStatus.RUNNING.value)
+                .values(**values)
+            )
+
+
+# --------------------------------------------------------------------------------------------
+# Recovery
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Recovery:
+    requeued: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+    released: list[int] = field(default_factory=list)
+
+
+def recover_runs(
+    store: Store,
+    now: datetime,
+    owner: str,
+    executing_here: set[int],
+    max_attempts: int,
+) -> Recovery:
+    """Find runs whose owner is gone — a scheduler whose heartbeat expired, a process that
+    exited, or this scheduler's own runs its executor no longer has — and put them right:
+    taken-but-not-started runs are released, executing ones are re-queued up to
+    ``max_attempts`` times, then failed with the reason. Nothing stays ``running``."""
+    result = Recovery()
+    owned = select(PipelineRun.id).where(
+        PipelineRun.status.in_(UNFINISHED), PipelineRun.owner.is_not(None)
+    )
+    if not _exists(store, owned):
+        return result
+    with store.write_engine.begin() as connection:
+        live = leases.live_instances(connection, now) | {owner}
+        rows = connection.execute(
+            select(PipelineRun.id, PipelineRun.status, PipelineRun.owner, PipelineRun.attempts)
+            .where(PipelineRun.status.in_(UNFINISHED), PipelineRun.owner.is_not(None))
+        ).all()
+        for run_id, status, run_owner, attempts in rows:
+            run_owner = str(run_owner)
+            if run_owner == owner:
+                if run_id in executing_here:
+                    continue
+                why = "this scheduler lost track of the run"
+            elif leases.owner_is_alive(run_owner, live):
+                continue
+            else:
+                why = f"its owner {run_owner} stopped (no heartbeat)"
+            if str(getattr(status, "value", status)) == PipelineRunStatus.INITIAL.value:
+                connection.execute(
+                    update(PipelineRun)
+                    .where(
+                        PipelineRun.id == run_id,
+                        PipelineRun.status == PipelineRunStatus.INITIAL.value,
+                        PipelineRun.owner == run_owner,
+                    )
+                    .values(owner=None, updated_at=now)
+                )
+                result.released.append(run_id)
+            elif int(attempts or 0) < max_attempts:
+                if requeue_run(connection, run_id, f"executed again: {why}", now):
+                    result.requeued.append(run_id)
+            elif end_run(
+                connection,
+                run_id,
+                PipelineRunStatus.FAILED.value,
+                f"{why}; not retried again after {attempts} earlier attempt(s)",
+                now,
+            ):
+                result.failed.append(run_id)
+    return result
+
+
+def requeue_interrupted(store: Store, run_ids: Iterable[int], owner: str, now: datetime) -> None:
+    """Runs this scheduler still executes at shutdown go back to ``initial`` (executed again on
+    the next start); the attempt is not counted against crash recovery."""
+    with store.write_engine.begin() as connection:
+        for run_id in run_ids:
+            connection.execute(
+                update(PipelineRun)
+                .where(
+                    PipelineRun.id == run_id,
+                    PipelineRun.status.in_(UNFINISHED),
+                    PipelineRun.owner == owner,
+                )
+                .values(
+                    status=PipelineRunStatus.INITIAL.value,
+                    owner=None,
+                    started_at=None,
+                    updated_at=now,
+                )
+            )
+
+
+def ended_elsewhere(store: Store, run_ids: Iterable[int]) -> list[int]:
+    """Of runs an executor is executing, those already final in the database (cancelled via the
+    API or a backfill cancel, timed out): the executor must stop them."""
+    ids = list(run_ids)
+    if not ids:
+        return []
+    with store.engine.connect() as connection:
+        rows = connection.execute(
+            select(PipelineRun.id).where(
+                PipelineRun.id.in_(ids), PipelineRun.status.not_in(UNFINISHED)
+            )
+        )
+        return [int(row[0]) for row in rows]
+
+
+# --------------------------------------------------------------------------------------------
+# Retention
+# --------------------------------------------------------------------------------------------
+
+
+def delete_old_runs(store: Store, now: datetime, days: int, batch: int = 500) -> int:
+    """Delete runs finished more than ``days`` days ago with their block runs, outputs, logs and
+    executed notebooks. Returns how many runs were deleted."""
+    if days <= 0:
+        return 0
+    assert store.project_dir is not None
+    cutoff = now - timedelta(days=days)
+    deleted = 0
+    while True:
+        with store.write_engine.begin() as connection:
+            rows = connection.execute(
+                select(
+                    PipelineRun.id,
+                    PipelineRun.pipeline_uuid,
+                    PipelineRun.pipeline_schedule_id,
+                    PipelineRun.execution_date,
+                )
+                .where(
+                    PipelineRun.status.in_(FINISHED),
+                    PipelineRun.finalized_at.is_not(None),
+                    PipelineRun.completed_at < cutoff,
+                )
+                .limit(batch)
+            ).all()
+            if not rows:
+                return deleted
+            ids = [row.id for row in rows]
+            connection.execute(delete(BlockRun).where(BlockRun.pipeline_run_id.in_(ids)))
+            connection.execute(delete(PipelineRun).where(PipelineRun.id.in_(ids)))
+        # Files after the commit: a crash in between leaves orphan files, never rows
+        # pointing at deleted files.
+        for row in rows:
+            for folder in _run_folders(store.project_dir, row):
+                shutil.rmtree(folder, ignore_errors=True)
+        deleted += len(rows)
+
+
+def _run_folders(project_dir: Path, row: Any) -> list[Path]:
+    probe = PipelineRun(
+        pipeline_uuid=row.pipeline_uuid,
+        pipeline_schedule_id=row.pipeline_schedule_id,
+        execution_date=_utc(row.execution_date),
+    )
+    partition = probe.execution_partition
+    outputs = data_dir(project_dir) / ".variables" / "pipelines" / row.pipeline_uuid / partition
+    return [run_dir(project_dir, row.pipeline_uuid, partition), outputs]
