@@ -14,6 +14,8 @@ seconds, then their kernels are killed and the runs are queued to execute again.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -117,10 +119,20 @@ class MageNbSchedApp(ExtensionApp):
         event_logger = getattr(serverapp, "event_logger", None)
         if event_logger is not None and scheduler.notifier is not None:
             scheduler.notifier.add_sink(jupyter_event_sink(event_logger))
-        await scheduler.start()
         self.scheduler = scheduler
         self.settings["mage_nb_sched_scheduler"] = scheduler
+        # Extension settings were merged into the web app's at initialisation; add it there too.
         serverapp.web_app.settings["mage_nb_sched_scheduler"] = scheduler
+        # Workers and warm kernels take a second or two to start: do it in the background so
+        # the server answers requests at once.
+        self._starting = asyncio.ensure_future(self._start(scheduler))
+
+    async def _start(self, scheduler: Any) -> None:
+        try:
+            await scheduler.start()
+        except Exception:
+            self.log.exception("mage_nb_sched: the scheduler could not start")
+            raise
         self.log.info(
             "mage_nb_sched: scheduler %s started on %s",
             scheduler.instance_id,
@@ -129,6 +141,10 @@ class MageNbSchedApp(ExtensionApp):
 
     async def stop_extension(self) -> None:
         scheduler, self.scheduler = self.scheduler, None
+        starting = getattr(self, "_starting", None)
+        if starting is not None:
+            with contextlib.suppress(Exception):
+                await starting
         if scheduler is not None:
             self.log.info("mage_nb_sched: stopping the scheduler")
             await scheduler.stop()

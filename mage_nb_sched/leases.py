@@ -72,6 +72,27 @@ def acquire(
         return True
 
 
+def take_over_from_dead(
+    store: Store, name: str, owner: str, now: datetime, seconds: float
+) -> bool:
+    """Take lease ``name`` before it expires if its holder is a scheduler process on this host
+    that no longer exists (killed, crashed): no need to wait out the lease."""
+    current = holder(store, name)
+    if current is None or current[0] == owner:
+        return False
+    dead = current[0]
+    if not dead.startswith("sched:") or owner_is_alive(dead, {dead}):
+        return False
+    table = scheduler_lease
+    with store.write_engine.begin() as connection:
+        taken = connection.execute(
+            update(table)
+            .where(table.c.name == name, table.c.owner == dead)
+            .values(owner=owner, expires_at=now + timedelta(seconds=seconds), updated_at=now)
+        )
+        return taken.rowcount == 1
+
+
 def release(store: Store, name: str, owner: str) -> None:
     """Give lease ``name`` up, if ``owner`` holds it."""
     table = scheduler_lease
@@ -118,7 +139,15 @@ def owner_is_alive(owner: str, live: set[str], hostname: str | None = None) -> b
     a run owned by a process on another host is assumed alive.
     """
     if owner.startswith("sched:"):
-        return owner in live
+        if owner not in live:
+            return False
+        # A scheduler on this host that no longer exists is dead even before its heartbeat
+        # expires: a restart after a crash recovers its runs at once.
+        parts = owner.split(":")
+        here = hostname or socket.gethostname()
+        if len(parts) == 4 and parts[2].isdigit() and parts[1] == here:
+            return _pid_alive(int(parts[2]))
+        return True
     if owner.startswith("direct:"):
         parts = owner.split(":")
         if len(parts) != 3 or not parts[2].isdigit():

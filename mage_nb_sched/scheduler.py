@@ -246,7 +246,9 @@ class Scheduler(LoggingConfigurable):
             now,
             self.lease_seconds,
         )
-        return leases.acquire(
+        if leases.acquire(self.store, leases.LEADER, self.instance_id, now, self.lease_seconds):
+            return True
+        return leases.take_over_from_dead(
             self.store, leases.LEADER, self.instance_id, now, self.lease_seconds
         )
 

@@ -812,3 +812,22 @@ def test_idle_pass_reads_no_schedule_rows(store: Store) -> None:
     assert schedule_reads, "the pass must ask for due schedules"
     # Due-schedule query + MIN(next_due_at): both bounded by the index, no full read.
     assert all("next_due_at" in s or "JOIN" in s for s in schedule_reads), schedule_reads
+
+
+def test_a_dead_local_leader_is_replaced_without_waiting_for_its_lease(store: Store) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    dead = f"sched:{socket.gethostname()}:{child.pid}:00000000"
+    alive = f"sched:{socket.gethostname()}:{os.getpid()}:11111111"
+    assert leases_module.acquire(store, "leader", dead, T0, 10)
+    assert not leases_module.acquire(store, "leader", "sched:new:1:x", T0, 10)
+    assert leases_module.take_over_from_dead(store, "leader", "sched:new:1:x", T0, 10)
+    assert leases_module.holder(store, "leader") == ("sched:new:1:x", T0 + timedelta(seconds=10))
+    # A live holder (this very process) is never displaced.
+    leases_module.release(store, "leader", "sched:new:1:x")
+    assert leases_module.acquire(store, "leader", alive, T0, 10)
+    assert not leases_module.take_over_from_dead(store, "leader", "sched:new:1:x", T0, 10)
