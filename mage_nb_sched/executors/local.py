@@ -70,7 +70,7 @@ async def _worker_loop(
     from pathlib import Path
 
     from ..kernels import KernelPool
-    from ..runner import PipelineRunner
+    from ..runner import PipelineRunner, warm_up
 
     store = Store(db_url, Path(project_dir))
     # Kernels forked with the block decorators already imported start their first block sooner.
@@ -79,6 +79,7 @@ async def _worker_loop(
     )
     await pool.start()
     runner = PipelineRunner(store, pool)
+    warm_up(store)
     loop = asyncio.get_running_loop()
     inbox: asyncio.Queue[Any] = asyncio.Queue()
     tasks: dict[int, asyncio.Task[None]] = {}
