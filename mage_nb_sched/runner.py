@@ -798,8 +798,10 @@ async def _stop_cell(handle: Any, task: asyncio.Future[Any], grace: float, inter
 def warm_up(store: Store) -> None:
     """Pay first-use costs before the first run does: compiling nbformat's JSON schema
     validators (~150 ms) and the ORM's statements (~50 ms). Workers call this at start."""
-    from nbformat.validator import get_validator
+    import nbformat.validator
 
+    # Looked up dynamically: nbformat is typed in some versions and not in others.
+    get_validator: Any = getattr(nbformat.validator, "get_validator")  # noqa: B009
     for minor in (4, 5):
         get_validator(version=4, version_minor=minor)
     session = store.new_session()
