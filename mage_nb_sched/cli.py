@@ -131,10 +131,9 @@ async def _serve(args: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await scheduler.start()
+    # Whether it leads or stands by is logged once the first lease check has run.
     print(
-        f"mage-nb-sched scheduler {scheduler.instance_id} serving {store.project_dir} "
-        f"({'leader' if scheduler.is_leader else 'standby until the leader lease is free'})",
-        flush=True,
+        f"mage-nb-sched scheduler {scheduler.instance_id} serving {store.project_dir}", flush=True
     )
     await stop.wait()
     print("stopping: waiting for in-flight runs", flush=True)
@@ -164,7 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
         "parent holding .mage_nb_sched/, else the current folder)",
     )
     commands = parser.add_subparsers(dest="command", required=True)
+    project_dir_help = parser._option_string_actions["--project-dir"].help
     run = commands.add_parser("run", help="execute a notebook now as a manual pipeline run")
+    # Accepted after the subcommand too (`mage-nb-sched scheduler --project-dir DIR`).
+    run.add_argument("--project-dir", default=argparse.SUPPRESS, help=project_dir_help)
     run.add_argument("notebook", help="notebook path or pipeline uuid (e.g. etl/daily)")
     run.add_argument(
         "--var",
@@ -181,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Create runs when schedules are due and execute them, without Jupyter. "
         "Only one scheduler per SQLite database is active; others stand by and take over.",
     )
+    serve.add_argument("--project-dir", default=argparse.SUPPRESS, help=project_dir_help)
     serve.add_argument("--db-url", default=None, help="SQLAlchemy URL (default: the project's)")
     serve.add_argument("--workers", type=int, default=None, help="worker processes (default 2)")
     serve.add_argument(

@@ -145,6 +145,8 @@ class MageNbSchedApp(ExtensionApp):
         if starting is not None:
             with contextlib.suppress(Exception):
                 await starting
+        if self.serverapp is not None and self.serverapp.web_app is not None:
+            self.serverapp.web_app.settings.pop("mage_nb_sched_scheduler", None)
         if scheduler is not None:
             self.log.info("mage_nb_sched: stopping the scheduler")
             await scheduler.stop()

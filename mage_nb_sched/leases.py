@@ -25,9 +25,36 @@ LEADER = "leader"
 _INSTANCE_PREFIX = "instance:"
 
 
-def new_instance_id() -> str:
-    """A scheduler's identity: ``sched:<host>:<pid>:<random>`` (unique across restarts)."""
-    return f"sched:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+def local_identity() -> str:
+    """``<host>:<pid namespace>``: where a pid means the same process as here. Containers can
+    share a host name but not the pid space, so the namespace is part of the identity."""
+    try:
+        namespace = str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:  # not Linux: the host name alone
+        namespace = "0"
+    return f"{socket.gethostname()}:{namespace}"
+
+
+def new_instance_id(pid: int | None = None) -> str:
+    """A scheduler's identity: ``sched:<host>:<pid ns>:<pid>:<random>`` (unique across
+    restarts)."""
+    return f"sched:{local_identity()}:{pid or os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def direct_owner(pid: int | None = None) -> str:
+    """The ``owner`` of runs a process executes itself (CLI, ``await run.execute()``):
+    ``direct:<host>:<pid ns>:<pid>``."""
+    return f"direct:{local_identity()}:{pid or os.getpid()}"
+
+
+def _local_pid(owner: str, parts: int) -> int | None:
+    """The pid in ``owner`` if it names a process in this host's pid namespace, else None."""
+    fields = owner.split(":")
+    if len(fields) != parts or not fields[3].isdigit():
+        return None
+    if f"{fields[1]}:{fields[2]}" != local_identity():
+        return None
+    return int(fields[3])
 
 
 def instance_lease_name(owner: str) -> str:
@@ -131,28 +158,22 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def owner_is_alive(owner: str, live: set[str], hostname: str | None = None) -> bool:
+def owner_is_alive(owner: str, live: set[str]) -> bool:
     """Whether whatever ``owner`` names can still finish its run.
 
-    Schedulers are alive while their heartbeat lease is; a process executing a run directly
-    (``direct:<host>:<pid>``) is alive while its pid exists — checkable on this host only, so
-    a run owned by a process on another host is assumed alive.
+    Schedulers are alive while their heartbeat lease is — and, when they run in this host's pid
+    namespace, while their process exists (a crash is noticed at once). A process executing a
+    run directly (``direct:...``) is alive while its pid exists; one elsewhere cannot be checked
+    and is assumed alive.
     """
     if owner.startswith("sched:"):
         if owner not in live:
             return False
-        # A scheduler on this host that no longer exists is dead even before its heartbeat
-        # expires: a restart after a crash recovers its runs at once.
-        parts = owner.split(":")
-        here = hostname or socket.gethostname()
-        if len(parts) == 4 and parts[2].isdigit() and parts[1] == here:
-            return _pid_alive(int(parts[2]))
-        return True
+        pid = _local_pid(owner, 5)
+        return True if pid is None else _pid_alive(pid)
     if owner.startswith("direct:"):
-        parts = owner.split(":")
-        if len(parts) != 3 or not parts[2].isdigit():
+        if len(owner.split(":")) != 4:
             return False
-        if parts[1] != (hostname or socket.gethostname()):
-            return True
-        return _pid_alive(int(parts[2]))
+        pid = _local_pid(owner, 4)
+        return True if pid is None else _pid_alive(pid)
     return False

@@ -534,6 +534,10 @@ class PipelineRun(Base):
     #: Who executes the run: a scheduler instance (``sched:...``) or a process executing it
     #: directly (``direct:<host>:<pid>``). None while nobody has taken it.
     owner: Mapped[str | None] = mapped_column(String(128))
+    #: Set anew each time an executor claims the run (``initial → running``); every later write
+    #: of that executor is fenced on it, so an executor that stalled while its run was handed
+    #: to another can never overwrite the new attempt.
+    claim_token: Mapped[str | None] = mapped_column(String(32))
     #: When the scheduler handled the run's end (notifications, ``@once``, backfill status).
     finalized_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: How often the run was started again after whatever executed it died.

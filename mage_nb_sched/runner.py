@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import nbformat
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, exists, insert, select, true, update
 
 from . import artifacts
 from .clock import utcnow
@@ -115,12 +116,28 @@ def strip_ansi(text: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+def new_claim_token() -> str:
+    return uuid.uuid4().hex
+
+
+def _claimed_with(token: str | None, run_id_column: Any) -> Any:
+    """SQL condition: the run is still claimed with ``token`` (always true without a token)."""
+    if token is None:
+        return true()
+    return exists().where(PipelineRun.id == run_id_column, PipelineRun.claim_token == token)
+
+
 def claim_run(
-    store: Store, run_id: int, now: datetime, blocks: list[Block] | None = None
+    store: Store,
+    run_id: int,
+    now: datetime,
+    blocks: list[Block] | None = None,
+    token: str | None = None,
 ) -> dict[str, int] | None:
     """``initial → running`` only if still initial, and (re)create the run's block runs, in one
-    transaction. Returns ``{block_uuid: block_run_id}``, or None when the run was not initial
-    (someone else owns it; it is left alone)."""
+    transaction. ``token`` (default: a new one) fences every later write of this execution.
+    Returns ``{block_uuid: block_run_id}``, or None when the run was not initial (someone else
+    owns it; it is left alone)."""
     with store.write_engine.begin() as connection:
         claimed = connection.execute(
             update(PipelineRun)
@@ -128,7 +145,12 @@ def claim_run(
                 PipelineRun.id == run_id,
                 PipelineRun.status == PipelineRunStatus.INITIAL.value,
             )
-            .values(status=PipelineRunStatus.RUNNING.value, started_at=now, updated_at=now)
+            .values(
+                status=PipelineRunStatus.RUNNING.value,
+                started_at=now,
+                updated_at=now,
+                claim_token=token or new_claim_token(),
+            )
         )
         if claimed.rowcount != 1:
             return None
@@ -160,15 +182,20 @@ def _finish_run(
     status: str,
     now: datetime,
     metrics: dict[str, Any],
+    token: str | None = None,
 ) -> str:
-    """Write the final status unless someone already finished/cancelled the run; returns the
-    status the run ends with."""
+    """Write the final status unless someone already finished/cancelled the run (or, with
+    ``token``, claimed it again since); returns the status the run ends with."""
     with store.write_engine.begin() as connection:
         row = connection.execute(
-            select(PipelineRun.status, PipelineRun.metrics).where(PipelineRun.id == run_id)
+            select(PipelineRun.status, PipelineRun.metrics, PipelineRun.claim_token).where(
+                PipelineRun.id == run_id
+            )
         ).first()
         if row is None:
             return status
+        if token is not None and row[2] != token:
+            return str(getattr(row[0], "value", row[0]))  # another execution owns it now
         current, existing = str(row[0]), dict(row[1] or {})
         existing.update(metrics)
         values: dict[str, Any] = {"metrics": existing, "updated_at": now}
@@ -178,7 +205,11 @@ def _finish_run(
         # meanwhile is never overwritten.
         written = connection.execute(
             update(PipelineRun)
-            .where(PipelineRun.id == run_id, PipelineRun.status == current)
+            .where(
+                PipelineRun.id == run_id,
+                PipelineRun.status == current,
+                _claimed_with(token, PipelineRun.id),
+            )
             .values(**values)
         )
         if written.rowcount == 1 and current == PipelineRunStatus.RUNNING.value:
@@ -186,25 +217,40 @@ def _finish_run(
         return current
 
 
-def fail_run(store: Store, run_id: int, reason: str, now: datetime) -> bool:
+def fail_run(
+    store: Store,
+    run_id: int,
+    reason: str,
+    now: datetime,
+    *,
+    token: str | None = None,
+    owner: str | None = None,
+) -> bool:
     """Fail a run that is still ``running`` because whatever drove it stopped (a dead worker, a
     stopping worker, an internal error): the run and its running block get ``failed`` with the
-    reason, blocks that never ran are cancelled. A run already finished is left as it is.
-    Returns whether the run was failed here."""
+    reason, blocks that never ran are cancelled. A run already finished — or, with ``token`` /
+    ``owner``, claimed or owned by someone else since — is left as it is. Returns whether the
+    run was failed here."""
     with store.write_engine.begin() as connection:
+        fence = select(PipelineRun.claim_token, PipelineRun.owner).where(PipelineRun.id == run_id)
+        row = connection.execute(fence).first()
+        if row is None:
+            return False
+        if (token is not None and row[0] != token) or (owner is not None and row[1] != owner):
+            return False
         return end_run(connection, run_id, PipelineRunStatus.FAILED.value, reason, now)
 
 
-def _set_block(store: Store, block_run_id: int, **values: Any) -> None:
+def _set_block(store: Store, block_run_id: int, token: str | None, **values: Any) -> None:
     with store.write_engine.begin() as connection:
         connection.execute(
             update(BlockRun)
-            .where(BlockRun.id == block_run_id)
+            .where(BlockRun.id == block_run_id, _claimed_with(token, BlockRun.pipeline_run_id))
             .values(updated_at=utcnow(), **values)
         )
 
 
-def _cancel_remaining(store: Store, run_id: int, now: datetime) -> None:
+def _cancel_remaining(store: Store, run_id: int, now: datetime, token: str | None) -> None:
     """Cancel the blocks that never ran."""
     statuses = [BlockRunStatus.INITIAL.value, BlockRunStatus.QUEUED.value]
     with store.write_engine.begin() as connection:
@@ -213,6 +259,7 @@ def _cancel_remaining(store: Store, run_id: int, now: datetime) -> None:
             .where(
                 BlockRun.pipeline_run_id == run_id,
                 BlockRun.status.in_(statuses),
+                _claimed_with(token, BlockRun.pipeline_run_id),
             )
             .values(status=BlockRunStatus.CANCELLED.value, completed_at=now, updated_at=now)
         )
@@ -337,6 +384,7 @@ class PipelineRunner:
         self.cancel_grace = cancel_grace
         self.clock = clock
         self._cancel_events: dict[int, asyncio.Event] = {}
+        self._tokens: dict[int, str] = {}
 
     def cancel(self, run_id: int) -> None:
         """Ask a run executing here to stop (interrupt, then kill after ``cancel_grace``)."""
@@ -369,8 +417,9 @@ class PipelineRunner:
             pipeline = load_pipeline(store.project_dir, run.pipeline_uuid)
         except MageNbSchedError as err:
             load_error = str(err)
+        token = new_claim_token()
         block_run_ids = claim_run(
-            store, run_id, self.clock(), pipeline.blocks if pipeline else None
+            store, run_id, self.clock(), pipeline.blocks if pipeline else None, token
         )
         if block_run_ids is None:
             status = _read_status(store, run_id)
@@ -382,24 +431,33 @@ class PipelineRunner:
                 PipelineRunStatus.FAILED.value,
                 self.clock(),
                 {"error": load_error},
+                token,
             )
             return RunOutcome(run_id, final, load_error)
+        self._tokens[run_id] = token
         cancel_event = self._cancel_events.setdefault(run_id, asyncio.Event())
         watcher = asyncio.ensure_future(self._watch_for_cancel(run_id, cancel_event))
         try:
             return await self._execute_claimed(run, schedule, pipeline, block_run_ids, cancel_event)
         except asyncio.CancelledError:
             # The process driving the run is stopping: record it rather than leave it running.
-            fail_run(store, run_id, "the worker stopped while the run executed", self.clock())
+            fail_run(
+                store,
+                run_id,
+                "the worker stopped while the run executed",
+                self.clock(),
+                token=token,
+            )
             raise
         except Exception as err:  # an error of ours, not of user code: record it, never hang
             log.exception("run %s failed inside the runner", run_id)
             reason = f"internal error: {err!r}"
-            fail_run(store, run_id, reason, self.clock())
+            fail_run(store, run_id, reason, self.clock(), token=token)
             return RunOutcome(run_id, _read_status(store, run_id) or "failed", reason)
         finally:
             watcher.cancel()
             self._cancel_events.pop(run_id, None)
+            self._tokens.pop(run_id, None)
 
     async def _acquire_kernel(self, kernel_name: str) -> tuple[Any, Any]:
         """A fresh kernel for the notebook's kernelspec: from the warm pool when the pool runs
@@ -478,9 +536,14 @@ class PipelineRunner:
                 f"cannot start kernel {pipeline.kernel_name!r} for {pipeline.uuid}: {err}. "
                 "Install that kernel, or pick another one for the notebook in Jupyter."
             )
-            _cancel_remaining(store, run_id, self.clock())
+            _cancel_remaining(store, run_id, self.clock(), self._tokens.get(run_id))
             final = _finish_run(
-                store, run_id, PipelineRunStatus.FAILED.value, self.clock(), {"error": message}
+                store,
+                run_id,
+                PipelineRunStatus.FAILED.value,
+                self.clock(),
+                {"error": message},
+                self._tokens.get(run_id),
             )
             return RunOutcome(run_id, final, message)
         # Setup code waits here and goes to the kernel in one request with the first block's
@@ -524,7 +587,9 @@ class PipelineRunner:
             metrics["error"] = reason
         if outcome.first_cell_latency is not None:
             metrics["first_cell_latency"] = outcome.first_cell_latency
-        outcome.status = _finish_run(store, run_id, final_status, self.clock(), metrics)
+        outcome.status = _finish_run(
+            store, run_id, final_status, self.clock(), metrics, self._tokens.get(run_id)
+        )
         outcome.reason = reason
         return outcome
 
@@ -601,7 +666,7 @@ class PipelineRunner:
                 and not must_stop
             ):
                 continue  # a plain block failure is recorded on the block; the run goes on
-            _cancel_remaining(self.store, run.id, self.clock())
+            _cancel_remaining(self.store, run.id, self.clock(), self._tokens.get(run.id))
             return status, reason
         if pending:  # setup with no block after it (e.g. parameters in the last cell)
             await _silent(handle.kc, "\n".join(pending))
@@ -630,8 +695,13 @@ class PipelineRunner:
         ``stop`` is True when the run cannot go on (cancel, timeout, kernel gone) even with
         ``allow_blocks_to_fail``."""
         started_at = self.clock()
+        token = self._tokens.get(run.id)
         _set_block(
-            self.store, block_run_id, status=BlockRunStatus.RUNNING.value, started_at=started_at
+            self.store,
+            block_run_id,
+            token,
+            status=BlockRunStatus.RUNNING.value,
+            started_at=started_at,
         )
         log_path = artifacts.block_log_path(
             self.store.project_dir or Path("."),
@@ -702,6 +772,7 @@ class PipelineRunner:
             _set_block(
                 self.store,
                 block_run_id,
+                token,
                 status=status,
                 completed_at=self.clock(),
                 error=stop.reason,
@@ -713,6 +784,7 @@ class PipelineRunner:
             _set_block(
                 self.store,
                 block_run_id,
+                token,
                 status=BlockRunStatus.FAILED.value,
                 completed_at=self.clock(),
                 error=error,
@@ -728,6 +800,7 @@ class PipelineRunner:
         _set_block(
             self.store,
             block_run_id,
+            token,
             status=BlockRunStatus.COMPLETED.value,
             completed_at=self.clock(),
             metrics=metrics,
@@ -767,6 +840,12 @@ class PipelineRunner:
             done, _ = await asyncio.wait(
                 {task, cancel_wait}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
+        except BaseException:
+            # The run's own task is being cancelled (worker stopping): take the cell down with
+            # it, and collect its error so nothing is logged as "never retrieved".
+            task.cancel()
+            task.add_done_callback(_consume)
+            raise
         finally:
             cancel_wait.cancel()
         if task in done:
@@ -779,6 +858,11 @@ class PipelineRunner:
         raise _RunStopped(
             limits.timeout_status, f"run timed out after {limits.run_timeout}s; kernel killed"
         )
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 async def _stop_cell(handle: Any, task: asyncio.Future[Any], grace: float, interrupt: bool) -> None:

@@ -158,6 +158,7 @@ class Scheduler(LoggingConfigurable):
         if self.notifier is None:
             self.notifier = Notifier(parent=self)
         self.instance_id = leases.new_instance_id()
+        self.executor.owner = self.instance_id
         self.is_leader = False
         self._in_flight: dict[int, asyncio.Future[RunResult]] = {}
         self._recently_done: dict[int, float] = {}
@@ -267,14 +268,25 @@ class Scheduler(LoggingConfigurable):
                 try:
                     leading = await self._db_call(self._heartbeat, self.clock())
                 except Exception:
+                    # Unknown, not lost: keep the current role and try again soon.
                     log.exception("could not renew the scheduler lease; retrying")
-                    leading = False
-                next_heartbeat = loop.time() + self.lease_seconds / 3
+                    next_heartbeat = loop.time() + min(1.0, self.lease_seconds / 10)
+                    leading = self.is_leader
+                else:
+                    next_heartbeat = loop.time() + self.lease_seconds / 3
                 if leading and not self.is_leader:
                     log.info("scheduler %s is active", self.instance_id)
                     self._next_recovery = 0.0  # recover a dead leader's runs at once
                 elif self.is_leader and not leading:
-                    log.warning("scheduler %s lost the leader lease; standing by", self.instance_id)
+                    # Another scheduler holds the lease: we stalled past it, and it has taken
+                    # over our runs. Stop executing them (our writes are fenced anyway).
+                    log.warning(
+                        "scheduler %s lost the leader lease; stopping %d run(s), standing by",
+                        self.instance_id,
+                        len(self._in_flight),
+                    )
+                    for run_id in list(self._in_flight):
+                        await self.executor.cancel(run_id)
                 self.is_leader = leading
             if not self.is_leader:
                 await self._sleep(next_heartbeat - loop.time())

@@ -614,7 +614,7 @@ def _owned_running_run(store: Store, owner: str, now: datetime) -> int:
 
 def test_runs_of_a_dead_scheduler_are_retried_then_failed_with_the_reason(store: Store) -> None:
     clock = FakeClock(T0)
-    dead = "sched:elsewhere:1:deadbeef"
+    dead = "sched:elsewhere:4026531836:1:deadbeef"
     run_id = _owned_running_run(store, dead, T0)
 
     async def scenario() -> None:
@@ -639,7 +639,7 @@ def test_runs_of_a_dead_scheduler_are_retried_then_failed_with_the_reason(store:
 
 def test_runs_of_a_live_scheduler_are_left_alone(store: Store) -> None:
     clock = FakeClock(T0)
-    other = "sched:elsewhere:2:cafebabe"
+    other = "sched:elsewhere:4026531836:2:cafebabe"
     leases_module.acquire(store, leases_module.instance_lease_name(other), other, T0, 30)
     run_id = _owned_running_run(store, other, T0)
 
@@ -653,15 +653,14 @@ def test_runs_of_a_live_scheduler_are_left_alone(store: Store) -> None:
 
 
 def test_a_run_of_a_process_that_exited_is_recovered(store: Store) -> None:
-    import socket
     import subprocess
     import sys
 
     clock = FakeClock(T0)
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
-    run_id = _owned_running_run(store, f"direct:{socket.gethostname()}:{child.pid}", T0)
-    alive = _owned_running_run(store, f"direct:{socket.gethostname()}:{os.getpid()}", T0)
+    run_id = _owned_running_run(store, leases_module.direct_owner(child.pid), T0)
+    alive = _owned_running_run(store, leases_module.direct_owner(), T0)
 
     async def scenario() -> None:
         scheduler, _executor = make_scheduler(store, clock, max_recovery_attempts=0)
@@ -815,14 +814,13 @@ def test_idle_pass_reads_no_schedule_rows(store: Store) -> None:
 
 
 def test_a_dead_local_leader_is_replaced_without_waiting_for_its_lease(store: Store) -> None:
-    import socket
     import subprocess
     import sys
 
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
-    dead = f"sched:{socket.gethostname()}:{child.pid}:00000000"
-    alive = f"sched:{socket.gethostname()}:{os.getpid()}:11111111"
+    dead = leases_module.new_instance_id(child.pid)
+    alive = leases_module.new_instance_id()
     assert leases_module.acquire(store, "leader", dead, T0, 10)
     assert not leases_module.acquire(store, "leader", "sched:new:1:x", T0, 10)
     assert leases_module.take_over_from_dead(store, "leader", "sched:new:1:x", T0, 10)
@@ -831,3 +829,45 @@ def test_a_dead_local_leader_is_replaced_without_waiting_for_its_lease(store: St
     leases_module.release(store, "leader", "sched:new:1:x")
     assert leases_module.acquire(store, "leader", alive, T0, 10)
     assert not leases_module.take_over_from_dead(store, "leader", "sched:new:1:x", T0, 10)
+
+
+def test_a_scheduler_in_another_pid_namespace_is_not_judged_by_pid(store: Store) -> None:
+    """Same host name, different pid namespace (a container): pid 1 there is not pid 1 here."""
+    host = leases_module.local_identity().split(":")[0]
+    foreign = f"sched:{host}:1:{os.getpid() + 10_000_000}:abcdef12"
+    assert leases_module.owner_is_alive(foreign, {foreign})  # live heartbeat: alive
+    assert not leases_module.owner_is_alive(foreign, set())  # no heartbeat: dead
+    local_dead = leases_module.new_instance_id(os.getpid() + 10_000_000)
+    assert not leases_module.owner_is_alive(local_dead, {local_dead})
+
+
+def test_a_stalled_executor_cannot_overwrite_the_run_claimed_again(store: Store) -> None:
+    """Fencing: a runner whose run was requeued and claimed by another executor writes
+    nothing — not the run's status, not its blocks."""
+    from mage_nb_sched.runner import _finish_run, _set_block, claim_run, fail_run
+    from mage_nb_sched.service.runs import requeue_run
+
+    manual = create_run(pipeline_uuid="my_pipeline", now=T0)
+    old_blocks = claim_run(store, manual.id, T0, None, "old-token")
+    assert old_blocks == {}
+    with store.write_engine.begin() as connection:
+        assert requeue_run(connection, manual.id, "its scheduler stalled", T0)
+    assert claim_run(store, manual.id, T0, None, "new-token") == {}
+    with store.write_engine.begin() as connection:
+        connection.execute(
+            BlockRun.__table__.insert().values(
+                pipeline_run_id=manual.id,
+                block_uuid="load",
+                status="running",
+                created_at=T0.replace(tzinfo=None),
+                updated_at=T0.replace(tzinfo=None),
+            )
+        )
+    [block] = PipelineRun.query.get(manual.id).block_runs
+    assert _finish_run(store, manual.id, "completed", T0, {}, "old-token") == "running"
+    assert not fail_run(store, manual.id, "old worker stopped", T0, token="old-token")
+    _set_block(store, block.id, "old-token", status="cancelled")
+    fresh = PipelineRun.query.get(manual.id)
+    assert str(fresh.status) == "running" and str(fresh.block_runs[0].status) == "running"
+    # The current execution's writes go through.
+    assert _finish_run(store, manual.id, "completed", T0, {}, "new-token") == "completed"

@@ -29,6 +29,10 @@ class Executor(LoggingConfigurable):
     pick the class and its options from Jupyter config (``c.LocalExecutor.workers = 4``).
     """
 
+    #: Set by the scheduler that drives this executor (its instance id): runs it fails on its
+    #: own (a dead worker) are failed only while they still belong to that scheduler.
+    owner: str | None = None
+
     async def start(self) -> None:
         """Start workers (and their warm kernels)."""
         raise NotImplementedError

@@ -18,6 +18,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import sys
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -57,7 +58,17 @@ def worker_main(
     set_pdeathsig(signal.SIGKILL)
     if os.getppid() != parent_pid:
         os._exit(1)  # the parent died before the line above took effect
+    # Our own process group: a Ctrl-C or a SIGTERM sent to the scheduler's whole group (a
+    # terminal, `timeout`, `kill -- -PGID`) must not kill runs the scheduler wants to stop
+    # gracefully; the scheduler stops us itself (and PDEATHSIG covers its death).
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)
     asyncio.run(_worker_loop(conn, db_url, project_dir, kernel_pool_size, tuple(preload)))
+    # Everything is in the database and the kernels are gone; a normal interpreter exit would
+    # wait ~1 s more for ZeroMQ to linger on closed kernel sockets.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 async def _worker_loop(
@@ -324,7 +335,7 @@ class LocalExecutor(Executor):
     def _fail_orphaned_run(self, run_id: int, reason: str) -> None:
         from ..runner import fail_run
 
-        fail_run(self.store, run_id, reason, utcnow())
+        fail_run(self.store, run_id, reason, utcnow(), owner=self.owner)
 
     def _resolve(self, result: RunResult) -> None:
         future = self._futures.pop(result.run_id, None)

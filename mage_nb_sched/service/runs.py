@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, select, update
+from sqlalchemy import Connection, Table, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .. import timing
@@ -260,18 +258,25 @@ def requeue_run(connection: Connection, run_id: int, reason: str, now: datetime)
         .values(
             status=PipelineRunStatus.INITIAL.value,
             owner=None,
+            claim_token=None,
             started_at=None,
             updated_at=now,
             attempts=int(row[1] or 0) + 1,
             metrics=metrics,
         )
     )
-    return written.rowcount == 1
+    if written.rowcount != 1:
+        return False
+    # The next claim creates them afresh; none may stay "running" meanwhile.
+    connection.execute(delete(BlockRun).where(BlockRun.pipeline_run_id == run_id))
+    return True
 
 
 def direct_owner() -> str:
     """The ``owner`` of runs this process executes itself (CLI, ``await run.execute()``)."""
-    return f"direct:{socket.gethostname()}:{os.getpid()}"
+    from ..leases import direct_owner as owner_for
+
+    return owner_for()
 
 
 def take_run(store: Store, run_id: int, owner: str) -> bool:

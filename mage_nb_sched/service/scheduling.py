@@ -754,7 +754,7 @@ def requeue_interrupted(store: Store, run_ids: Iterable[int], owner: str, now: d
     the next start); the attempt is not counted against crash recovery."""
     with store.write_engine.begin() as connection:
         for run_id in run_ids:
-            connection.execute(
+            requeued = connection.execute(
                 update(PipelineRun)
                 .where(
                     PipelineRun.id == run_id,
@@ -764,10 +764,13 @@ def requeue_interrupted(store: Store, run_ids: Iterable[int], owner: str, now: d
                 .values(
                     status=PipelineRunStatus.INITIAL.value,
                     owner=None,
+                    claim_token=None,
                     started_at=None,
                     updated_at=now,
                 )
             )
+            if requeued.rowcount == 1:
+                connection.execute(delete(BlockRun).where(BlockRun.pipeline_run_id == run_id))
 
 
 def ended_elsewhere(store: Store, run_ids: Iterable[int]) -> list[int]:

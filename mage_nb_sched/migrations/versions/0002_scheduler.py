@@ -40,6 +40,7 @@ def upgrade() -> None:
         unique=False,
     )
     op.add_column("pipeline_run", sa.Column("owner", sa.String(length=128), nullable=True))
+    op.add_column("pipeline_run", sa.Column("claim_token", sa.String(length=32), nullable=True))
     op.add_column(
         "pipeline_run", sa.Column("finalized_at", sa.DateTime(timezone=True), nullable=True)
     )
@@ -80,6 +81,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_pipeline_run_status_owner")
         batch_op.drop_column("attempts")
         batch_op.drop_column("finalized_at")
+        batch_op.drop_column("claim_token")
         batch_op.drop_column("owner")
     with op.batch_alter_table("pipeline_schedule", schema=None) as batch_op:
         batch_op.drop_index("ix_pipeline_schedule_due")

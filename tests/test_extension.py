@@ -1,0 +1,349 @@
+"""The Jupyter server extension end to end: a real server (pytest-jupyter, loopback), the
+scheduler it starts, real worker processes and kernels, and ``jupyter server extension list``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import pytest_jupyter.jupyter_server as jupyter_server_fixtures
+from conftest import write_notebook
+from traitlets.config import Config
+
+from mage_nb_sched import PipelineRun, PipelineSchedule
+from mage_nb_sched.clock import utcnow
+from mage_nb_sched.extension import MageNbSchedApp
+from mage_nb_sched.notifications import RUN_NOTIFICATION_SCHEMA_ID
+from mage_nb_sched.project import DB_URL_ENV, PROJECT_DIR_ENV
+from mage_nb_sched.store import current_store, reset_stores
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+# pytest-jupyter's fixtures (its server module re-exports the core and tornado ones), for this
+# module only: `pytest_plugins = ["pytest_jupyter.jupyter_server"]` would register the plugin
+# for the whole session, and its autouse fixtures (an event loop closed after every test, a
+# ServerApp cleanup) and its test-call hook would then apply to every other test file too.
+# Without the hook, tests here are plain functions that run their scenario on the server's
+# loop (`on_server_loop`).
+_FIXTURES = (
+    "jp_asyncio_loop jp_home_dir jp_data_dir jp_config_dir jp_runtime_dir jp_system_jupyter_path "
+    "jp_env_jupyter_path jp_system_config_path jp_env_config_path jp_kernel_dir echo_kernel_spec "
+    "jp_environ http_server http_server_port http_server_client jp_root_dir jp_argv jp_http_port "
+    "jp_nbconvert_templates jp_logging_stream jp_configurable_serverapp jp_serverapp jp_web_app "
+    "jp_auth_header jp_base_url jp_fetch jp_server_cleanup"
+)
+for _name in _FIXTURES.split():
+    globals()[_name] = getattr(jupyter_server_fixtures, _name)
+
+T = TypeVar("T")
+REPO = Path(__file__).resolve().parents[1]
+CONFIG_FILE = REPO / "jupyter-config" / "jupyter_server_config.d" / "mage_nb_sched.json"
+GRACE = 1.0
+FINAL = ("completed", "failed", "cancelled")
+
+
+async def until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
+    """Poll ``predicate`` (bounded, without blocking the server's loop) until it is truthy."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what or predicate}")
+        await asyncio.sleep(0.02)
+
+
+def run_status(run_id: int) -> str:
+    return str(PipelineRun.query.get(run_id).status)
+
+
+async def finished(run_id: int, timeout: float = 60.0) -> None:
+    await until(lambda: run_status(run_id) in FINAL, timeout, f"run {run_id} finishes")
+
+
+def process_gone(pid: int) -> bool:
+    """``os.kill(pid, 0)`` fails, or the process is a zombie nobody reaped yet (a container's
+    init may never reap): either way it no longer runs."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state == "Z"
+
+
+# --------------------------------------------------------------------------------------------
+# Fixtures
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def clean_env() -> Iterator[None]:
+    """No store URL or project dir from the outside, no cached stores; the variables the
+    extension exports are removed again afterwards (monkeypatch would not undo a variable that
+    did not exist when it was deleted)."""
+    saved = {name: os.environ.pop(name, None) for name in (DB_URL_ENV, PROJECT_DIR_ENV)}
+    reset_stores()
+    yield
+    reset_stores()
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture
+def jp_server_config(clean_env: None) -> Config:
+    return Config(
+        {
+            "ServerApp": {
+                "jpserver_extensions": {"mage_nb_sched": True, "jupyter_server_terminals": False},
+                # A broken extension fails the test instead of only logging a warning.
+                "reraise_server_extension_failures": True,
+            },
+            "MageNbSchedApp": {"workers": 1, "kernel_pool_size": 1, "shutdown_grace": GRACE},
+        }
+    )
+
+
+@pytest.fixture
+def mage_app(
+    jp_serverapp: Any, jp_asyncio_loop: asyncio.AbstractEventLoop
+) -> Iterator[MageNbSchedApp]:
+    """The extension app, started the way the server starts extensions once its loop runs
+    (pytest-jupyter initialises the server but does not run that step); stopped afterwards."""
+    manager = jp_serverapp.extension_manager
+    assert "mage_nb_sched" in manager.extensions, "the extension was not found/linked"
+    app = manager.extension_points["mage_nb_sched"].app
+    assert isinstance(app, MageNbSchedApp)
+    jp_asyncio_loop.run_until_complete(manager.start_all_extensions())
+    yield app
+    jp_asyncio_loop.run_until_complete(app.stop_extension())
+
+
+@pytest.fixture
+def on_server_loop(
+    jp_asyncio_loop: asyncio.AbstractEventLoop,
+) -> Callable[[Coroutine[Any, Any, T]], T]:
+    """Run a test's scenario on the loop the server and its scheduler live on."""
+    return jp_asyncio_loop.run_until_complete
+
+
+# --------------------------------------------------------------------------------------------
+# Tests
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.kernel
+def test_extension_loads_and_its_scheduler_leads(
+    jp_serverapp: Any,
+    mage_app: MageNbSchedApp,
+    jp_root_dir: Path,
+    jp_fetch: Any,
+    on_server_loop: Any,
+) -> None:
+    scheduler = mage_app.scheduler
+    assert scheduler is not None, "the extension started no scheduler"
+    assert jp_serverapp.web_app.settings.get("mage_nb_sched_scheduler") is scheduler
+    # The extension's shorthand traits reached the parts that own them.
+    assert scheduler.executor.workers == 1
+    assert scheduler.executor.kernel_pool_size == 1
+    assert scheduler.shutdown_grace == GRACE
+    # The default store in the server's root dir, exported for kernels, and the one the model
+    # API in this process uses.
+    root = Path(jp_root_dir).resolve()
+    assert mage_app.store.project_dir == root
+    assert mage_app.store.url == f"sqlite:///{root / '.mage_nb_sched' / 'scheduler.db'}"
+    assert os.environ[PROJECT_DIR_ENV] == str(root)
+    assert os.environ[DB_URL_ENV] == mage_app.store.url
+    assert current_store() is mage_app.store
+
+    async def scenario() -> int:
+        await until(lambda: scheduler.is_leader, 15.0, "the scheduler takes the leader lease")
+        assert not scheduler._task.done(), "the scheduler loop is not running"
+        # The server still answers on loopback with the scheduler running in it.
+        response = await jp_fetch("api", "status")
+        return int(response.code)
+
+    assert on_server_loop(scenario()) == 200
+
+
+@pytest.mark.kernel
+def test_once_schedule_made_with_the_python_api_fires_and_completes(
+    mage_app: MageNbSchedApp, jp_root_dir: Path, on_server_loop: Any
+) -> None:
+    write_notebook(Path(jp_root_dir) / "hello.ipynb", ["value = 6 * 7", "print('answer', value)"])
+    schedule = PipelineSchedule.create(
+        name="once",
+        pipeline_uuid="hello",
+        schedule_interval="@once",
+        start_time=utcnow(),
+        status="active",
+    )
+
+    async def scenario() -> int:
+        runs = await until(
+            lambda: PipelineSchedule.query.get(schedule.id).pipeline_runs, 30.0, "a run is made"
+        )
+        await finished(runs[0].id)
+        await until(
+            lambda: str(PipelineSchedule.query.get(schedule.id).status) == "inactive",
+            15.0,
+            "the @once schedule is switched off",
+        )
+        return int(runs[0].id)
+
+    run = PipelineRun.query.get(on_server_loop(scenario()))
+    assert str(run.status) == "completed", run.metrics
+    assert run.owner is not None and run.owner.startswith("sched:")
+    assert "answer 42" in run.logs("cell_1")
+    assert len(PipelineSchedule.query.get(schedule.id).pipeline_runs) == 1
+
+
+@pytest.mark.kernel
+def test_a_manual_run_starts_at_once(
+    mage_app: MageNbSchedApp, jp_root_dir: Path, on_server_loop: Any
+) -> None:
+    write_notebook(Path(jp_root_dir) / "quick.ipynb", ["x = 1"])
+    scheduler = mage_app.scheduler
+
+    async def scenario() -> list[int]:
+        # After the scheduler's first (cold) pass, as a user would be.
+        await until(lambda: scheduler.is_leader and scheduler.passes, 15.0, "a first pass")
+        ids = []
+        for _ in range(2):  # the worker's first run, then a warm one
+            run_id = int(PipelineRun.create(pipeline_uuid="quick").id)
+            await finished(run_id)
+            ids.append(run_id)
+        return ids
+
+    for label, run_id in zip(("first", "second"), on_server_loop(scenario()), strict=True):
+        run = PipelineRun.query.get(run_id)
+        assert str(run.status) == "completed", run.metrics
+        assert run.started_at is not None and run.completed_at is not None
+        latency = (run.started_at - run.created_at).total_seconds() * 1000
+        print(f"\n{label} manual run in the server: created → started {latency:.1f} ms")
+
+
+@pytest.mark.kernel
+def test_a_failed_run_emits_a_jupyter_server_event(
+    jp_serverapp: Any, mage_app: MageNbSchedApp, jp_root_dir: Path, on_server_loop: Any
+) -> None:
+    write_notebook(Path(jp_root_dir) / "broken.ipynb", ["x = 1", "1 / 0"])
+    events: list[dict[str, Any]] = []
+
+    async def listener(logger: Any, schema_id: str, data: dict[str, Any]) -> None:
+        events.append({"schema_id": schema_id, **data})
+
+    jp_serverapp.event_logger.add_listener(schema_id=RUN_NOTIFICATION_SCHEMA_ID, listener=listener)
+
+    async def scenario() -> tuple[int, list[dict[str, Any]]]:
+        run = PipelineRun.create(pipeline_uuid="broken")
+        await finished(run.id)
+        mine = await until(
+            lambda: [event for event in events if event["run_id"] == run.id],
+            10.0,
+            "a notification event for the finished run",
+        )
+        return int(run.id), mine
+
+    run_id, mine = on_server_loop(scenario())
+    assert len(mine) == 1, mine
+    event = mine[0]
+    assert event["schema_id"] == RUN_NOTIFICATION_SCHEMA_ID
+    assert event["kind"] == "failure"
+    assert event["pipeline_uuid"] == "broken"
+    assert event["status"] == "failed"
+    assert event["schedule_id"] is None
+    assert "ZeroDivisionError" in (event["reason"] or ""), event
+    assert run_status(run_id) == "failed"
+
+
+@pytest.mark.kernel
+def test_stopping_the_server_requeues_a_run_in_flight_and_kills_its_kernel(
+    jp_serverapp: Any, mage_app: MageNbSchedApp, jp_root_dir: Path, on_server_loop: Any
+) -> None:
+    pid_file = Path(jp_root_dir) / "kernel.pid"
+    write_notebook(
+        Path(jp_root_dir) / "slow.ipynb",
+        [
+            "import os, time\n"
+            f"with open({str(pid_file)!r}, 'w') as f:\n"
+            "    f.write(str(os.getpid()))\n"
+            "time.sleep(60)"
+        ],
+    )
+    run = PipelineRun.create(pipeline_uuid="slow")
+
+    async def scenario() -> tuple[int, float]:
+        await until(lambda: pid_file.exists() and pid_file.read_text().strip(), 60.0, "cell runs")
+        kernel_pid = int(pid_file.read_text())
+        assert run_status(run.id) == "running"
+        assert not process_gone(kernel_pid)
+        started = time.monotonic()
+        await jp_serverapp.cleanup_extensions()  # what the server does when it shuts down
+        elapsed = time.monotonic() - started
+        await until(lambda: process_gone(kernel_pid), 10.0, f"kernel {kernel_pid} exits")
+        return kernel_pid, elapsed
+
+    kernel_pid, elapsed = on_server_loop(scenario())
+    print(f"\nextension stop with a run in flight: {elapsed:.2f} s (shutdown_grace {GRACE} s)")
+    assert elapsed < GRACE + 10, "stopping hung"  # a hang guard, not a performance bound
+    assert mage_app.scheduler is None
+    assert process_gone(kernel_pid)
+    run = PipelineRun.query.get(run.id)
+    assert str(run.status) == "initial"
+    assert run.owner is None
+    assert run.started_at is None
+
+
+def test_jupyter_server_extension_list_shows_it_enabled_and_ok(tmp_path: Path) -> None:
+    # The file the wheel installs, and the wheel maps it to etc/jupyter/jupyter_server_config.d.
+    assert json.loads(CONFIG_FILE.read_text()) == {
+        "ServerApp": {"jpserver_extensions": {"mage_nb_sched": True}}
+    }
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    shared = pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["shared-data"]
+    assert shared["jupyter-config/jupyter_server_config.d"] == "etc/jupyter/jupyter_server_config.d"
+    installed = Path(sys.prefix) / "etc" / "jupyter" / "jupyter_server_config.d" / CONFIG_FILE.name
+    if installed.exists():
+        assert installed.read_text() == CONFIG_FILE.read_text()
+    # An editable install ships no data files: list with the repo's file as the user config
+    # (`extension list` reads the user, sys.prefix and system dirs, not JUPYTER_CONFIG_PATH).
+    config_dir = tmp_path / "jupyter-config"
+    (config_dir / "jupyter_server_config.d").mkdir(parents=True)
+    shutil.copy(CONFIG_FILE, config_dir / "jupyter_server_config.d" / CONFIG_FILE.name)
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(config_dir), "HOME": str(tmp_path)}
+    env.pop(DB_URL_ENV, None)
+    result = subprocess.run(
+        [sys.executable, "-m", "jupyter", "server", "extension", "list"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    output = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout + result.stderr)
+    assert result.returncode == 0, output
+    section = output.split(f"Config dir: {config_dir}", 1)[1].split("Config dir:", 1)[0]
+    assert re.search(r"^\s*mage_nb_sched enabled\s*$", section, re.M), output
+    assert re.search(r"^\s*mage_nb_sched \S+ OK\s*$", section, re.M), output
