@@ -400,27 +400,35 @@ class Scheduler(LoggingConfigurable):
             deleted = scheduling.delete_old_runs(store, now, self.run_retention_days)
             if deleted:
                 log.info("deleted %d run(s) older than %d days", deleted, self.run_retention_days)
+        probe = scheduling.probe(store, now)
         # Closing finished runs first lets @always_on / @once react within the same pass.
-        finished = scheduling.finalize_runs(store, now)
-        report.created = scheduling.create_due_runs(store, now)
-        timeouts = scheduling.enforce_timeouts(store, now)
-        slas = scheduling.check_slas(store, now)
-        report.stopped = timeouts.ended + [
+        finished = scheduling.finalize_runs(store, now) if probe.finished else []
+        # Closing runs can make schedules due (@always_on, landing time): look again then.
+        due = probe.due or probe.finished
+        report.created = scheduling.create_due_runs(store, now) if due else []
+        unfinished = probe.unfinished or bool(report.created)
+        timeouts = scheduling.enforce_timeouts(store, now) if probe.unfinished else None
+        slas = scheduling.check_slas(store, now) if unfinished else None
+        ended = timeouts.ended if timeouts else []
+        report.stopped = ended + [
             run_id
             for run_id in scheduling.ended_elsewhere(store, in_flight)
-            if run_id not in timeouts.ended
+            if run_id not in ended
         ]
-        starts = scheduling.plan_starts(store, now, self.instance_id, capacity)
-        report.started, report.skipped = starts.start, starts.skipped
-        # ...and closing them last catches runs this pass ended (skipped, timed out), so one
-        # pass leaves nothing for the next.
-        report.notifications = finished + slas.notifications + scheduling.finalize_runs(store, now)
+        if probe.waiting or report.created:
+            starts = scheduling.plan_starts(store, now, self.instance_id, capacity)
+            report.started, report.skipped = starts.start, starts.skipped
+        report.notifications = finished + (slas.notifications if slas else [])
+        if report.skipped or ended:
+            # ...and closing the runs this pass ended (skipped, timed out) leaves nothing for
+            # the next pass.
+            report.notifications += scheduling.finalize_runs(store, now)
         candidates = [
             instant
             for instant in (
-                scheduling.next_due_at(store),
-                timeouts.next_deadline,
-                slas.next_deadline,
+                scheduling.next_due_at(store) if due else probe.next_due_at,
+                timeouts.next_deadline if timeouts else None,
+                slas.next_deadline if slas else None,
             )
             if instant is not None
         ]

@@ -539,11 +539,13 @@ def decide(
     last_run_status: str | None = None,
     run_exists_for: Any = None,
     runtimes: Sequence[float] = (),
+    current_period: datetime | None = None,
 ) -> ScheduleDecision:
     """Mage's ``should_schedule`` as a pure function.
 
     ``run_exists_for(execution_date) -> bool`` answers whether the schedule already has a run for
-    that period; everything else is plain data.
+    that period; everything else is plain data. ``current_period``: the current execution date
+    when the caller computed it already (the scheduler does, once per interval and pass).
     """
     now = to_utc(now)
     if status != ScheduleStatus.ACTIVE.value:
@@ -553,7 +555,11 @@ def decide(
         return ScheduleDecision(False, None, "schedule has no interval")
     if not timing.uses_landing_time and timing.start_time is not None and now < timing.start_time:
         return ScheduleDecision(False, None, "start_time is in the future")
-    execution_date = current_execution_date(timing, now, runtimes)
+    execution_date = (
+        current_period
+        if current_period is not None
+        else current_execution_date(timing, now, runtimes)
+    )
     if interval == ScheduleInterval.ONCE.value:
         if run_count == 0:
             return ScheduleDecision(True, execution_date, "@once schedule has not run yet")

@@ -126,16 +126,22 @@ def insert_run_once(values: dict[str, Any]) -> tuple[PipelineRun, bool]:
 
 
 def scheduled_run_values(
-    schedule: PipelineSchedule, execution_date: datetime, variables: dict[str, Any] | None = None
+    schedule: PipelineSchedule,
+    execution_date: datetime,
+    variables: dict[str, Any] | None = None,
+    *,
+    schedule_timing: timing.ScheduleTiming | None = None,
 ) -> dict[str, Any]:
-    """Column values of ``schedule``'s run for the period starting at ``execution_date``.
+    """Column values of ``schedule``'s run for the period starting at ``execution_date``
+    (``schedule_timing``: the schedule's timing when the caller has it already).
 
     The run carries Mage's ``interval_*`` variables plus ``ds``/``hr`` as ISO strings.
     """
+    facts = schedule_timing or schedule.timing
     run_variables = dict(variables or {})
-    for key, value in timing.interval_variables(schedule.timing, execution_date).items():
+    for key, value in timing.interval_variables(facts, execution_date).items():
         run_variables[key] = value.isoformat() if isinstance(value, datetime) else value
-    run_variables.update(timing.date_variables(execution_date, schedule.timezone))
+    run_variables.update(timing.date_variables(execution_date, facts.timezone))
     return {
         "pipeline_schedule_id": schedule.id,
         "pipeline_uuid": schedule.pipeline_uuid,

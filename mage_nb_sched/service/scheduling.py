@@ -18,10 +18,22 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, bindparam, delete, func, or_, select, true, update
+from sqlalchemy import (
+    Connection,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    or_,
+    select,
+    update,
+)
 
 from .. import leases, timing
 from ..artifacts import run_dir
+from ..datetimes import UTC
 from ..enums import (
     BackfillStatus,
     BlockRunStatus,
@@ -37,6 +49,7 @@ from ..models import (
     BlockRun,
     PipelineRun,
     PipelineSchedule,
+    UTCDateTime,
 )
 from ..notifications import Notification
 from ..project import data_dir
@@ -72,6 +85,79 @@ class Plan:
 
     execution_dates: list[datetime]
     next_due_at: datetime
+    timing: timing.ScheduleTiming | None = None
+
+
+def timing_of(schedule: Any, settings: dict[str, Any]) -> timing.ScheduleTiming:
+    """``schedule.timing`` from settings already read (the model property re-reads them)."""
+    interval = schedule.schedule_interval
+    return timing.ScheduleTiming(
+        schedule_interval=interval,
+        timezone=str(settings["timezone"]),
+        start_time=schedule.start_time,
+        last_enabled_at=schedule.last_enabled_at,
+        landing_time_enabled=(
+            schedule.schedule_type == ScheduleType.TIME
+            and interval in timing.LANDING_INTERVALS
+            and bool(settings["landing_time_enabled"])
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What a pass has to do, from one read-only query: most passes find nothing, and an idle
+    pass then costs one statement and no write lock."""
+
+    finished: bool  # runs ended but not yet closed
+    due: bool  # active time schedules due
+    waiting: bool  # runs nobody has taken
+    unfinished: bool  # runs waiting or executing (timeouts, SLAs, recovery)
+    next_due_at: datetime | None  # the earliest next_due_at of an active time schedule
+
+
+def _probe_statement() -> Any:
+    active_time = (
+        PipelineSchedule.status == ScheduleStatus.ACTIVE.value,
+        PipelineSchedule.schedule_type == ScheduleType.TIME.value,
+    )
+    return select(
+        exists().where(PipelineRun.finalized_at.is_(None), PipelineRun.status.in_(FINISHED)),
+        exists().where(
+            *active_time, PipelineSchedule.next_due_at <= bindparam("now", type_=UTCDateTime)
+        ),
+        exists().where(
+            PipelineRun.status == PipelineRunStatus.INITIAL.value, PipelineRun.owner.is_(None)
+        ),
+        exists().where(PipelineRun.status.in_(UNFINISHED)),
+        select(func.min(PipelineSchedule.next_due_at)).where(*active_time).scalar_subquery(),
+    )
+
+
+#: Built once: constructing SQLAlchemy statements costs more than SQLite answering them.
+_PROBE = _probe_statement()
+
+
+def probe(store: Store, now: datetime) -> Probe:
+    """One read of everything a pass needs to decide which steps to run."""
+    with store.engine.connect() as connection:
+        finished, due, waiting, unfinished, next_due = connection.execute(
+            _PROBE, {"now": now}
+        ).one()
+    return Probe(
+        bool(finished),
+        bool(due),
+        bool(waiting),
+        bool(unfinished),
+        None if next_due is None else _utc(_as_datetime(next_due)),
+    )
+
+
+def _as_datetime(value: Any) -> datetime:
+    # A scalar subquery's MIN() comes back as text on SQLite (no column type applies to it).
+    if isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
 
 
 def _exists(store: Store, statement: Any) -> bool:
@@ -120,10 +206,59 @@ def _runtimes(connection: Connection, schedule_id: int) -> list[float]:
     return [(completed - created).total_seconds() for created, completed in rows if completed]
 
 
-def plan_schedule(connection: Connection, schedule: PipelineSchedule, now: datetime) -> Plan:
-    """Which runs an active time schedule needs at ``now`` (Mage's rules, DESIGN §4)."""
+class PassFacts:
+    """Pure results shared by every schedule in one pass: the current period and next tick of
+    each (interval, zone), and the variables of each scheduled period. A burst of 10,000
+    schedules on the same interval computes each of them once."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+        self._ticks: dict[tuple[str, str], tuple[datetime | None, datetime | None]] = {}
+        self._periods: dict[tuple[str | None, str, datetime], tuple[dict[str, Any], str]] = {}
+
+    def ticks(self, facts: timing.ScheduleTiming) -> tuple[datetime | None, datetime | None]:
+        """(current period start, next tick) of a periodic interval at ``now``."""
+        key = (str(facts.schedule_interval), facts.timezone)
+        found = self._ticks.get(key)
+        if found is None:
+            cadence = facts.cadence()
+            found = (cadence.tick_at_or_before(self.now), cadence.tick_after(self.now))
+            self._ticks[key] = found
+        return found
+
+    def run_row(
+        self, schedule: Any, facts: timing.ScheduleTiming, execution_date: datetime
+    ) -> dict[str, Any]:
+        """The new run's column values (see :func:`scheduled_run_values`)."""
+        key = (facts.schedule_interval, facts.timezone, execution_date)
+        found = self._periods.get(key)
+        if found is None:
+            values = scheduled_run_values(schedule, execution_date, schedule_timing=facts)
+            found = (values["variables"], execution_date.astimezone(UTC).isoformat())
+            self._periods[key] = found
+        variables, stamp = found
+        return {
+            "pipeline_schedule_id": schedule.id,
+            "pipeline_uuid": schedule.pipeline_uuid,
+            "execution_date": execution_date,
+            "status": PipelineRunStatus.INITIAL.value,
+            "variables": variables,
+            "run_key": f"schedule:{schedule.id}:{stamp}",
+            "created_at": self.now,
+            "updated_at": self.now,
+            "sla_breached": False,
+        }
+
+
+def plan_schedule(
+    connection: Connection, schedule: Any, now: datetime, facts: PassFacts | None = None
+) -> Plan:
+    """Which runs an active time schedule needs at ``now`` (Mage's rules, DESIGN §4).
+
+    ``schedule``: a :class:`PipelineSchedule` or a row with its columns."""
     interval = schedule.schedule_interval
     settings = with_defaults(schedule.settings)
+    schedule_timing = timing_of(schedule, settings)
     start_time = schedule.start_time
     if interval is None:
         return Plan([], NEVER)
@@ -132,18 +267,22 @@ def plan_schedule(connection: Connection, schedule: PipelineSchedule, now: datet
             return Plan([], start_time)
         if _has_runs(connection, schedule.id, None):
             return Plan([], NEVER)
-        execution_date = timing.current_execution_date(schedule.timing, now)
-        return Plan([execution_date] if execution_date else [], NEVER)
+        execution_date = timing.current_execution_date(schedule_timing, now)
+        return Plan([execution_date] if execution_date else [], NEVER, schedule_timing)
     if interval == ScheduleInterval.ALWAYS_ON.value:
         if start_time is not None and now < start_time:
             return Plan([], start_time)
         # Woken again (next_due_at reset) when the run in progress finishes.
         if _has_runs(connection, schedule.id, UNFINISHED):
             return Plan([], NEVER)
-        return Plan([now], NEVER)
-    schedule_timing = schedule.timing
+        return Plan([now], NEVER, schedule_timing)
     runtimes = _runtimes(connection, schedule.id) if schedule_timing.uses_landing_time else []
-    next_due = timing.next_due_time(schedule_timing, now, runtimes) or NEVER
+    period: datetime | None = None
+    if facts is not None and not schedule_timing.uses_landing_time:
+        period, next_tick = facts.ticks(schedule_timing)
+        next_due = next_tick or NEVER
+    else:
+        next_due = timing.next_due_time(schedule_timing, now, runtimes) or NEVER
     create_initial = bool(settings["create_initial_pipeline_run"])
     if settings["catchup"] and not schedule_timing.uses_landing_time:
         dates = timing.plan_catchup(
@@ -153,7 +292,7 @@ def plan_schedule(connection: Connection, schedule: PipelineSchedule, now: datet
             max_runs=int(settings["max_catchup_runs"]),
             create_initial_pipeline_run=create_initial,
         )
-        return Plan(dates, next_due)
+        return Plan(dates, next_due, schedule_timing)
     # The period's run may exist already (a pass repeated after a crash): its run_key makes
     # the insert a no-op, so no existence query is needed here.
     decision = timing.decide(
@@ -162,9 +301,10 @@ def plan_schedule(connection: Connection, schedule: PipelineSchedule, now: datet
         status=ScheduleStatus.ACTIVE.value,
         create_initial_pipeline_run=create_initial,
         runtimes=runtimes,
+        current_period=period,
     )
     if decision.due and decision.execution_date is not None:
-        return Plan([decision.execution_date], next_due)
+        return Plan([decision.execution_date], next_due, schedule_timing)
     return Plan([], next_due)
 
 
@@ -172,45 +312,58 @@ def create_due_runs(store: Store, now: datetime) -> list[int]:
     """Create the runs of every active time schedule due at ``now`` and advance each schedule's
     ``next_due_at`` in the same transaction. Returns the ids of the runs created."""
     created: list[int] = []
-    seen: set[int] = set()
     if not _exists(store, _due_schedules(now)):
         return created
+    after: tuple[datetime, int] | None = None
+    facts = PassFacts(now)
+    columns = (
+        PipelineSchedule.id,
+        PipelineSchedule.pipeline_uuid,
+        PipelineSchedule.schedule_type,
+        PipelineSchedule.schedule_interval,
+        PipelineSchedule.start_time,
+        PipelineSchedule.last_enabled_at,
+        PipelineSchedule.settings,
+        PipelineSchedule.next_due_at,
+    )
     while True:
-        session = store.new_session()
-        try:
-            with store.write(session):
-                schedules = list(
-                    session.scalars(
-                        select(PipelineSchedule)
-                        .where(
-                            PipelineSchedule.status == ScheduleStatus.ACTIVE.value,
-                            PipelineSchedule.schedule_type == ScheduleType.TIME.value,
-                            PipelineSchedule.next_due_at <= now,
-                            PipelineSchedule.id.not_in(seen) if seen else true(),
-                        )
-                        .order_by(PipelineSchedule.next_due_at, PipelineSchedule.id)
-                        .limit(DUE_BATCH)
+        with store.write_engine.begin() as connection:
+            # Plain rows, not ORM objects: a burst loads thousands of schedules.
+            statement = select(*columns).where(
+                PipelineSchedule.status == ScheduleStatus.ACTIVE.value,
+                PipelineSchedule.schedule_type == ScheduleType.TIME.value,
+                PipelineSchedule.next_due_at <= now,
+            )
+            if after is not None:
+                # Keyset paging: one statement shape for every batch (an ever-growing
+                # NOT IN list would prepare a new statement per batch and hold memory).
+                statement = statement.where(
+                    or_(
+                        PipelineSchedule.next_due_at > after[0],
+                        and_(
+                            PipelineSchedule.next_due_at == after[0],
+                            PipelineSchedule.id > after[1],
+                        ),
                     )
                 )
-                if not schedules:
-                    return created
-                connection = session.connection()
-                rows: list[dict[str, Any]] = []
-                advances: list[dict[str, Any]] = []
-                for schedule in schedules:
-                    seen.add(schedule.id)
-                    plan = plan_schedule(connection, schedule, now)
-                    for execution_date in plan.execution_dates:
-                        values = scheduled_run_values(schedule, execution_date)
-                        values["status"] = PipelineRunStatus.INITIAL.value
-                        values.update(created_at=now, updated_at=now, sla_breached=False)
-                        rows.append(values)
-                    advances.append({"b_id": schedule.id, "b_next": plan.next_due_at})
-                created.extend(insert_runs_ignoring_duplicates(connection, rows))
-                _advance(connection, advances)
-                session.expunge_all()
-        finally:
-            session.close()
+            schedules = connection.execute(
+                statement.order_by(PipelineSchedule.next_due_at, PipelineSchedule.id).limit(
+                    DUE_BATCH
+                )
+            ).all()
+            if not schedules:
+                return created
+            after = (schedules[-1].next_due_at, schedules[-1].id)
+            rows: list[dict[str, Any]] = []
+            advances: list[dict[str, Any]] = []
+            for schedule in schedules:
+                plan = plan_schedule(connection, schedule, now, facts)
+                for execution_date in plan.execution_dates:
+                    assert plan.timing is not None
+                    rows.append(facts.run_row(schedule, plan.timing, execution_date))
+                advances.append({"b_id": schedule.id, "b_next": plan.next_due_at})
+            created.extend(insert_runs_ignoring_duplicates(connection, rows))
+            _advance(connection, advances)
 
 
 def _advance(connection: Connection, advances: list[dict[str, Any]]) -> None:
@@ -333,8 +486,29 @@ def plan_starts(store: Store, now: datetime, owner: str, capacity: int) -> Start
             connection = session.connection()
             counts = _active_counts(connection)
             per_schedule, per_pipeline, per_backfill = counts
+            waiting_condition = (
+                PipelineRun.status == PipelineRunStatus.INITIAL.value,
+                PipelineRun.owner.is_(None),
+            )
+            # Settings of every schedule and backfill with a waiting run: two queries, not one
+            # per run.
             settings_of: dict[int | None, dict[str, Any]] = {None: with_defaults(None)}
+            for schedule_id, raw in connection.execute(
+                select(PipelineSchedule.id, PipelineSchedule.settings).where(
+                    PipelineSchedule.id.in_(
+                        select(PipelineRun.pipeline_schedule_id).where(*waiting_condition)
+                    )
+                )
+            ):
+                settings_of[schedule_id] = with_defaults(raw)
             backfill_limit_of: dict[int | None, int | None] = {None: None}
+            for backfill_id, raw in connection.execute(
+                select(Backfill.id, Backfill.settings).where(
+                    Backfill.id.in_(select(PipelineRun.backfill_id).where(*waiting_condition))
+                )
+            ):
+                value = (raw or {}).get("pipeline_run_limit")
+                backfill_limit_of[backfill_id] = int(value) if value else None
             waiting = connection.execute(
                 select(
                     PipelineRun.id,
@@ -350,18 +524,8 @@ def plan_starts(store: Store, now: datetime, owner: str, capacity: int) -> Start
             ).all()
             for run in waiting:
                 schedule_id = run.pipeline_schedule_id
-                if schedule_id not in settings_of:
-                    raw = connection.execute(
-                        select(PipelineSchedule.settings).where(PipelineSchedule.id == schedule_id)
-                    ).scalar()
-                    settings_of[schedule_id] = with_defaults(raw)
-                if run.backfill_id not in backfill_limit_of:
-                    raw = connection.execute(
-                        select(Backfill.settings).where(Backfill.id == run.backfill_id)
-                    ).scalar()
-                    value = (raw or {}).get("pipeline_run_limit")
-                    backfill_limit_of[run.backfill_id] = int(value) if value else None
-                settings = settings_of[schedule_id]
+                settings = settings_of.get(schedule_id) or settings_of[None]
+                backfill_limit = backfill_limit_of.get(run.backfill_id)
                 if (
                     schedule_id is not None
                     and settings["skip_if_previous_running"]
@@ -372,7 +536,7 @@ def plan_starts(store: Store, now: datetime, owner: str, capacity: int) -> Start
                         "(settings.skip_if_previous_running)"
                     )
                     continue
-                reason = _limit_reason(settings, backfill_limit_of[run.backfill_id], run, counts)
+                reason = _limit_reason(settings, backfill_limit, run, counts)
                 if reason is not None:
                     skip = settings["on_pipeline_run_limit_reached"] == "skip"
                     if skip and run.backfill_id is None:
@@ -599,15 +763,19 @@ def finalize_runs(store: Store, now: datetime) -> list[Notification]:
                 if not runs:
                     break
                 connection = session.connection()
-                schedules: dict[int, PipelineSchedule | None] = {}
+                schedule_ids = {run.pipeline_schedule_id for run in runs} - {None}
+                schedules = {
+                    schedule.id: schedule
+                    for schedule in session.scalars(
+                        select(PipelineSchedule).where(PipelineSchedule.id.in_(schedule_ids))
+                    )
+                }
                 for run in runs:
-                    schedule = None
-                    if run.pipeline_schedule_id is not None:
-                        if run.pipeline_schedule_id not in schedules:
-                            schedules[run.pipeline_schedule_id] = session.get(
-                                PipelineSchedule, run.pipeline_schedule_id
-                            )
-                        schedule = schedules[run.pipeline_schedule_id]
+                    schedule = (
+                        schedules.get(run.pipeline_schedule_id)
+                        if run.pipeline_schedule_id is not None
+                        else None
+                    )
                     name = schedule.name if schedule is not None else None
                     if (
                         schedule is not None
