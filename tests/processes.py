@@ -5,26 +5,33 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 
-def child_pids() -> set[int]:
-    """Direct and indirect children of this process (from /proc)."""
+def descendants(root: int) -> set[int]:
+    """Children, grandchildren... of ``root`` (from /proc). Call it while the tree is intact:
+    orphans re-parented elsewhere are not found."""
     found: set[int] = set()
-    frontier = [os.getpid()]
+    frontier = [root]
     while frontier:
         pid = frontier.pop()
         for task in Path(f"/proc/{pid}/task").glob("*"):
             try:
-                text = (task / "children").read_text()
+                children = (task / "children").read_text().split()
             except OSError:
                 continue
-            for child in text.split():
-                if int(child) not in found:
-                    found.add(int(child))
-                    frontier.append(int(child))
+            for child in map(int, children):
+                if child not in found:
+                    found.add(child)
+                    frontier.append(child)
     return found
+
+
+def child_pids() -> set[int]:
+    """Direct and indirect children of this process."""
+    return descendants(os.getpid())
 
 
 def alive(pid: int) -> bool:
@@ -43,3 +50,17 @@ async def wait_until(predicate: Any, timeout: float = 20.0) -> bool:
             return True
         await asyncio.sleep(0.05)
     return bool(predicate())
+
+
+async def until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
+    """Poll ``predicate`` (bounded, without blocking the event loop) until it returns something
+    truthy, and return that; fail the test with ``what`` if it does not within ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what or predicate}")
+        await asyncio.sleep(0.02)

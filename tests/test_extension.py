@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import pytest
 import pytest_jupyter.jupyter_server as jupyter_server_fixtures
 from conftest import write_notebook
+from processes import until
 from traitlets.config import Config
 
 from mage_nb_sched import PipelineRun, PipelineSchedule
@@ -53,19 +54,6 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIG_FILE = REPO / "jupyter-config" / "jupyter_server_config.d" / "mage_nb_sched.json"
 GRACE = 1.0
 FINAL = ("completed", "failed", "cancelled")
-
-
-async def until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
-    """Poll ``predicate`` (bounded, without blocking the server's loop) until it is truthy."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what or predicate}")
-        await asyncio.sleep(0.02)
 
 
 def run_status(run_id: int) -> str:

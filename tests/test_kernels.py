@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import nbclient
+import processes
 import pytest
 from nbclient.exceptions import CellExecutionError
 from nbformat.v4 import new_code_cell, new_notebook
@@ -81,21 +82,8 @@ def all_gone(pids: set[int], timeout: float = 10.0) -> set[int]:
 
 
 def descendants(root: int) -> set[int]:
-    """Living children, grandchildren... of ``root``, from /proc/<pid>/task/*/children."""
-    found: set[int] = set()
-    frontier = [root]
-    while frontier:
-        pid = frontier.pop()
-        for task in Path(f"/proc/{pid}/task").glob("*"):
-            try:
-                children = (task / "children").read_text().split()
-            except OSError:
-                continue
-            for child in map(int, children):
-                if child not in found:
-                    found.add(child)
-                    frontier.append(child)
-    return {pid for pid in found if alive(pid)}
+    """Living children, grandchildren... of ``root``."""
+    return {pid for pid in processes.descendants(root) if alive(pid)}
 
 
 async def run_code(

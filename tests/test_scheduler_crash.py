@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from conftest import write_notebook
-from processes import alive, wait_until
+from processes import alive, descendants, wait_until
 
 from mage_nb_sched import PipelineRun, PipelineSchedule, leases
 from mage_nb_sched.clock import utcnow
@@ -42,23 +42,6 @@ def until(predicate: Callable[[], Any], timeout: float) -> bool:
     return asyncio.run(wait_until(predicate, timeout))
 
 
-def descendants(root: int) -> set[int]:
-    """Every process below ``root`` (from /proc; orphans reparented elsewhere are not found, so
-    call this while the tree is intact)."""
-    found: set[int] = set()
-    frontier = [root]
-    while frontier:
-        pid = frontier.pop()
-        for task in Path(f"/proc/{pid}/task").glob("*"):
-            try:
-                children = (task / "children").read_text().split()
-            except OSError:
-                continue
-            for child in map(int, children):
-                if child not in found:
-                    found.add(child)
-                    frontier.append(child)
-    return found
 
 
 def living(pids: set[int]) -> set[int]:

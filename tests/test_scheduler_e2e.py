@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from conftest import write_notebook
+from processes import until
 
 from mage_nb_sched import PipelineRun, PipelineSchedule
 from mage_nb_sched.clock import utcnow
@@ -24,19 +25,6 @@ from mage_nb_sched.store import Store
 pytestmark = pytest.mark.kernel
 
 FINAL = ("completed", "failed", "cancelled")
-
-
-async def until(predicate: Callable[[], Any], timeout: float = 60.0) -> Any:
-    """Poll ``predicate`` (bounded) until it returns something truthy."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.02)
 
 
 def status_of(run_id: int) -> str:
