@@ -265,6 +265,20 @@ def _cancel_remaining(store: Store, run_id: int, now: datetime, token: str | Non
         )
 
 
+def _read_claim(store: Store, run_id: int) -> tuple[str, str | None] | None:
+    """(status, claim token) of a run, None if it is gone."""
+    session = store.new_session()
+    try:
+        row = session.execute(
+            select(PipelineRun.status, PipelineRun.claim_token).where(PipelineRun.id == run_id)
+        ).first()
+        if row is None:
+            return None
+        return str(getattr(row[0], "value", row[0])), row[1]
+    finally:
+        session.close()
+
+
 def _read_status(store: Store, run_id: int) -> str | None:
     session = store.new_session()
     try:
@@ -476,15 +490,20 @@ class PipelineRunner:
             raise
 
     async def _watch_for_cancel(self, run_id: int, event: asyncio.Event) -> None:
-        # A cancel made through the database (API, backfill cancel) reaches the run here.
+        # A cancel made through the database (API, backfill cancel), a timeout the scheduler
+        # enforced, or the run handed to another executor (requeued after this one stalled)
+        # reaches the run here: whenever it is no longer running under our claim, stop.
+        token = self._tokens.get(run_id)
         while not event.is_set():
             await asyncio.sleep(CANCEL_POLL_SECONDS)
             try:
-                status = await asyncio.to_thread(_read_status, self.store, run_id)
+                state = await asyncio.to_thread(_read_claim, self.store, run_id)
             except Exception:  # a busy database must not end cancellation for this run
                 log.warning("could not read the status of run %s", run_id, exc_info=True)
                 continue
-            if status == PipelineRunStatus.CANCELLED.value:
+            if state is None or state[0] != PipelineRunStatus.RUNNING.value or (
+                token is not None and state[1] != token
+            ):
                 event.set()
 
     async def _execute_claimed(
@@ -710,6 +729,7 @@ class PipelineRunner:
             block.uuid,
         )
         began = time.monotonic()
+        queued, running = BlockRunStatus.QUEUED.value, BlockRunStatus.RUNNING.value
         attempt = 0
         logs: list[str] = []
         kernel_gone = False
@@ -754,10 +774,18 @@ class PipelineRunner:
                 delay = limits.retry_delay * (2 ** (attempt - 1) if limits.backoff else 1)
                 try:
                     if delay:
+                        # Waiting to retry is not running: block_timeout (checked by the
+                        # scheduler on running blocks) measures each attempt, not the pause.
+                        _set_block(self.store, block_run_id, token, status=queued)
                         await self._pause(delay, deadline, cancel_event)
                 except _RunStopped as stopped:
                     stop = stopped
                     break
+                # Each attempt's own start, so the scheduler's block_timeout backstop agrees
+                # with the per-attempt timeout the kernel client applies.
+                _set_block(
+                    self.store, block_run_id, token, status=running, started_at=self.clock()
+                )
                 continue
             break
         seconds = round(time.monotonic() - began, 6)

@@ -32,6 +32,7 @@ from traitlets.config import LoggingConfigurable
 from . import leases
 from .changes import ChangeWatcher
 from .clock import utcnow
+from .errors import ValidationError
 from .executors.base import Executor, RunResult
 from .executors.local import LocalExecutor
 from .notifications import Notification, Notifier
@@ -151,7 +152,13 @@ class Scheduler(LoggingConfigurable):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        assert store.project_dir is not None, "the scheduler needs a store with a project dir"
+        if store.project_dir is None:
+            raise ValidationError(
+                "project_dir",
+                None,
+                "the scheduler needs a store opened for a project dir",
+                "Open it with mage_nb_sched.store.open_store(url, project_dir).",
+            )
         self.store = store
         self.clock = clock
         self.executor = executor or self.executor_class(store, parent=self)
@@ -165,16 +172,23 @@ class Scheduler(LoggingConfigurable):
         self._stop_requested: dict[int, float] = {}
         self._wake = asyncio.Event()
         self._stopping = False
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._main_task: asyncio.Task[None] | None = None
+        # One thread for the passes, one for leases (a slow pass never delays a heartbeat), one
+        # for file work (triggers.yaml scans, retention), so nothing queues behind the others.
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mage-nb-sched-db")
+        self._lease_thread = ThreadPoolExecutor(1, thread_name_prefix="mage-nb-sched-lease")
+        self._files_thread = ThreadPoolExecutor(1, thread_name_prefix="mage-nb-sched-files")
         self._watcher: ChangeWatcher | None = None
         self._next_recovery = 0.0
-        self._next_trigger_scan = 0.0
         self._trigger_files: dict[Any, int] | None = None
         self._next_retention = 0.0
+        self._last_renewed = -1e18
         #: Durations (seconds) of recent passes, newest last.
         self.pass_seconds: deque[float] = deque(maxlen=10_000)
         self.passes = 0
+        #: Turns of the main loop (a standby must not spin: tests watch this).
+        self.iterations = 0
         self.last_report: PassReport | None = None
 
     # ----- lifecycle -----------------------------------------------------------------------
@@ -191,50 +205,98 @@ class Scheduler(LoggingConfigurable):
             fallback_interval=self.fallback_poll_interval,
         )
         self._watcher.start()
-        self._task = asyncio.ensure_future(self._main())
+        self._main_task = self._spawn(self._main(), "loop")
+        self._tasks = [
+            self._main_task,
+            self._spawn(self._keep_leases(), "leases"),
+            self._spawn(self._maintain(), "maintenance"),
+        ]
+
+    def _spawn(self, coroutine: Any, name: str) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.ensure_future(coroutine)
+
+        def report(done: asyncio.Task[None]) -> None:
+            if not done.cancelled() and done.exception() is not None:
+                log.error(
+                    "the scheduler's %s task stopped with an error; stop and restart the "
+                    "scheduler (or the server) to resume",
+                    name,
+                    exc_info=done.exception(),
+                )
+
+        task.add_done_callback(report)
+        return task
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop: no new runs; in-flight runs get ``grace`` (default ``shutdown_grace``) seconds,
         then their kernels are killed and the runs are queued to execute again; leases are
-        released so a standby takes over at once."""
+        released so a standby takes over at once. The heartbeat goes on until then, so no
+        standby takes these runs over while their kernels still run."""
         grace = self.shutdown_grace if grace is None else grace
         self._stopping = True
         self._wake.set()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        pending = [future for future in self._in_flight.values() if not future.done()]
-        if pending:
-            await asyncio.wait(pending, timeout=grace)
-        leftover = [run_id for run_id, future in self._in_flight.items() if not future.done()]
-        if leftover:
-            log.warning(
-                "stopping with %d run(s) still executing: queued to execute again: %s",
-                len(leftover),
-                leftover,
-            )
-            await self._db_call(
-                scheduling.requeue_interrupted, self.store, leftover, self.instance_id, self.clock()
-            )
-        await self.executor.shutdown(0)
-        if self._watcher is not None:
-            self._watcher.stop()
-        with contextlib.suppress(Exception):
-            await self._db_call(self._release_leases)
-        assert self.notifier is not None
-        await self.notifier.stop(timeout=1.0)
-        self._db.shutdown(wait=False)
+        try:
+            if self._main_task is not None:
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await self._main_task
+            pending = [future for future in self._in_flight.values() if not future.done()]
+            if pending:
+                await asyncio.wait(pending, timeout=grace)
+            leftover = [run_id for run_id, future in self._in_flight.items() if not future.done()]
+            if leftover:
+                log.warning(
+                    "stopping with %d run(s) still executing: queued to execute again: %s",
+                    len(leftover),
+                    leftover,
+                )
+                # Back to 'initial' but still ours (nobody else takes them) and with no claim
+                # (the old kernels' last writes are fenced out) ...
+                await self._db_call(
+                    scheduling.detach_interrupted,
+                    self.store,
+                    leftover,
+                    self.instance_id,
+                    self.clock(),
+                )
+            # ... then the kernels die ...
+            await self.executor.shutdown(0)
+            if leftover:
+                # ... and only then may anyone execute them again.
+                await self._db_call(
+                    scheduling.release_runs, self.store, leftover, self.instance_id, self.clock()
+                )
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(BaseException):
+                    await task
+            if self._watcher is not None:
+                self._watcher.stop()
+            with contextlib.suppress(Exception):
+                await asyncio.get_running_loop().run_in_executor(
+                    self._lease_thread, self._release_leases
+                )
+            assert self.notifier is not None
+            await self.notifier.stop(timeout=1.0)
+            for pool in (self._db, self._lease_thread, self._files_thread):
+                pool.shutdown(wait=False)
 
     def wake(self) -> None:
         """Make the loop run a pass now (the store changed, a run finished)."""
         self._wake.set()
 
     @property
+    def running(self) -> bool:
+        """Whether the loop is running (started, not stopped, not crashed)."""
+        return self._main_task is not None and not self._main_task.done()
+
+    @property
     def executing(self) -> set[int]:
         """Ids of runs this scheduler has handed to its executor and not seen finish."""
         return set(self._in_flight)
 
-    # ----- the loop ----------------------------------------------------------------------------
+    # ----- leases ------------------------------------------------------------------------------
 
     async def _db_call(self, function: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._db, function, *args)
@@ -259,37 +321,81 @@ class Scheduler(LoggingConfigurable):
             self.store, leases.instance_lease_name(self.instance_id), self.instance_id
         )
 
-    async def _main(self) -> None:
+    async def _keep_leases(self) -> None:
+        """Renew the heartbeat and the leader lease every ``lease_seconds / 3`` on a thread of
+        its own (until :meth:`stop` has dealt with every run)."""
         loop = asyncio.get_running_loop()
-        next_heartbeat = 0.0
-        last_pass = -1.0
-        while not self._stopping:
-            if loop.time() >= next_heartbeat:
-                try:
-                    leading = await self._db_call(self._heartbeat, self.clock())
-                except Exception:
-                    # Unknown, not lost: keep the current role and try again soon.
-                    log.exception("could not renew the scheduler lease; retrying")
-                    next_heartbeat = loop.time() + min(1.0, self.lease_seconds / 10)
-                    leading = self.is_leader
-                else:
-                    next_heartbeat = loop.time() + self.lease_seconds / 3
-                if leading and not self.is_leader:
+        while True:
+            try:
+                leading = await loop.run_in_executor(
+                    self._lease_thread, self._heartbeat, self.clock()
+                )
+            except Exception:
+                log.exception("could not renew the scheduler lease; retrying")
+                # Unknown, not lost — until the lease would have expired anyway.
+                leading = self.is_leader and (
+                    loop.time() - self._last_renewed < self.lease_seconds
+                )
+                pause = min(1.0, self.lease_seconds / 10)
+            else:
+                self._last_renewed = loop.time()
+                pause = self.lease_seconds / 3
+            if leading != self.is_leader:
+                if leading:
                     log.info("scheduler %s is active", self.instance_id)
                     self._next_recovery = 0.0  # recover a dead leader's runs at once
-                elif self.is_leader and not leading:
-                    # Another scheduler holds the lease: we stalled past it, and it has taken
-                    # over our runs. Stop executing them (our writes are fenced anyway).
+                else:
                     log.warning(
-                        "scheduler %s lost the leader lease; stopping %d run(s), standing by",
-                        self.instance_id,
-                        len(self._in_flight),
+                        "scheduler %s lost the leader lease; standing by", self.instance_id
                     )
-                    for run_id in list(self._in_flight):
-                        await self.executor.cancel(run_id)
                 self.is_leader = leading
+                self.wake()
+            await asyncio.sleep(pause)
+
+    # ----- files: triggers.yaml and retention --------------------------------------------
+
+    async def _maintain(self) -> None:
+        """While leading: :meth:`maintain` every ``trigger_scan_interval``."""
+        while True:
+            if self.is_leader and not self._stopping:
+                try:
+                    await self.maintain()
+                except Exception:
+                    log.exception("scheduler maintenance failed; trying again later")
+            await asyncio.sleep(self.trigger_scan_interval)
+
+    async def maintain(self) -> None:
+        """Sync changed triggers.yaml files, and apply retention (at most hourly) — on a thread
+        of their own, never delaying a pass."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._files_thread, self._sync_trigger_files)
+        if self.run_retention_days and loop.time() >= self._next_retention:
+            self._next_retention = loop.time() + 3600
+            deleted = await loop.run_in_executor(
+                self._files_thread,
+                scheduling.delete_old_runs,
+                self.store,
+                self.clock(),
+                self.run_retention_days,
+            )
+            if deleted:
+                log.info(
+                    "deleted %d run(s) finished over %d days ago", deleted, self.run_retention_days
+                )
+
+    # ----- the loop ----------------------------------------------------------------------------
+
+    async def _main(self) -> None:
+        loop = asyncio.get_running_loop()
+        last_pass = -1.0
+        while not self._stopping:
+            self.iterations += 1
             if not self.is_leader:
-                await self._sleep(next_heartbeat - loop.time())
+                self._wake.clear()
+                if self._in_flight:
+                    await self._stop_runs_taken_elsewhere()
+                # Woken by the lease task when this scheduler becomes the leader.
+                await self._sleep(self.lease_seconds / 3)
                 continue
             # Rate limit, not a race fix: changes arriving during the pass wake the next one.
             wait = last_pass + self.min_pass_interval - loop.time()
@@ -302,19 +408,35 @@ class Scheduler(LoggingConfigurable):
                 log.exception("scheduler pass failed; retrying in 1 s")
                 await self._sleep(1.0)
                 continue
-            timeout = next_heartbeat - loop.time()
+            timeout = self.lease_seconds / 3  # a bound, in case a change signal is missed
             if report.next_wake is not None:
                 timeout = min(timeout, (report.next_wake - self.clock()).total_seconds())
-            timeout = min(timeout, self._next_trigger_scan - loop.time())
+            for asked_at in self._stop_requested.values():
+                timeout = min(timeout, asked_at + self.kill_grace - loop.time())
             if not self.store.is_sqlite:
                 timeout = min(timeout, self.fallback_poll_interval)
             await self._sleep(timeout)
 
     async def _sleep(self, seconds: float) -> None:
         if self._stopping or self._wake.is_set():
+            await asyncio.sleep(0)  # always yield: a set event must never make a busy loop
             return
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, seconds))
+
+    async def _stop_runs_taken_elsewhere(self) -> None:
+        """After losing the lease: runs of ours that the new leader has taken over (requeued,
+        because our heartbeat had expired too) are stopped here; the others finish."""
+        try:
+            taken = await self._db_call(
+                scheduling.ended_elsewhere, self.store, set(self._in_flight), self.instance_id
+            )
+            for run_id in taken:
+                if run_id not in self._stop_requested:
+                    self._stop_requested[run_id] = asyncio.get_running_loop().time()
+                    await self.executor.cancel(run_id)
+        except Exception:
+            log.exception("could not check this scheduler's runs after losing the lease")
 
     async def run_pass(self) -> PassReport:
         """One pass now: plan in the database thread, then start/stop runs and notify."""
@@ -338,30 +460,43 @@ class Scheduler(LoggingConfigurable):
             max(0, self.executor.capacity - len(self._in_flight)) if not self._stopping else 0,
             mono,
         )
+        # Notifications first: the pass has committed them as sent (finalized_at, sla_breached).
+        assert self.notifier is not None
+        for notification in report.notifications:
+            self.notifier.notify(notification)
         for run_id in report.started:
-            future = await self.executor.submit(run_id)
+            try:
+                future = await self.executor.submit(run_id)
+            except Exception:
+                # The run stays ours in the database; recovery releases it (not in flight).
+                log.exception("could not hand run %s to the executor", run_id)
+                continue
             self._in_flight[run_id] = future
             future.add_done_callback(self._on_run_done(run_id))
         for run_id in report.stopped:
             if run_id in self._in_flight and run_id not in self._stop_requested:
                 self._stop_requested[run_id] = loop.time()
-                await self.executor.cancel(run_id)
+                await self._guarded(self.executor.cancel, run_id, "cancel")
         for run_id, asked_at in list(self._stop_requested.items()):
             if run_id not in self._in_flight:
                 del self._stop_requested[run_id]
             elif loop.time() - asked_at >= self.kill_grace:
-                log.warning("run %s did not stop within %s s: killing its worker", run_id,
-                            self.kill_grace)
-                await self.executor.kill(run_id)
+                log.warning(
+                    "run %s did not stop within %s s: killing its worker", run_id, self.kill_grace
+                )
+                await self._guarded(self.executor.kill, run_id, "kill")
                 del self._stop_requested[run_id]
-        assert self.notifier is not None
-        for notification in report.notifications:
-            self.notifier.notify(notification)
         report.seconds = time.perf_counter() - started
         self.pass_seconds.append(report.seconds)
         self.passes += 1
         self.last_report = report
         return report
+
+    async def _guarded(self, action: Callable[[int], Any], run_id: int, what: str) -> None:
+        try:
+            await action(run_id)
+        except Exception:
+            log.exception("could not %s run %s in the executor", what, run_id)
 
     def _on_run_done(self, run_id: int) -> Callable[[asyncio.Future[RunResult]], None]:
         def done(_future: asyncio.Future[RunResult]) -> None:
@@ -392,14 +527,6 @@ class Scheduler(LoggingConfigurable):
             for run_id in recovery.requeued + recovery.failed:
                 log.warning("run %s: its executor stopped; %s", run_id,
                             "queued again" if run_id in recovery.requeued else "failed")
-        if mono >= self._next_trigger_scan:
-            self._next_trigger_scan = mono + self.trigger_scan_interval
-            self._sync_trigger_files()
-        if self.run_retention_days and mono >= self._next_retention:
-            self._next_retention = mono + 3600
-            deleted = scheduling.delete_old_runs(store, now, self.run_retention_days)
-            if deleted:
-                log.info("deleted %d run(s) older than %d days", deleted, self.run_retention_days)
         probe = scheduling.probe(store, now)
         # Closing finished runs first lets @always_on / @once react within the same pass.
         finished = scheduling.finalize_runs(store, now) if probe.finished else []

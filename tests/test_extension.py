@@ -167,7 +167,7 @@ def test_extension_loads_and_its_scheduler_leads(
 
     async def scenario() -> int:
         await until(lambda: scheduler.is_leader, 15.0, "the scheduler takes the leader lease")
-        assert not scheduler._task.done(), "the scheduler loop is not running"
+        assert scheduler.running, "the scheduler loop is not running"
         # The server still answers on loopback with the scheduler running in it.
         response = await jp_fetch("api", "status")
         return int(response.code)

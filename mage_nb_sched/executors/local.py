@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select
 from traitlets import Int, List, TraitError, Unicode, validate
 
 from ..clock import utcnow
@@ -313,15 +313,22 @@ class LocalExecutor(Executor):
 
     def _cancel_queued(self, run_id: int) -> None:
         """A run cancelled before any worker took it: ``initial → cancelled`` in the database."""
-        now = utcnow()
+        from ..service.runs import end_run
+
         with self.store.write_engine.begin() as connection:
-            connection.execute(
-                update(PipelineRun)
-                .where(
-                    PipelineRun.id == run_id,
-                    PipelineRun.status == PipelineRunStatus.INITIAL.value,
-                )
-                .values(status=PipelineRunStatus.CANCELLED.value, completed_at=now, updated_at=now)
+            if self.owner is not None:
+                owner = connection.execute(
+                    select(PipelineRun.owner).where(PipelineRun.id == run_id)
+                ).scalar()
+                if owner != self.owner:
+                    return  # no longer ours (taken over): not ours to cancel
+            end_run(
+                connection,
+                run_id,
+                PipelineRunStatus.CANCELLED.value,
+                "cancelled before it started",
+                utcnow(),
+                from_statuses=(PipelineRunStatus.INITIAL.value,),
             )
 
     def _fail_orphaned_runs(self, run_ids: list[int], reason: str) -> None:
@@ -413,7 +420,9 @@ class LocalExecutor(Executor):
             with contextlib.suppress(ValueError, OSError):
                 loop.remove_reader(worker.conn.fileno())
             for run_id in list(worker.runs):
-                self._fail_orphaned_run(run_id, "executor shut down while the run executed")
+                await asyncio.to_thread(
+                    self._fail_orphaned_run, run_id, "executor shut down while the run executed"
+                )
                 self._resolve(
                     RunResult(run_id, PipelineRunStatus.FAILED.value, "executor shut down")
                 )

@@ -178,7 +178,9 @@ def _latest_scheduled_date(connection: Connection, schedule_id: int) -> datetime
     value = connection.execute(
         select(func.max(PipelineRun.execution_date)).where(
             PipelineRun.pipeline_schedule_id == schedule_id,
-            PipelineRun.backfill_id.is_(None),
+            # Only the schedule's own periods: a hand-made "run now" or an API run must not
+            # hide the periods missed before it.
+            PipelineRun.run_key.like(f"schedule:{schedule_id}:%"),
         )
     ).scalar()
     return None if value is None else _utc(value)
@@ -346,10 +348,12 @@ def create_due_runs(store: Store, now: datetime) -> list[int]:
                         ),
                     )
                 )
+            # PostgreSQL: rows locked against concurrent edits (and other schedulers) while this
+            # transaction advances them; SQLite already holds the database write lock.
             schedules = connection.execute(
-                statement.order_by(PipelineSchedule.next_due_at, PipelineSchedule.id).limit(
-                    DUE_BATCH
-                )
+                statement.order_by(PipelineSchedule.next_due_at, PipelineSchedule.id)
+                .limit(DUE_BATCH)
+                .with_for_update(skip_locked=True)
             ).all()
             if not schedules:
                 return created
@@ -438,7 +442,10 @@ def _active_counts(connection: Connection) -> tuple[dict[Any, int], dict[Any, in
     per_pipeline: dict[Any, int] = defaultdict(int)
     per_backfill: dict[Any, int] = defaultdict(int)
     for schedule_id, pipeline_uuid, backfill_id, count in rows:
-        per_schedule[schedule_id] += count
+        # A backfill's runs count against the backfill's limit and the pipeline's, not against
+        # the schedule's own periods (pipeline_run_limit, skip_if_previous_running).
+        if backfill_id is None:
+            per_schedule[schedule_id] += count
         per_pipeline[pipeline_uuid] += count
         per_backfill[backfill_id] += count
     return per_schedule, per_pipeline, per_backfill
@@ -460,6 +467,7 @@ def _limit_reason(
     limit = settings["pipeline_run_limit"]
     if (
         run.pipeline_schedule_id is not None
+        and run.backfill_id is None
         and limit is not None
         and per_schedule[run.pipeline_schedule_id] >= limit
     ):
@@ -528,6 +536,7 @@ def plan_starts(store: Store, now: datetime, owner: str, capacity: int) -> Start
                 backfill_limit = backfill_limit_of.get(run.backfill_id)
                 if (
                     schedule_id is not None
+                    and run.backfill_id is None
                     and settings["skip_if_previous_running"]
                     and per_schedule[schedule_id] > 0
                 ):
@@ -547,7 +556,8 @@ def plan_starts(store: Store, now: datetime, owner: str, capacity: int) -> Start
                 if len(plan.start) >= capacity:
                     continue  # still walk on: later runs may have to be skipped now
                 plan.start.append(run.id)
-                per_schedule[schedule_id] += 1
+                if run.backfill_id is None:
+                    per_schedule[schedule_id] += 1
                 per_pipeline[run.pipeline_uuid] += 1
                 per_backfill[run.backfill_id] += 1
             for run_id, why in plan.skipped.items():
@@ -917,12 +927,14 @@ def recover_runs(
     return result
 
 
-def requeue_interrupted(store: Store, run_ids: Iterable[int], owner: str, now: datetime) -> None:
-    """Runs this scheduler still executes at shutdown go back to ``initial`` (executed again on
-    the next start); the attempt is not counted against crash recovery."""
+def detach_interrupted(store: Store, run_ids: Iterable[int], owner: str, now: datetime) -> None:
+    """At shutdown, runs still executing go back to ``initial`` — still ``owner``'s, so nobody
+    takes them before their kernels are dead, and with no claim, so the old executor's last
+    writes are fenced out. Their block runs are dropped (the next claim recreates them). The
+    attempt is not counted against crash recovery."""
     with store.write_engine.begin() as connection:
         for run_id in run_ids:
-            requeued = connection.execute(
+            detached = connection.execute(
                 update(PipelineRun)
                 .where(
                     PipelineRun.id == run_id,
@@ -931,27 +943,47 @@ def requeue_interrupted(store: Store, run_ids: Iterable[int], owner: str, now: d
                 )
                 .values(
                     status=PipelineRunStatus.INITIAL.value,
-                    owner=None,
                     claim_token=None,
                     started_at=None,
                     updated_at=now,
                 )
             )
-            if requeued.rowcount == 1:
+            if detached.rowcount == 1:
                 connection.execute(delete(BlockRun).where(BlockRun.pipeline_run_id == run_id))
 
 
-def ended_elsewhere(store: Store, run_ids: Iterable[int]) -> list[int]:
+def release_runs(store: Store, run_ids: Iterable[int], owner: str, now: datetime) -> None:
+    """Give ``owner``'s waiting runs back, for any scheduler to execute."""
+    with store.write_engine.begin() as connection:
+        for run_id in run_ids:
+            connection.execute(
+                update(PipelineRun)
+                .where(
+                    PipelineRun.id == run_id,
+                    PipelineRun.status == PipelineRunStatus.INITIAL.value,
+                    PipelineRun.owner == owner,
+                )
+                .values(owner=None, updated_at=now)
+            )
+
+
+def ended_elsewhere(
+    store: Store, run_ids: Iterable[int], owner: str | None = None
+) -> list[int]:
     """Of runs an executor is executing, those already final in the database (cancelled via the
-    API or a backfill cancel, timed out): the executor must stop them."""
+    API or a backfill cancel, timed out) — or, with ``owner``, no longer that owner's: the
+    executor must stop them."""
     ids = list(run_ids)
     if not ids:
         return []
+    condition: Any = PipelineRun.status.not_in(UNFINISHED)
+    if owner is not None:
+        condition = or_(
+            condition, PipelineRun.owner.is_(None), PipelineRun.owner != owner
+        )
     with store.engine.connect() as connection:
         rows = connection.execute(
-            select(PipelineRun.id).where(
-                PipelineRun.id.in_(ids), PipelineRun.status.not_in(UNFINISHED)
-            )
+            select(PipelineRun.id).where(PipelineRun.id.in_(ids), condition)
         )
         return [int(row[0]) for row in rows]
 
@@ -991,11 +1023,30 @@ def delete_old_runs(store: Store, now: datetime, days: int, batch: int = 500) ->
             connection.execute(delete(BlockRun).where(BlockRun.pipeline_run_id.in_(ids)))
             connection.execute(delete(PipelineRun).where(PipelineRun.id.in_(ids)))
         # Files after the commit: a crash in between leaves orphan files, never rows
-        # pointing at deleted files.
+        # pointing at deleted files. A partition is shared by every run of the same schedule
+        # and execution date (a backfill re-run of an old day): kept runs keep their files.
         for row in rows:
+            if _partition_still_used(store, row):
+                continue
             for folder in _run_folders(store.project_dir, row):
                 shutil.rmtree(folder, ignore_errors=True)
         deleted += len(rows)
+
+
+def _partition_still_used(store: Store, row: Any) -> bool:
+    schedule = (
+        PipelineRun.pipeline_schedule_id.is_(None)
+        if row.pipeline_schedule_id is None
+        else PipelineRun.pipeline_schedule_id == row.pipeline_schedule_id
+    )
+    return _exists(
+        store,
+        select(PipelineRun.id).where(
+            schedule,
+            PipelineRun.pipeline_uuid == row.pipeline_uuid,
+            PipelineRun.execution_date == row.execution_date,
+        ),
+    )
 
 
 def _run_folders(project_dir: Path, row: Any) -> list[Path]:
