@@ -237,12 +237,20 @@ class SyncReport:
         return not self.errors
 
 
+#: Folders that hold dependencies or caches, never notebooks' triggers: not walked.
+_NOT_SCANNED = frozenset({"node_modules", "__pycache__", "site-packages"})
+
+
 def trigger_files(root: Path) -> dict[Path, int]:
     """Every ``*.triggers.yaml`` under ``root`` with its modification time (ns). Hidden folders
     (the data dir, ``.git``, checkpoints) are not entered, so runs piling up there cost nothing."""
     found: dict[Path, int] = {}
     for folder, subfolders, files in os.walk(root):
-        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+        subfolders[:] = [
+            name
+            for name in subfolders
+            if not name.startswith(".") and name not in _NOT_SCANNED
+        ]
         for name in files:
             if name.endswith(TRIGGERS_SUFFIX):
                 path = Path(folder, name)

@@ -181,3 +181,35 @@ def test_spawned_kernels_die_with_their_owner(tmp_path: Path) -> None:
     finally:
         if owner.poll() is None:
             owner.kill()
+
+
+def test_runs_fail_with_a_reason_when_no_worker_can_start(store: Store) -> None:
+    """Workers that die at start (here: a database they cannot open) are not respawned
+    forever, and a run submitted then fails at once with a reason instead of waiting."""
+    from types import SimpleNamespace
+
+    from processes import until
+
+    run = PipelineRun.create(pipeline_uuid="my_pipeline")
+
+    async def scenario() -> Any:
+        executor = LocalExecutor(store, workers=1, kernel_pool_size=0)
+        # The workers get a URL they cannot open; the parent keeps the real store.
+        executor.store = SimpleNamespace(  # type: ignore[assignment]
+            url="sqlite:////proc/no-such-dir/scheduler.db",
+            project_dir=store.project_dir,
+            write_engine=store.write_engine,
+        )
+        await executor.start()
+        try:
+            await until(lambda: executor._start_failures >= 3, 60, "workers given up")
+            future = await executor.submit(run.id)
+            result = await asyncio.wait_for(future, 10)
+            await until(lambda: str(PipelineRun.query.get(run.id).status) == "failed", 10)
+            return result
+        finally:
+            await executor.shutdown(0)
+
+    result = asyncio.run(scenario())
+    assert result.status == "failed" and "no worker process could start" in (result.reason or "")
+    assert "no worker process could start" in PipelineRun.query.get(run.id).metrics["error"]

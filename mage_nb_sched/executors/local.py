@@ -301,11 +301,13 @@ class LocalExecutor(Executor):
             # It died before it was ready (bad database URL, kernel pool failure): do not spin.
             self._start_failures += 1
             if self._start_failures >= 3:
-                log.error("worker processes keep dying at start; not starting more")
-                for run_id in list(self._queue):
-                    self._resolve(
-                        RunResult(run_id, PipelineRunStatus.FAILED.value, "no worker could start")
-                    )
+                log.error(
+                    "worker processes keep dying at start (last exit code %s); not starting "
+                    "more. Check the database URL and that kernels can start (the worker's "
+                    "error is printed above), then restart the scheduler.",
+                    code,
+                )
+                self._fail_unstartable(list(self._queue))
                 self._queue.clear()
                 return
         log.warning("%s; starting a replacement", reason)
@@ -378,8 +380,45 @@ class LocalExecutor(Executor):
         future: asyncio.Future[RunResult] = asyncio.get_running_loop().create_future()
         self._futures[run_id] = future
         self._queue.append(run_id)
+        if not self._workers and self._start_failures >= 3:
+            # Nothing will ever take it: fail it now rather than leave it queued forever.
+            self._fail_unstartable([run_id])
+            self._queue.remove(run_id)
+            return future
         self._dispatch()
         return future
+
+    def _fail_unstartable(self, run_ids: list[int]) -> None:
+        reason = "no worker process could start (see the scheduler's log)"
+        for run_id in run_ids:
+            self._resolve(RunResult(run_id, PipelineRunStatus.FAILED.value, reason))
+        if run_ids:
+            asyncio.get_running_loop().run_in_executor(
+                None, self._fail_waiting_runs, run_ids, reason
+            )
+
+    def _fail_waiting_runs(self, run_ids: list[int], reason: str) -> None:
+        from ..service.runs import end_run
+
+        for run_id in run_ids:
+            try:
+                with self.store.write_engine.begin() as connection:
+                    if self.owner is not None:
+                        owner = connection.execute(
+                            select(PipelineRun.owner).where(PipelineRun.id == run_id)
+                        ).scalar()
+                        if owner != self.owner:
+                            continue
+                    end_run(
+                        connection,
+                        run_id,
+                        PipelineRunStatus.FAILED.value,
+                        reason,
+                        utcnow(),
+                        from_statuses=(PipelineRunStatus.INITIAL.value,),
+                    )
+            except Exception:
+                log.exception("could not mark run %s failed", run_id)
 
     async def cancel(self, run_id: int) -> None:
         if run_id in self._queue:
