@@ -1043,3 +1043,22 @@ def test_losing_the_lease_does_not_cancel_runs_still_ours(store: Store) -> None:
         assert executor.cancelled == [taken.id]
 
     run(scenario)
+
+
+def test_runs_taken_between_planning_and_writing_are_left_alone(store: Store) -> None:
+    """Planning reads without the write lock; the writes only touch runs still waiting."""
+    from mage_nb_sched.service.runs import take_run
+    from mage_nb_sched.service.scheduling import StartPlan, _apply_start_plan
+
+    to_start = create_run(pipeline_uuid="my_pipeline", now=T0)
+    to_skip = create_run(pipeline_uuid="my_pipeline", now=T0)
+    free = create_run(pipeline_uuid="my_pipeline", now=T0)
+    # `mage-nb-sched run` / `await run.execute()` took two of them meanwhile.
+    assert take_run(store, to_start.id, leases_module.direct_owner())
+    assert take_run(store, to_skip.id, leases_module.direct_owner())
+    plan = StartPlan(start=[to_start.id, free.id], skipped={to_skip.id: "skipped: test"})
+    _apply_start_plan(store, plan, "sched:me:1:2:3", T0)
+    assert plan.start == [free.id] and plan.skipped == {}
+    assert str(PipelineRun.query.get(to_skip.id).status) == "initial"
+    assert PipelineRun.query.get(to_start.id).owner == leases_module.direct_owner()
+    assert PipelineRun.query.get(free.id).owner == "sched:me:1:2:3"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import shutil
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -479,109 +479,137 @@ def _limit_reason(
 
 
 def plan_starts(store: Store, now: datetime, owner: str, capacity: int) -> StartPlan:
-    """Pick up to ``capacity`` waiting runs, oldest first, within every concurrency limit; mark
-    them as ``owner``'s in the same transaction. Runs that must not start are recorded
-    ``cancelled`` with the reason (``skip_if_previous_running``, a limit with ``skip``)."""
+    """Pick up to ``capacity`` waiting runs, oldest first, within every concurrency limit, and
+    mark them as ``owner``'s. Runs that must not start are recorded ``cancelled`` with the
+    reason (``skip_if_previous_running``, a limit with ``skip``)."""
     plan = StartPlan()
     waiting_runs = select(PipelineRun.id).where(
         PipelineRun.status == PipelineRunStatus.INITIAL.value, PipelineRun.owner.is_(None)
     )
     if not _exists(store, waiting_runs):
         return plan
-    session = store.new_session()
-    try:
-        with store.write(session):
-            connection = session.connection()
-            counts = _active_counts(connection)
-            per_schedule, per_pipeline, per_backfill = counts
-            waiting_condition = (
+    # Planning reads a snapshot without the write lock (a backlog of thousands of waiting runs
+    # is walked on every pass; runners must not wait for that). With one active scheduler the
+    # snapshot can only be conservative: meanwhile runs finish (fewer executing) or new ones
+    # arrive (planned next pass). The writes below are fenced on the runs still waiting.
+    with store.engine.connect() as connection:
+        counts = _active_counts(connection)
+        per_schedule, per_pipeline, per_backfill = counts
+        waiting_condition = (
+            PipelineRun.status == PipelineRunStatus.INITIAL.value,
+            PipelineRun.owner.is_(None),
+        )
+        # Settings of every schedule and backfill with a waiting run: two queries, not one
+        # per run.
+        settings_of: dict[int | None, dict[str, Any]] = {None: with_defaults(None)}
+        for schedule_id, raw in connection.execute(
+            select(PipelineSchedule.id, PipelineSchedule.settings).where(
+                PipelineSchedule.id.in_(
+                    select(PipelineRun.pipeline_schedule_id).where(*waiting_condition)
+                )
+            )
+        ):
+            settings_of[schedule_id] = with_defaults(raw)
+        backfill_limit_of: dict[int | None, int | None] = {None: None}
+        for backfill_id, raw in connection.execute(
+            select(Backfill.id, Backfill.settings).where(
+                Backfill.id.in_(select(PipelineRun.backfill_id).where(*waiting_condition))
+            )
+        ):
+            value = (raw or {}).get("pipeline_run_limit")
+            backfill_limit_of[backfill_id] = int(value) if value else None
+        waiting = connection.execute(
+            select(
+                PipelineRun.id,
+                PipelineRun.pipeline_schedule_id,
+                PipelineRun.pipeline_uuid,
+                PipelineRun.backfill_id,
+            )
+            .where(
                 PipelineRun.status == PipelineRunStatus.INITIAL.value,
                 PipelineRun.owner.is_(None),
             )
-            # Settings of every schedule and backfill with a waiting run: two queries, not one
-            # per run.
-            settings_of: dict[int | None, dict[str, Any]] = {None: with_defaults(None)}
-            for schedule_id, raw in connection.execute(
-                select(PipelineSchedule.id, PipelineSchedule.settings).where(
-                    PipelineSchedule.id.in_(
-                        select(PipelineRun.pipeline_schedule_id).where(*waiting_condition)
-                    )
-                )
+            .order_by(PipelineRun.created_at, PipelineRun.execution_date, PipelineRun.id)
+        ).all()
+        for run in waiting:
+            schedule_id = run.pipeline_schedule_id
+            settings = settings_of.get(schedule_id) or settings_of[None]
+            backfill_limit = backfill_limit_of.get(run.backfill_id)
+            if (
+                schedule_id is not None
+                and run.backfill_id is None
+                and settings["skip_if_previous_running"]
+                and per_schedule[schedule_id] > 0
             ):
-                settings_of[schedule_id] = with_defaults(raw)
-            backfill_limit_of: dict[int | None, int | None] = {None: None}
-            for backfill_id, raw in connection.execute(
-                select(Backfill.id, Backfill.settings).where(
-                    Backfill.id.in_(select(PipelineRun.backfill_id).where(*waiting_condition))
+                plan.skipped[run.id] = (
+                    f"skipped: an earlier run of schedule {schedule_id} was still running "
+                    "(settings.skip_if_previous_running)"
                 )
-            ):
-                value = (raw or {}).get("pipeline_run_limit")
-                backfill_limit_of[backfill_id] = int(value) if value else None
-            waiting = connection.execute(
-                select(
-                    PipelineRun.id,
-                    PipelineRun.pipeline_schedule_id,
-                    PipelineRun.pipeline_uuid,
-                    PipelineRun.backfill_id,
-                )
-                .where(
-                    PipelineRun.status == PipelineRunStatus.INITIAL.value,
-                    PipelineRun.owner.is_(None),
-                )
-                .order_by(PipelineRun.created_at, PipelineRun.execution_date, PipelineRun.id)
-            ).all()
-            for run in waiting:
-                schedule_id = run.pipeline_schedule_id
-                settings = settings_of.get(schedule_id) or settings_of[None]
-                backfill_limit = backfill_limit_of.get(run.backfill_id)
-                if (
-                    schedule_id is not None
-                    and run.backfill_id is None
-                    and settings["skip_if_previous_running"]
-                    and per_schedule[schedule_id] > 0
-                ):
+                continue
+            reason = _limit_reason(settings, backfill_limit, run, counts)
+            if reason is not None:
+                skip = settings["on_pipeline_run_limit_reached"] == "skip"
+                if skip and run.backfill_id is None:
                     plan.skipped[run.id] = (
-                        f"skipped: an earlier run of schedule {schedule_id} was still running "
-                        "(settings.skip_if_previous_running)"
+                        f"skipped: {reason} (settings.on_pipeline_run_limit_reached='skip')"
                     )
+                continue
+            if len(plan.start) >= capacity:
+                continue  # still walk on: later runs may have to be skipped now
+            plan.start.append(run.id)
+            if run.backfill_id is None:
+                per_schedule[schedule_id] += 1
+            per_pipeline[run.pipeline_uuid] += 1
+            per_backfill[run.backfill_id] += 1
+    if plan.skipped or plan.start:
+        _apply_start_plan(store, plan, owner, now)
+    return plan
+
+
+def _apply_start_plan(store: Store, plan: StartPlan, owner: str, now: datetime) -> None:
+    """Record the skips and take the runs to start — only those still waiting and untaken."""
+    waiting = (PipelineRun.status == PipelineRunStatus.INITIAL.value, PipelineRun.owner.is_(None))
+    with store.write_engine.begin() as connection:
+        skipped = list(plan.skipped)
+        for chunk in _chunks(skipped):
+            still = {
+                int(row[0])
+                for row in connection.execute(
+                    select(PipelineRun.id).where(PipelineRun.id.in_(chunk), *waiting)
+                )
+            }
+            for run_id in chunk:
+                if run_id not in still:
+                    del plan.skipped[run_id]  # taken or ended meanwhile: not ours to skip
                     continue
-                reason = _limit_reason(settings, backfill_limit, run, counts)
-                if reason is not None:
-                    skip = settings["on_pipeline_run_limit_reached"] == "skip"
-                    if skip and run.backfill_id is None:
-                        plan.skipped[run.id] = (
-                            f"skipped: {reason} (settings.on_pipeline_run_limit_reached='skip')"
-                        )
-                    continue
-                if len(plan.start) >= capacity:
-                    continue  # still walk on: later runs may have to be skipped now
-                plan.start.append(run.id)
-                if run.backfill_id is None:
-                    per_schedule[schedule_id] += 1
-                per_pipeline[run.pipeline_uuid] += 1
-                per_backfill[run.backfill_id] += 1
-            for run_id, why in plan.skipped.items():
                 end_run(
                     connection,
                     run_id,
                     PipelineRunStatus.CANCELLED.value,
-                    why,
+                    plan.skipped[run_id],
                     now,
                     from_statuses=(PipelineRunStatus.INITIAL.value,),
                 )
-            if plan.start:
-                connection.execute(
-                    update(PipelineRun)
-                    .where(
-                        PipelineRun.id.in_(plan.start),
-                        PipelineRun.status == PipelineRunStatus.INITIAL.value,
-                        PipelineRun.owner.is_(None),
+        if plan.start:
+            connection.execute(
+                update(PipelineRun)
+                .where(PipelineRun.id.in_(plan.start), *waiting)
+                .values(owner=owner, updated_at=now)
+            )
+            taken = {
+                int(row[0])
+                for row in connection.execute(
+                    select(PipelineRun.id).where(
+                        PipelineRun.id.in_(plan.start), PipelineRun.owner == owner
                     )
-                    .values(owner=owner, updated_at=now)
                 )
-    finally:
-        session.close()
-    return plan
+            }
+            plan.start = [run_id for run_id in plan.start if run_id in taken]
+
+
+def _chunks(values: list[int], size: int = 500) -> Iterator[list[int]]:
+    for offset in range(0, len(values), size):
+        yield values[offset : offset + size]
 
 
 # --------------------------------------------------------------------------------------------
