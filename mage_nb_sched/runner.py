@@ -37,10 +37,11 @@ from .clock import utcnow
 from .enums import BlockRunStatus, PipelineRunStatus
 from .errors import MageNbSchedError
 from .kernels import KernelError, execute_silently
+from .leases import direct_owner
 from .models import BlockRun, PipelineRun, PipelineSchedule
 from .pipelines import Block, Pipeline, load_pipeline
 from .project import DB_URL_ENV, PROJECT_DIR_ENV
-from .service.runs import direct_owner, end_run, take_run
+from .service.runs import end_run, take_run
 from .settings import with_defaults
 from .store import Store
 from .variables import (

@@ -278,13 +278,6 @@ def requeue_run(connection: Connection, run_id: int, reason: str, now: datetime)
     return True
 
 
-def direct_owner() -> str:
-    """The ``owner`` of runs this process executes itself (CLI, ``await run.execute()``)."""
-    from ..leases import direct_owner as owner_for
-
-    return owner_for()
-
-
 def take_run(store: Store, run_id: int, owner: str) -> bool:
     """Mark an ``initial`` run nobody has taken as ``owner``'s, so the scheduler leaves it alone.
     False when it is taken already (by the scheduler, or it is no longer initial)."""

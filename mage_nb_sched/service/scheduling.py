@@ -55,7 +55,13 @@ from ..notifications import Notification
 from ..project import data_dir
 from ..settings import with_defaults
 from ..store import Store
-from .runs import end_run, insert_runs_ignoring_duplicates, requeue_run, scheduled_run_values
+from .runs import (
+    end_run,
+    insert_runs_ignoring_duplicates,
+    requeue_run,
+    scheduled_run_key,
+    scheduled_run_values,
+)
 
 UNFINISHED = (PipelineRunStatus.INITIAL.value, PipelineRunStatus.RUNNING.value)
 FINISHED = (
@@ -116,21 +122,24 @@ class Probe:
     next_due_at: datetime | None  # the earliest next_due_at of an active time schedule
 
 
+#: The schedules the loop creates runs for: the index ``ix_pipeline_schedule_due`` serves them.
+ACTIVE_TIME = (
+    PipelineSchedule.status == ScheduleStatus.ACTIVE.value,
+    PipelineSchedule.schedule_type == ScheduleType.TIME.value,
+)
+
+
 def _probe_statement() -> Any:
-    active_time = (
-        PipelineSchedule.status == ScheduleStatus.ACTIVE.value,
-        PipelineSchedule.schedule_type == ScheduleType.TIME.value,
-    )
     return select(
         exists().where(PipelineRun.finalized_at.is_(None), PipelineRun.status.in_(FINISHED)),
         exists().where(
-            *active_time, PipelineSchedule.next_due_at <= bindparam("now", type_=UTCDateTime)
+            *ACTIVE_TIME, PipelineSchedule.next_due_at <= bindparam("now", type_=UTCDateTime)
         ),
         exists().where(
             PipelineRun.status == PipelineRunStatus.INITIAL.value, PipelineRun.owner.is_(None)
         ),
         exists().where(PipelineRun.status.in_(UNFINISHED)),
-        select(func.min(PipelineSchedule.next_due_at)).where(*active_time).scalar_subquery(),
+        select(func.min(PipelineSchedule.next_due_at)).where(*ACTIVE_TIME).scalar_subquery(),
     )
 
 
@@ -167,11 +176,7 @@ def _exists(store: Store, statement: Any) -> bool:
 
 
 def _due_schedules(now: datetime) -> Any:
-    return select(PipelineSchedule.id).where(
-        PipelineSchedule.status == ScheduleStatus.ACTIVE.value,
-        PipelineSchedule.schedule_type == ScheduleType.TIME.value,
-        PipelineSchedule.next_due_at <= now,
-    )
+    return select(PipelineSchedule.id).where(*ACTIVE_TIME, PipelineSchedule.next_due_at <= now)
 
 
 def _latest_scheduled_date(connection: Connection, schedule_id: int) -> datetime | None:
@@ -216,7 +221,7 @@ class PassFacts:
     def __init__(self, now: datetime) -> None:
         self.now = now
         self._ticks: dict[tuple[str, str], tuple[datetime | None, datetime | None]] = {}
-        self._periods: dict[tuple[str | None, str, datetime], tuple[dict[str, Any], str]] = {}
+        self._periods: dict[tuple[str | None, str, datetime], dict[str, Any]] = {}
 
     def ticks(self, facts: timing.ScheduleTiming) -> tuple[datetime | None, datetime | None]:
         """(current period start, next tick) of a periodic interval at ``now``."""
@@ -236,16 +241,16 @@ class PassFacts:
         found = self._periods.get(key)
         if found is None:
             values = scheduled_run_values(schedule, execution_date, schedule_timing=facts)
-            found = (values["variables"], execution_date.astimezone(UTC).isoformat())
+            found = values["variables"]
             self._periods[key] = found
-        variables, stamp = found
+        variables = found
         return {
             "pipeline_schedule_id": schedule.id,
             "pipeline_uuid": schedule.pipeline_uuid,
             "execution_date": execution_date,
             "status": PipelineRunStatus.INITIAL.value,
             "variables": variables,
-            "run_key": f"schedule:{schedule.id}:{stamp}",
+            "run_key": scheduled_run_key(schedule.id, execution_date),
             "created_at": self.now,
             "updated_at": self.now,
             "sla_breached": False,
@@ -331,11 +336,7 @@ def create_due_runs(store: Store, now: datetime) -> list[int]:
     while True:
         with store.write_engine.begin() as connection:
             # Plain rows, not ORM objects: a burst loads thousands of schedules.
-            statement = select(*columns).where(
-                PipelineSchedule.status == ScheduleStatus.ACTIVE.value,
-                PipelineSchedule.schedule_type == ScheduleType.TIME.value,
-                PipelineSchedule.next_due_at <= now,
-            )
+            statement = select(*columns).where(*ACTIVE_TIME, PipelineSchedule.next_due_at <= now)
             if after is not None:
                 # Keyset paging: one statement shape for every batch (an ever-growing
                 # NOT IN list would prepare a new statement per batch and hold memory).
@@ -387,10 +388,7 @@ def next_due_at(store: Store) -> datetime | None:
     """The earliest ``next_due_at`` of an active time schedule (an index lookup)."""
     with store.engine.connect() as connection:
         value = connection.execute(
-            select(func.min(PipelineSchedule.next_due_at)).where(
-                PipelineSchedule.status == ScheduleStatus.ACTIVE.value,
-                PipelineSchedule.schedule_type == ScheduleType.TIME.value,
-            )
+            select(func.min(PipelineSchedule.next_due_at)).where(*ACTIVE_TIME)
         ).scalar()
     if value is None:
         return None
@@ -398,7 +396,6 @@ def next_due_at(store: Store) -> datetime | None:
 
 
 def _utc(value: datetime) -> datetime:
-    from ..datetimes import UTC
 
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
