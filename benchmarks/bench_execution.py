@@ -94,8 +94,8 @@ def _run_latencies(run_ids: list[int]) -> dict[str, list[float]]:
 
 async def bench_runner_no_pool(store: Any, runs: int) -> dict[str, list[float]]:
     from mage_nb_sched import PipelineRun
-    from mage_nb_sched.kernels import KernelPool
-    from mage_nb_sched.runner import PipelineRunner
+    from mage_nb_sched.execution.kernels import KernelPool
+    from mage_nb_sched.execution.runner import PipelineRunner
 
     pool = KernelPool(size=0, use_forkserver=False)
     await pool.start()
@@ -113,7 +113,7 @@ async def bench_runner_no_pool(store: Any, runs: int) -> dict[str, list[float]]:
 
 async def bench_executor(store: Any, runs: int, throughput_runs: int) -> dict[str, Any]:
     from mage_nb_sched import PipelineRun
-    from mage_nb_sched.executors import LocalExecutor
+    from mage_nb_sched.execution.executors import LocalExecutor
 
     executor = LocalExecutor(store, workers=2, kernel_pool_size=2)
     await executor.start()

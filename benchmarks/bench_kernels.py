@@ -7,7 +7,7 @@ Measures wall time from "I want a kernel" to "a client can execute on it" (chann
 
 * (a) plain:   ``AsyncKernelManager.start_kernel()`` + ``client.start_channels()`` +
                ``client.wait_for_ready()`` — what nbclient does for every notebook;
-* (b) fork:    :func:`mage_nb_sched.kernels.start_kernel` with a ready :class:`ForkServer`
+* (b) fork:    :func:`mage_nb_sched.execution.kernels.start_kernel` with a ready :class:`ForkServer`
                (the server's own start is not counted);
 * (c) acquire: ``KernelPool(size=2).acquire()`` with the pool warm (refill time not counted);
 
@@ -46,7 +46,7 @@ import nbclient
 from jupyter_client.manager import AsyncKernelManager
 from nbformat.v4 import new_code_cell, new_notebook
 
-from mage_nb_sched.kernels import ForkServer, KernelPool, prepare, start_kernel
+from mage_nb_sched.execution.kernels import ForkServer, KernelPool, prepare, start_kernel
 
 CELLS = ["x = 1", "y = x + 1", "print(y)"]
 _TICKS = os.sysconf("SC_CLK_TCK")

@@ -72,10 +72,10 @@ from conftest import write_notebook
 from sqlalchemy import Table, bindparam, event, func, insert, select, text, update
 from stub_executor import StubExecutor
 
-from mage_nb_sched import timing
-from mage_nb_sched.executors.base import RunResult
+from mage_nb_sched.core import timing
+from mage_nb_sched.execution.executors.base import RunResult
 from mage_nb_sched.models import EVALUATE_NOW, PipelineRun, PipelineSchedule
-from mage_nb_sched.scheduler import PassReport, Scheduler
+from mage_nb_sched.scheduling.loop import PassReport, Scheduler
 from mage_nb_sched.store import Store, reset_stores, use_store
 
 UTC = timezone.utc

@@ -1,4 +1,4 @@
-"""Next-execution-date throughput: mage_nb_sched.timing vs. raw croniter.
+"""Next-execution-date throughput: mage_nb_sched.core.timing vs. raw croniter.
 
     python benchmarks/bench_timing.py [--schedules N] [--repeat R] [--check]
 
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from croniter import croniter
 
-from mage_nb_sched import timing
+from mage_nb_sched.core import timing
 
 TARGET_RATIO = 1.5
 ZONES = [

@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
 if _TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from .blocks import custom, data_exporter, data_loader, transformer
-    from .enums import (
+    from mage_nb_sched.core.enums import (
         BackfillIntervalType,
         BackfillStatus,
         BlockRunStatus,
@@ -22,36 +21,41 @@ if _TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         ScheduleStatus,
         ScheduleType,
     )
-    from .errors import (
+    from mage_nb_sched.core.errors import (
         ConflictError,
         MageNbSchedError,
         NotFoundError,
         StoreError,
         ValidationError,
     )
-    from .models import Backfill, BlockRun, EventMatcher, PipelineRun, PipelineSchedule
-    from .store import use_store
-    from .triggers import Trigger, add_or_update_trigger_for_pipeline_and_persist, sync_triggers
+    from mage_nb_sched.execution.blocks import custom, data_exporter, data_loader, transformer
+    from mage_nb_sched.models import Backfill, BlockRun, EventMatcher, PipelineRun, PipelineSchedule
+    from mage_nb_sched.store.engine import use_store
+    from mage_nb_sched.triggers import (
+        Trigger,
+        add_or_update_trigger_for_pipeline_and_persist,
+        sync_triggers,
+    )
 
 # Names are imported on first use (PEP 562): a kernel that only needs the block decorators
 # (``from mage_nb_sched import data_loader``) does not pay for SQLAlchemy and the models.
 _LAZY = {
-    "custom": "blocks",
-    "data_exporter": "blocks",
-    "data_loader": "blocks",
-    "transformer": "blocks",
-    "BackfillIntervalType": "enums",
-    "BackfillStatus": "enums",
-    "BlockRunStatus": "enums",
-    "PipelineRunStatus": "enums",
-    "ScheduleInterval": "enums",
-    "ScheduleStatus": "enums",
-    "ScheduleType": "enums",
-    "ConflictError": "errors",
-    "MageNbSchedError": "errors",
-    "NotFoundError": "errors",
-    "StoreError": "errors",
-    "ValidationError": "errors",
+    "custom": "execution.blocks",
+    "data_exporter": "execution.blocks",
+    "data_loader": "execution.blocks",
+    "transformer": "execution.blocks",
+    "BackfillIntervalType": "core.enums",
+    "BackfillStatus": "core.enums",
+    "BlockRunStatus": "core.enums",
+    "PipelineRunStatus": "core.enums",
+    "ScheduleInterval": "core.enums",
+    "ScheduleStatus": "core.enums",
+    "ScheduleType": "core.enums",
+    "ConflictError": "core.errors",
+    "MageNbSchedError": "core.errors",
+    "NotFoundError": "core.errors",
+    "StoreError": "core.errors",
+    "ValidationError": "core.errors",
     "Backfill": "models",
     "BlockRun": "models",
     "EventMatcher": "models",
@@ -112,13 +116,13 @@ __all__ = [
 
 def load_ipython_extension(ipython: _Any) -> None:
     """``%load_ext mage_nb_sched``: puts the Mage API names into the notebook's namespace."""
-    from .magics import load_ipython_extension as load
+    from mage_nb_sched.magics import load_ipython_extension as load
 
     load(ipython)
 
 
 def _jupyter_server_extension_points() -> list[dict[str, _Any]]:
     """How Jupyter Server finds the extension (enabled by the installed jupyter-config file)."""
-    from .extension import MageNbSchedApp
+    from mage_nb_sched.extension import MageNbSchedApp
 
     return [{"module": "mage_nb_sched", "app": MageNbSchedApp}]

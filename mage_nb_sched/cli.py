@@ -22,7 +22,7 @@ from typing import Any
 
 from traitlets import TraitError
 
-from .errors import MageNbSchedError, ValidationError
+from mage_nb_sched.core.errors import MageNbSchedError, ValidationError
 
 
 def parse_var(text: str) -> tuple[str, Any]:
@@ -48,7 +48,7 @@ def parse_var(text: str) -> tuple[str, Any]:
 
 
 def _pipeline_uuid(project_dir: Path, notebook: str) -> str:
-    from .project import normalize_pipeline_uuid, pipeline_uuid_for
+    from mage_nb_sched.core.project import normalize_pipeline_uuid, pipeline_uuid_for
 
     path = Path(notebook)
     if path.suffix == ".ipynb" and path.exists():
@@ -65,9 +65,9 @@ def _pipeline_uuid(project_dir: Path, notebook: str) -> str:
 
 
 def _command_run(args: argparse.Namespace) -> int:
-    from .runner import run_with_fresh_kernel
-    from .service.runs import create_run
-    from .store import use_store
+    from mage_nb_sched.execution.runner import run_with_fresh_kernel
+    from mage_nb_sched.service.runs import create_run
+    from mage_nb_sched.store.engine import use_store
 
     store = use_store(project_dir=args.project_dir)
     assert store.project_dir is not None
@@ -117,9 +117,9 @@ def scheduler_config(args: argparse.Namespace) -> Any:
 async def _serve(args: argparse.Namespace) -> int:
     import signal
 
-    from .project import DB_URL_ENV, PROJECT_DIR_ENV
-    from .scheduler import Scheduler
-    from .store import use_store
+    from mage_nb_sched.core.project import DB_URL_ENV, PROJECT_DIR_ENV
+    from mage_nb_sched.scheduling.loop import Scheduler
+    from mage_nb_sched.store.engine import use_store
 
     store = use_store(args.db_url, project_dir=args.project_dir)
     assert store.project_dir is not None

@@ -24,7 +24,7 @@ from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Float, Int, Unicode
 from traitlets.config import Config
 
-from .project import DB_URL_ENV, PROJECT_DIR_ENV
+from mage_nb_sched.core.project import DB_URL_ENV, PROJECT_DIR_ENV
 
 #: Extension traits forwarded to the part that owns them: (trait, section, name there).
 _FORWARDED = (
@@ -56,7 +56,7 @@ class MageNbSchedApp(ExtensionApp):
         "`mage-nb-sched scheduler` executes the runs for this store.",
     ).tag(config=True)
     executor_class = Unicode(
-        "mage_nb_sched.executors.local.LocalExecutor",
+        "mage_nb_sched.execution.executors.local.LocalExecutor",
         help="Import path of the executor class that runs pipeline runs.",
     ).tag(config=True)
     workers = Int(2, help="Worker processes executing runs (LocalExecutor).").tag(config=True)
@@ -84,7 +84,7 @@ class MageNbSchedApp(ExtensionApp):
     ).tag(config=True)
 
     def initialize_settings(self) -> None:
-        from .store import use_store
+        from mage_nb_sched.store.engine import use_store
 
         assert self.serverapp is not None
         root = Path(self.serverapp.root_dir).resolve()
@@ -112,8 +112,8 @@ class MageNbSchedApp(ExtensionApp):
         if not self.scheduler_enabled:
             self.log.info("mage_nb_sched: scheduler disabled in this server (scheduler_enabled)")
             return
-        from .notifications import jupyter_event_sink
-        from .scheduler import Scheduler
+        from mage_nb_sched.scheduling.loop import Scheduler
+        from mage_nb_sched.scheduling.notifications import jupyter_event_sink
 
         scheduler = Scheduler(self.store, config=self._part_config())
         event_logger = getattr(serverapp, "event_logger", None)

@@ -39,10 +39,10 @@ from sqlalchemy.orm import (
     validates,
 )
 
-from . import timing
-from .clock import utcnow
-from .datetimes import UTC, to_utc
-from .enums import (
+from mage_nb_sched.core import timing
+from mage_nb_sched.core.clock import utcnow
+from mage_nb_sched.core.datetimes import UTC, to_utc
+from mage_nb_sched.core.enums import (
     BackfillIntervalType,
     BackfillStatus,
     BlockRunStatus,
@@ -51,9 +51,9 @@ from .enums import (
     ScheduleStatus,
     ScheduleType,
 )
-from .service.fields import SCHEDULE_VALUE_CHECKS
-from .store import current_store
-from .timing import ScheduleDecision, ScheduleTiming
+from mage_nb_sched.core.timing import ScheduleDecision, ScheduleTiming
+from mage_nb_sched.service.fields import SCHEDULE_VALUE_CHECKS
+from mage_nb_sched.store.engine import current_store
 
 # Module-level names for the enums that the model classes also expose as nested attributes
 # (``PipelineRun.PipelineRunStatus`` as in Mage), so annotations inside the classes resolve.
@@ -270,31 +270,31 @@ class PipelineSchedule(Base):
     @classmethod
     def create(cls, **kwargs: Any) -> PipelineSchedule:
         """Validate and insert a schedule (see README: every field and setting)."""
-        from .service import schedules
+        from mage_nb_sched.service import schedules
 
         return schedules.create_schedule(**kwargs)
 
     def update(self, **kwargs: Any) -> PipelineSchedule:
         """Validate and apply changes. The result can be awaited (``await schedule.update()``)."""
-        from .service import schedules
+        from mage_nb_sched.service import schedules
 
         return schedules.update_schedule(self, **kwargs)
 
     def delete(self) -> None:
         """Delete the schedule with its runs, block runs and backfills."""
-        from .service import schedules
+        from mage_nb_sched.service import schedules
 
         schedules.delete_schedule(self)
 
     def rotate_token(self) -> str:
         """Replace the API token; returns the new clear-text token (shown once)."""
-        from .service import schedules
+        from mage_nb_sched.service import schedules
 
         return schedules.rotate_token(self)
 
     def check_token(self, token: str) -> bool:
         """Whether ``token`` is this schedule's API token (constant-time comparison)."""
-        from .tokens import verify_token
+        from mage_nb_sched.core.tokens import verify_token
 
         return verify_token(token, self.token_hash)
 
@@ -302,7 +302,7 @@ class PipelineSchedule(Base):
 
     def get_settings(self) -> dict[str, Any]:
         """Settings with defaults filled in."""
-        from .settings import with_defaults
+        from mage_nb_sched.core.settings import with_defaults
 
         return with_defaults(self.settings)
 
@@ -328,7 +328,7 @@ class PipelineSchedule(Base):
 
     @property
     def timing(self) -> ScheduleTiming:
-        """The schedule's time facts for :mod:`mage_nb_sched.timing`."""
+        """The schedule's time facts for :mod:`mage_nb_sched.core.timing`."""
         return ScheduleTiming(
             schedule_interval=self.schedule_interval,
             timezone=self.timezone,
@@ -556,13 +556,13 @@ class PipelineRun(Base):
     def create(cls, **kwargs: Any) -> PipelineRun:
         """Create a run by hand (Mage's ``PipelineRun.create``); ``execution_date`` defaults
         to now."""
-        from .service import runs
+        from mage_nb_sched.service import runs
 
         return runs.create_run(**kwargs)
 
     def update(self, **kwargs: Any) -> PipelineRun:
         """Change a run's status, timestamps, variables or metrics."""
-        from .service import runs
+        from mage_nb_sched.service import runs
 
         return runs.update_run(self, **kwargs)
 
@@ -570,7 +570,7 @@ class PipelineRun(Base):
         """Execute this run now, here, on a fresh kernel (``await run.execute()`` in a notebook
         cell). Returns the runner's outcome; the run's status, block runs, outputs and logs are
         stored as for scheduled runs."""
-        from .runner import run_with_fresh_kernel
+        from mage_nb_sched.execution.runner import run_with_fresh_kernel
 
         outcome = await run_with_fresh_kernel(current_store(), self.id)
         self.refresh()
@@ -578,7 +578,7 @@ class PipelineRun(Base):
 
     def delete(self) -> None:
         """Delete the run and its block runs."""
-        from .service import runs
+        from mage_nb_sched.service import runs
 
         runs.delete_run(self)
 
@@ -619,15 +619,15 @@ class PipelineRun(Base):
     # ----- artifacts of an executed run -------------------------------------------------
 
     def _project_dir(self) -> Any:
-        from .project import resolve_project_dir
+        from mage_nb_sched.core.project import resolve_project_dir
 
         return current_store().project_dir or resolve_project_dir()
 
     def get_output(self, block_uuid: str) -> Any:
         """The value block ``block_uuid`` returned in this run (DataFrames come back as
         DataFrames)."""
-        from .project import data_dir
-        from .variables import load_output, output_dir
+        from mage_nb_sched.core.project import data_dir
+        from mage_nb_sched.execution.variables import load_output, output_dir
 
         directory = output_dir(
             data_dir(self._project_dir()), self.pipeline_uuid, self.execution_partition, block_uuid
@@ -636,8 +636,8 @@ class PipelineRun(Base):
 
     def logs(self, block_uuid: str) -> str:
         """The log of one block of this run: stdout, stderr and the error with its traceback."""
-        from .artifacts import block_log_path
-        from .errors import NotFoundError
+        from mage_nb_sched.core.errors import NotFoundError
+        from mage_nb_sched.store.artifacts import block_log_path
 
         path = block_log_path(
             self._project_dir(), self.pipeline_uuid, self.execution_partition, block_uuid
@@ -731,41 +731,41 @@ class Backfill(Base):
     @classmethod
     def create(cls, **kwargs: Any) -> Backfill:
         """Validate and insert a backfill (no runs yet; see :meth:`start`)."""
-        from .service import backfills
+        from mage_nb_sched.service import backfills
 
         return backfills.create_backfill(**kwargs)
 
     def update(self, **kwargs: Any) -> Backfill:
-        from .service import backfills
+        from mage_nb_sched.service import backfills
 
         return backfills.update_backfill(self, **kwargs)
 
     def delete(self) -> None:
-        from .service import backfills
+        from mage_nb_sched.service import backfills
 
         backfills.delete_backfill(self)
 
     def preview_run_dates(self) -> list[dict[str, Any]]:
         """One dict per run: ``execution_date`` and its ``interval_*``, ``ds``, ``hr`` variables."""
-        from .service import backfills
+        from mage_nb_sched.service import backfills
 
         return backfills.preview_run_dates(self)
 
     def start(self) -> list[PipelineRun]:
         """Create every run of the range (idempotently) and mark the backfill running."""
-        from .service import backfills
+        from mage_nb_sched.service import backfills
 
         return backfills.start_backfill(self)
 
     def cancel(self) -> Backfill:
         """Cancel the runs that have not finished and mark the backfill cancelled."""
-        from .service import backfills
+        from mage_nb_sched.service import backfills
 
         return backfills.cancel_backfill(self)
 
     def progress(self) -> dict[str, int]:
         """Counts of this backfill's runs: total, done, failed, cancelled, running, initial."""
-        from .service import backfills
+        from mage_nb_sched.service import backfills
 
         return backfills.backfill_progress(self)
 

@@ -27,18 +27,18 @@ from typing import Any
 import yaml
 from sqlalchemy import select
 
-from .datetimes import coerce_datetime, to_utc
-from .enums import ScheduleInterval, ScheduleStatus, ScheduleType
-from .errors import MageNbSchedError, ValidationError
-from .project import (
+from mage_nb_sched.core.datetimes import coerce_datetime, to_utc
+from mage_nb_sched.core.enums import ScheduleInterval, ScheduleStatus, ScheduleType
+from mage_nb_sched.core.errors import MageNbSchedError, ValidationError
+from mage_nb_sched.core.project import (
     TRIGGERS_SUFFIX,
     normalize_pipeline_uuid,
     notebook_path,
     pipeline_uuid_for,
     resolve_project_dir,
 )
-from .service.fields import SCHEDULE_VALUE_CHECKS
-from .store import current_store
+from mage_nb_sched.service.fields import SCHEDULE_VALUE_CHECKS
+from mage_nb_sched.store.engine import current_store
 
 #: Keys of a trigger entry, in the order they are written: the schedule's own value fields.
 TRIGGER_KEYS = tuple(SCHEDULE_VALUE_CHECKS)
@@ -172,8 +172,8 @@ def add_or_update_trigger_for_pipeline_and_persist(
 
 def _apply_trigger(trigger: Trigger) -> Any:
     """Create or update the schedule of a trigger; returns the schedule."""
-    from .models import PipelineSchedule
-    from .service import schedules
+    from mage_nb_sched.models import PipelineSchedule
+    from mage_nb_sched.service import schedules
 
     assert trigger.pipeline_uuid is not None
     session = current_store().session()
@@ -268,8 +268,8 @@ def sync_triggers(project_dir: str | os.PathLike[str] | None = None) -> SyncRepo
     (or whose file is gone) are deleted. A bad entry is reported in ``errors`` and the others still
     sync; a file that cannot be read at all leaves its pipeline's schedules untouched.
     """
-    from .models import PipelineSchedule
-    from .service import schedules
+    from mage_nb_sched.models import PipelineSchedule
+    from mage_nb_sched.service import schedules
 
     store = current_store()
     root = (
@@ -329,7 +329,7 @@ def sync_triggers(project_dir: str | os.PathLike[str] | None = None) -> SyncRepo
 
 
 def _snapshot(pipeline_uuid: str, name: str) -> tuple[Any, ...] | None:
-    from .models import PipelineSchedule
+    from mage_nb_sched.models import PipelineSchedule
 
     row = (
         current_store()

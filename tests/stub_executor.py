@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from mage_nb_sched.executors.base import Executor, RunResult
-from mage_nb_sched.runner import _finish_run, claim_run
+from mage_nb_sched.execution.executors.base import Executor, RunResult
+from mage_nb_sched.execution.runner import _finish_run, claim_run
 from mage_nb_sched.store import Store
 
 
@@ -43,7 +43,7 @@ class StubExecutor(Executor):
         self._futures: dict[int, asyncio.Future[RunResult]] = {}
 
     def _now(self) -> Any:
-        from mage_nb_sched.clock import utcnow
+        from mage_nb_sched.core.clock import utcnow
 
         return self.clock() if self.clock is not None else utcnow()
 

@@ -13,9 +13,10 @@ import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 
-from mage_nb_sched import blocks, custom, data_exporter, data_loader, transformer
-from mage_nb_sched.errors import ValidationError
-from mage_nb_sched.variables import (
+from mage_nb_sched import custom, data_exporter, data_loader, transformer
+from mage_nb_sched.core.errors import ValidationError
+from mage_nb_sched.execution import blocks
+from mage_nb_sched.execution.variables import (
     ALL_VARIABLES_NAME,
     builtin_variables,
     injection_source,

@@ -11,7 +11,7 @@ import pytest
 from conftest import write_notebook
 
 from mage_nb_sched.cli import parse_var
-from mage_nb_sched.errors import ValidationError
+from mage_nb_sched.core.errors import ValidationError
 
 
 def run_cli(project_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -14,7 +14,7 @@ from conftest import write_notebook
 from processes import alive, child_pids, wait_until
 
 from mage_nb_sched import PipelineRun, PipelineSchedule
-from mage_nb_sched.executors import LocalExecutor
+from mage_nb_sched.execution.executors import LocalExecutor
 from mage_nb_sched.store import Store
 
 pytestmark = pytest.mark.kernel
@@ -161,7 +161,7 @@ def test_spawned_kernels_die_with_their_owner(tmp_path: Path) -> None:
     script = tmp_path / "owner.py"
     script.write_text(
         "import asyncio, sys\n"
-        "from mage_nb_sched.kernels import KernelPool\n"
+        "from mage_nb_sched.execution.kernels import KernelPool\n"
         "async def main():\n"
         "    pool = KernelPool(size=0, use_forkserver=False)\n"
         "    await pool.start()\n"

@@ -6,7 +6,7 @@ import pytest
 from traitlets import TraitError
 from traitlets.config import Config
 
-from mage_nb_sched.executors import LocalExecutor
+from mage_nb_sched.execution.executors import LocalExecutor
 from mage_nb_sched.store import Store
 
 

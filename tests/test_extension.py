@@ -22,10 +22,10 @@ from processes import until
 from traitlets.config import Config
 
 from mage_nb_sched import PipelineRun, PipelineSchedule
-from mage_nb_sched.clock import utcnow
+from mage_nb_sched.core.clock import utcnow
+from mage_nb_sched.core.project import DB_URL_ENV, PROJECT_DIR_ENV
 from mage_nb_sched.extension import MageNbSchedApp
-from mage_nb_sched.notifications import RUN_NOTIFICATION_SCHEMA_ID
-from mage_nb_sched.project import DB_URL_ENV, PROJECT_DIR_ENV
+from mage_nb_sched.scheduling.notifications import RUN_NOTIFICATION_SCHEMA_ID
 from mage_nb_sched.store import current_store, reset_stores
 
 try:

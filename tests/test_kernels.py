@@ -1,4 +1,4 @@
-"""Guarantees of mage_nb_sched.kernels, with real kernels and real processes.
+"""Guarantees of mage_nb_sched.execution.kernels, with real kernels and real processes.
 
 * a warm kernel is handed out at once, ready, to exactly one caller, and runs as ``handle.pid``;
 * ``acquire(cwd, env)`` really moves the kernel (cwd, os.environ, imports, subprocesses);
@@ -31,9 +31,9 @@ import pytest
 from nbclient.exceptions import CellExecutionError
 from nbformat.v4 import new_code_cell, new_notebook
 
-from mage_nb_sched import kernels
-from mage_nb_sched.errors import ValidationError
-from mage_nb_sched.kernels import (
+from mage_nb_sched.core.errors import ValidationError
+from mage_nb_sched.execution import kernels
+from mage_nb_sched.execution.kernels import (
     ForkServer,
     KernelError,
     KernelHandle,
@@ -458,7 +458,7 @@ def test_nbclient_runs_cells_on_a_handle_and_survives_a_cell_timeout(
 
 OWNER_SCRIPT = """
 import asyncio, json, sys
-from mage_nb_sched.kernels import KernelPool
+from mage_nb_sched.execution.kernels import KernelPool
 
 async def main():
     pool = KernelPool(size=1)

@@ -27,8 +27,8 @@ from mage_nb_sched import (
     ScheduleType,
     ValidationError,
 )
-from mage_nb_sched.clock import utcnow
-from mage_nb_sched.enums import PipelineRunStatus
+from mage_nb_sched.core.clock import utcnow
+from mage_nb_sched.core.enums import PipelineRunStatus
 from mage_nb_sched.service import runs as run_service
 from mage_nb_sched.service import schedules as schedule_service
 from mage_nb_sched.store import Store

@@ -30,8 +30,8 @@ from processes import wait_until
 from traitlets import TraitError
 from traitlets.config import Config
 
-from mage_nb_sched.errors import ValidationError
-from mage_nb_sched.notifications import (
+from mage_nb_sched.core.errors import ValidationError
+from mage_nb_sched.scheduling.notifications import (
     RUN_NOTIFICATION_SCHEMA_ID,
     RUN_NOTIFICATION_SCHEMA_PATH,
     Notification,
@@ -40,7 +40,7 @@ from mage_nb_sched.notifications import (
     redact_url,
 )
 
-LOGGER = "mage_nb_sched.notifications"
+LOGGER = "mage_nb_sched.scheduling.notifications"
 JAN_15 = datetime(2024, 1, 15, tzinfo=timezone.utc)
 
 # What a receiver answers: status, headers, body.
@@ -692,7 +692,7 @@ def test_the_schema_is_strict_enough_to_catch_a_drifting_payload() -> None:
 
 
 def test_the_schema_file_ships_inside_the_package() -> None:
-    packaged = importlib.resources.files("mage_nb_sched").joinpath(
+    packaged = importlib.resources.files("mage_nb_sched.scheduling").joinpath(
         "event_schemas/run_notification.yaml"
     )
     assert packaged.is_file()

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from conftest import write_notebook
 
-from mage_nb_sched.errors import NotFoundError, ValidationError
-from mage_nb_sched.pipelines import (
+from mage_nb_sched.core.errors import NotFoundError, ValidationError
+from mage_nb_sched.execution.pipelines import (
     Block,
     decorated_function,
     list_blocks,

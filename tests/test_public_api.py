@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import mage_nb_sched
-from mage_nb_sched.settings import settings_table_markdown
+from mage_nb_sched.core.settings import settings_table_markdown
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -57,7 +57,8 @@ def test_readme_settings_table_matches_the_code() -> None:
     )
     assert match, "README lost its settings table markers"
     assert match.group(1).strip() == settings_table_markdown().strip(), (
-        "README settings table is stale: paste mage_nb_sched.settings.settings_table_markdown()"
+        "README settings table is stale: paste "
+        "mage_nb_sched.core.settings.settings_table_markdown()"
     )
 
 

@@ -15,8 +15,8 @@ from conftest import write_notebook
 from processes import alive, child_pids, wait_until
 
 from mage_nb_sched import PipelineRun, PipelineSchedule
-from mage_nb_sched.kernels import KernelPool
-from mage_nb_sched.runner import PipelineRunner
+from mage_nb_sched.execution.kernels import KernelPool
+from mage_nb_sched.execution.runner import PipelineRunner
 from mage_nb_sched.store import Store
 
 pytestmark = pytest.mark.kernel

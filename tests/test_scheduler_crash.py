@@ -24,10 +24,10 @@ import pytest
 from conftest import write_notebook
 from processes import alive, descendants, wait_until
 
-from mage_nb_sched import PipelineRun, PipelineSchedule, leases
-from mage_nb_sched.clock import utcnow
-from mage_nb_sched.datetimes import UTC
-from mage_nb_sched.store import Store
+from mage_nb_sched import PipelineRun, PipelineSchedule
+from mage_nb_sched.core.clock import utcnow
+from mage_nb_sched.core.datetimes import UTC
+from mage_nb_sched.store import Store, leases
 
 LEASE = 2.0  # --lease-seconds of every scheduler started here
 STARTUP = 60.0  # bound for a scheduler to start and a kernel to run a cell (slow CI machines)

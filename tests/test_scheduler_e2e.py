@@ -16,10 +16,10 @@ from conftest import write_notebook
 from processes import until
 
 from mage_nb_sched import PipelineRun, PipelineSchedule
-from mage_nb_sched.clock import utcnow
-from mage_nb_sched.executors.local import LocalExecutor
-from mage_nb_sched.runner import run_with_fresh_kernel
-from mage_nb_sched.scheduler import Scheduler
+from mage_nb_sched.core.clock import utcnow
+from mage_nb_sched.execution.executors.local import LocalExecutor
+from mage_nb_sched.execution.runner import run_with_fresh_kernel
+from mage_nb_sched.scheduling.loop import Scheduler
 from mage_nb_sched.store import Store
 
 pytestmark = pytest.mark.kernel

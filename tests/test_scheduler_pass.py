@@ -18,17 +18,17 @@ from sqlalchemy import select, update
 from stub_executor import StubExecutor
 
 from mage_nb_sched import Backfill, PipelineRun, PipelineSchedule
-from mage_nb_sched import leases as leases_module
-from mage_nb_sched.datetimes import UTC
+from mage_nb_sched.core.datetimes import UTC
 from mage_nb_sched.models import Backfill as BackfillModel
 from mage_nb_sched.models import BlockRun, scheduler_lease
 from mage_nb_sched.models import PipelineRun as RunModel
 from mage_nb_sched.models import PipelineSchedule as ScheduleModel
-from mage_nb_sched.notifications import Notification
-from mage_nb_sched.scheduler import PassReport, Scheduler
+from mage_nb_sched.scheduling.loop import PassReport, Scheduler
+from mage_nb_sched.scheduling.notifications import Notification
 from mage_nb_sched.service.runs import create_run
 from mage_nb_sched.service.schedules import create_schedule
 from mage_nb_sched.store import Store
+from mage_nb_sched.store import leases as leases_module
 
 T = TypeVar("T")
 T0 = datetime(2024, 3, 4, 10, 30, tzinfo=UTC)  # a Monday
@@ -747,7 +747,7 @@ def test_changed_triggers_files_are_synced(store: Store, project_dir: Path) -> N
 
 
 def test_retention_deletes_old_runs_with_their_files(store: Store, project_dir: Path) -> None:
-    from mage_nb_sched.artifacts import run_dir
+    from mage_nb_sched.store.artifacts import run_dir
 
     clock = FakeClock(T0)
     old = create_run(pipeline_uuid="my_pipeline", now=T0 - timedelta(days=40))
@@ -849,7 +849,7 @@ def test_a_scheduler_in_another_pid_namespace_is_not_judged_by_pid(store: Store)
 def test_a_stalled_executor_cannot_overwrite_the_run_claimed_again(store: Store) -> None:
     """Fencing: a runner whose run was requeued and claimed by another executor writes
     nothing — not the run's status, not its blocks."""
-    from mage_nb_sched.runner import _finish_run, _set_block, claim_run, fail_run
+    from mage_nb_sched.execution.runner import _finish_run, _set_block, claim_run, fail_run
     from mage_nb_sched.service.runs import requeue_run
 
     manual = create_run(pipeline_uuid="my_pipeline", now=T0)
@@ -922,7 +922,7 @@ def test_backfill_runs_are_not_skipped_by_skip_if_previous_running(store: Store)
 
 
 def test_retention_keeps_files_shared_with_a_kept_run(store: Store, project_dir: Path) -> None:
-    from mage_nb_sched.artifacts import run_dir
+    from mage_nb_sched.store.artifacts import run_dir
 
     clock = FakeClock(T0)
     day = T0 - timedelta(days=40)
@@ -1047,8 +1047,8 @@ def test_losing_the_lease_does_not_cancel_runs_still_ours(store: Store) -> None:
 
 def test_runs_taken_between_planning_and_writing_are_left_alone(store: Store) -> None:
     """Planning reads without the write lock; the writes only touch runs still waiting."""
+    from mage_nb_sched.scheduling.passes import StartPlan, _apply_start_plan
     from mage_nb_sched.service.runs import take_run
-    from mage_nb_sched.service.scheduling import StartPlan, _apply_start_plan
 
     to_start = create_run(pipeline_uuid="my_pipeline", now=T0)
     to_skip = create_run(pipeline_uuid="my_pipeline", now=T0)

@@ -17,10 +17,11 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, func, inspect, select, text
 
 from mage_nb_sched import PipelineRun, PipelineSchedule, ScheduleStatus, ValidationError
+from mage_nb_sched.core.project import DATA_DIR_NAME, resolve_project_dir
+from mage_nb_sched.core.tokens import hash_token
 from mage_nb_sched.models import EVALUATE_NOW
-from mage_nb_sched.project import DATA_DIR_NAME, resolve_project_dir
 from mage_nb_sched.service.runs import create_scheduled_run
-from mage_nb_sched.store import (
+from mage_nb_sched.store.engine import (
     MIGRATIONS_DIR,
     Store,
     current_revision,
@@ -30,7 +31,6 @@ from mage_nb_sched.store import (
     reset_stores,
     use_store,
 )
-from mage_nb_sched.tokens import hash_token
 
 UTC = timezone.utc
 PROCESS_TIMEOUT = 120

@@ -1,4 +1,4 @@
-"""Table-driven tests of the pure schedule time maths in ``mage_nb_sched.timing``.
+"""Table-driven tests of the pure schedule time maths in ``mage_nb_sched.core.timing``.
 
 Every expected value in these tables was worked out by hand (calendar + the zone's offsets) and is
 written as a literal UTC instant; nothing here asks the code under test for an expectation.
@@ -24,10 +24,10 @@ from zoneinfo import ZoneInfo
 import pytest
 import pytz
 
-from mage_nb_sched import timing
-from mage_nb_sched.datetimes import to_utc
-from mage_nb_sched.errors import ValidationError
-from mage_nb_sched.timing import ScheduleTiming
+from mage_nb_sched.core import timing
+from mage_nb_sched.core.datetimes import to_utc
+from mage_nb_sched.core.errors import ValidationError
+from mage_nb_sched.core.timing import ScheduleTiming
 
 NY = "America/New_York"
 BERLIN = "Europe/Berlin"
@@ -421,7 +421,7 @@ def test_decide_asks_run_exists_for_about_the_current_period() -> None:
 
 
 def test_decide_accepts_enum_status() -> None:
-    from mage_nb_sched.enums import ScheduleStatus
+    from mage_nb_sched.core.enums import ScheduleStatus
 
     assert timing.decide(DAILY, NOW, status=ScheduleStatus.ACTIVE).due
     assert not timing.decide(DAILY, NOW, status=ScheduleStatus.INACTIVE).due
@@ -830,7 +830,7 @@ def test_expand_backfill_rejects(
 
 
 def test_expand_backfill_accepts_enum_interval_type() -> None:
-    from mage_nb_sched.enums import BackfillIntervalType
+    from mage_nb_sched.core.enums import BackfillIntervalType
 
     runs = timing.expand_backfill(utc(2024, 1, 1), utc(2024, 1, 2), BackfillIntervalType.DAY, 1)
     assert [run.execution_date for run in runs] == [utc(2024, 1, 1), utc(2024, 1, 2)]
@@ -885,7 +885,7 @@ def test_validate_interval_accepts(given: str, expected: str) -> None:
 
 
 def test_validate_interval_accepts_enum() -> None:
-    from mage_nb_sched.enums import ScheduleInterval
+    from mage_nb_sched.core.enums import ScheduleInterval
 
     assert timing.validate_interval(ScheduleInterval.WEEKLY) == "@weekly"
     assert timing.validate_interval(ScheduleInterval.ONCE) == "@once"

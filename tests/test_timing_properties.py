@@ -1,4 +1,4 @@
-"""Property tests of ``mage_nb_sched.timing`` against a brute-force reference.
+"""Property tests of ``mage_nb_sched.core.timing`` against a brute-force reference.
 
 The reference does not use timing.py's cron engine. For one cron expression, one zone and one
 window it
@@ -30,7 +30,7 @@ from croniter import croniter
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from mage_nb_sched import timing
+from mage_nb_sched.core import timing
 
 UTC = timezone.utc
 ONE_MINUTE = timedelta(minutes=1)

@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 
-from mage_nb_sched.errors import NotFoundError, ValidationError
-from mage_nb_sched.variables import (
+from mage_nb_sched.core.errors import NotFoundError, ValidationError
+from mage_nb_sched.execution.variables import (
     ALL_VARIABLES_NAME,
     builtin_variables,
     injection_source,

@@ -7,16 +7,20 @@ from typing import Any
 
 from sqlalchemy import delete, func, select, update
 
-from .. import timing
-from ..clock import utcnow
-from ..datetimes import UTC
-from ..enums import BackfillStatus, PipelineRunStatus
-from ..errors import ValidationError
-from ..models import Backfill, PipelineRun, fresh_session
-from ..project import normalize_pipeline_uuid, require_notebook, resolve_project_dir
-from ..store import current_store
-from . import fields
-from .schedules import get_schedule
+from mage_nb_sched.core import timing
+from mage_nb_sched.core.clock import utcnow
+from mage_nb_sched.core.datetimes import UTC
+from mage_nb_sched.core.enums import BackfillStatus, PipelineRunStatus
+from mage_nb_sched.core.errors import ValidationError
+from mage_nb_sched.core.project import (
+    normalize_pipeline_uuid,
+    require_notebook,
+    resolve_project_dir,
+)
+from mage_nb_sched.models import Backfill, PipelineRun, fresh_session
+from mage_nb_sched.service import fields
+from mage_nb_sched.service.schedules import get_schedule
+from mage_nb_sched.store.engine import current_store
 
 BACKFILL_FIELDS = {
     "id",

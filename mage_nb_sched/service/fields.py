@@ -1,5 +1,6 @@
 """Field validators for schedules and runs. Each returns the normalised value or raises a
-:class:`~mage_nb_sched.errors.ValidationError` naming the field, the value and a valid example."""
+:class:`~mage_nb_sched.core.errors.ValidationError` naming the field, the value and a valid
+example."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..datetimes import coerce_datetime
-from ..enums import ScheduleStatus, ScheduleType
-from ..errors import ValidationError
-from ..timing import validate_interval
+from mage_nb_sched.core.datetimes import coerce_datetime
+from mage_nb_sched.core.enums import ScheduleStatus, ScheduleType
+from mage_nb_sched.core.errors import ValidationError
+from mage_nb_sched.core.timing import validate_interval
 
 
 def name(value: Any, field: str = "name") -> str:
@@ -130,7 +131,7 @@ def unknown_fields(given: Mapping[str, Any], allowed: set[str], what: str) -> No
 
 
 def _settings(value: Any) -> dict[str, Any]:
-    from ..settings import validate_settings
+    from mage_nb_sched.core.settings import validate_settings
 
     return validate_settings(value)
 

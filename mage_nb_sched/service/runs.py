@@ -9,16 +9,20 @@ from typing import Any
 from sqlalchemy import Connection, Table, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from .. import timing
-from ..clock import utcnow
-from ..datetimes import UTC
-from ..enums import BlockRunStatus, PipelineRunStatus
-from ..errors import ValidationError
-from ..models import BlockRun, PipelineRun, PipelineSchedule
-from ..project import normalize_pipeline_uuid, require_notebook, resolve_project_dir
-from ..store import Store, current_store
-from . import fields
-from .schedules import get_schedule
+from mage_nb_sched.core import timing
+from mage_nb_sched.core.clock import utcnow
+from mage_nb_sched.core.datetimes import UTC
+from mage_nb_sched.core.enums import BlockRunStatus, PipelineRunStatus
+from mage_nb_sched.core.errors import ValidationError
+from mage_nb_sched.core.project import (
+    normalize_pipeline_uuid,
+    require_notebook,
+    resolve_project_dir,
+)
+from mage_nb_sched.models import BlockRun, PipelineRun, PipelineSchedule
+from mage_nb_sched.service import fields
+from mage_nb_sched.service.schedules import get_schedule
+from mage_nb_sched.store.engine import Store, current_store
 
 RUN_FIELDS = {
     "id",

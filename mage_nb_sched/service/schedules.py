@@ -8,15 +8,19 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
-from ..clock import utcnow
-from ..datetimes import to_utc
-from ..enums import ScheduleStatus, ScheduleType
-from ..errors import ConflictError, ValidationError
-from ..models import Backfill, PipelineRun, PipelineSchedule, fresh_session
-from ..project import normalize_pipeline_uuid, require_notebook, resolve_project_dir
-from ..store import Store, current_store
-from ..tokens import generate_token, hash_token, token_hint, validate_token
-from . import fields
+from mage_nb_sched.core.clock import utcnow
+from mage_nb_sched.core.datetimes import to_utc
+from mage_nb_sched.core.enums import ScheduleStatus, ScheduleType
+from mage_nb_sched.core.errors import ConflictError, ValidationError
+from mage_nb_sched.core.project import (
+    normalize_pipeline_uuid,
+    require_notebook,
+    resolve_project_dir,
+)
+from mage_nb_sched.core.tokens import generate_token, hash_token, token_hint, validate_token
+from mage_nb_sched.models import Backfill, PipelineRun, PipelineSchedule, fresh_session
+from mage_nb_sched.service import fields
+from mage_nb_sched.store.engine import Store, current_store
 
 SCHEDULE_FIELDS = {*fields.SCHEDULE_VALUE_CHECKS, "id", "pipeline_uuid", "token", "in_code"}
 
@@ -147,7 +151,7 @@ def update_schedule(
         session.refresh(schedule)
         raise _integrity_error(err, state) from err
     if sync_file and schedule.in_code:
-        from .. import triggers
+        from mage_nb_sched import triggers
 
         if (old_name, old_pipeline) != (schedule.name, schedule.pipeline_uuid):
             triggers.remove_from_file(old_pipeline, old_name, _project_dir(store))
@@ -184,14 +188,14 @@ def delete_schedule(schedule: PipelineSchedule, *, sync_file: bool = True) -> No
     if schedule in session:
         session.expunge(schedule)
     if sync_file and in_code:
-        from .. import triggers
+        from mage_nb_sched import triggers
 
         triggers.remove_from_file(pipeline_uuid, name, _project_dir(store))
 
 
 def get_schedule(schedule_id: int) -> PipelineSchedule:
     """A schedule by id, or a NotFoundError that says how to list them."""
-    from ..errors import NotFoundError
+    from mage_nb_sched.core.errors import NotFoundError
 
     # A fresh snapshot: a schedule another process created since our last read must be found.
     schedule = fresh_session().get(PipelineSchedule, schedule_id, populate_existing=True)

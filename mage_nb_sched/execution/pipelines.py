@@ -23,10 +23,10 @@ from typing import Any
 
 import nbformat
 
-from .errors import NotFoundError, ValidationError
-from .project import normalize_pipeline_uuid, require_notebook
+from mage_nb_sched.core.errors import NotFoundError, ValidationError
+from mage_nb_sched.core.project import normalize_pipeline_uuid, require_notebook
 
-#: The decorators that make a function a Mage block (``mage_nb_sched.blocks``).
+#: The decorators that make a function a Mage block (``mage_nb_sched.execution.blocks``).
 BLOCK_DECORATORS = frozenset({"data_loader", "transformer", "data_exporter", "custom"})
 #: ``block:NAME`` names its cell's block.
 BLOCK_TAG_PREFIX = "block:"

@@ -34,9 +34,9 @@ from typing import Any
 
 import nbformat
 
-from .datetimes import coerce_datetime, to_utc
-from .errors import NotFoundError, ValidationError
-from .timing import date_variables
+from mage_nb_sched.core.datetimes import coerce_datetime, to_utc
+from mage_nb_sched.core.errors import NotFoundError, ValidationError
+from mage_nb_sched.core.timing import date_variables
 
 #: The name the injected cell gives the dict of *all* variables (also non-identifier keys).
 ALL_VARIABLES_NAME = "mage_nb_sched_variables"

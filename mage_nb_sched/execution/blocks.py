@@ -10,8 +10,8 @@ decorated block of this run (left out for the first one) and ``kwargs`` are the 
 plus ``block_uuid`` and ``block_run_id`` (set by :func:`enter_block` before each cell). The return
 value becomes the next block's input and is saved under the data dir at
 ``.variables/pipelines/<pipeline uuid>/<partition>/<block uuid>/output_0``
-(:func:`mage_nb_sched.variables.save_output`). Exceptions propagate: the cell fails and the
-runner records the block as failed.
+(:func:`mage_nb_sched.execution.variables.save_output`). Exceptions propagate: the cell
+fails and the runner records the block as failed.
 
 **Interactive mode** (no run active, e.g. a user executing the cell in Jupyter): the function is
 called with the notebook's current values — the last decorated block's return value in this
@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .errors import ValidationError
+from mage_nb_sched.core.errors import ValidationError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -167,7 +167,7 @@ def enter_block(block_uuid: str, block_run_id: int | None = None) -> None:
             "block_uuid",
             block_uuid,
             "no pipeline run is active in this kernel",
-            "Call mage_nb_sched.blocks.activate_run(context) before enter_block().",
+            "Call mage_nb_sched.execution.blocks.activate_run(context) before enter_block().",
         )
     if block_uuid in _run.entered_with:
         # A retry: the failed attempt may already have replaced the upstream output.
@@ -222,8 +222,8 @@ def reset_interactive_state() -> None:
 
 def interactive_variables() -> dict[str, Any]:
     """The keyword arguments an interactively run block gets now (built-ins + user-set)."""
-    from .clock import utcnow
-    from .variables import interactive_builtin_variables
+    from mage_nb_sched.core.clock import utcnow
+    from mage_nb_sched.execution.variables import interactive_builtin_variables
 
     return {**interactive_builtin_variables(utcnow()), **_interactive.variables}
 
@@ -302,7 +302,7 @@ def call_block(function: Callable[..., Any], previous: Any, variables: dict[str,
 
 
 def _run_block(function: Callable[..., Any], state: _RunState) -> None:
-    from .variables import output_dir, save_output
+    from mage_nb_sched.execution.variables import output_dir, save_output
 
     if state.block_uuid is not None and not state.block_claimed:
         block_uuid = state.block_uuid

@@ -5,7 +5,7 @@ Each pass reads the clock once and runs the steps of :mod:`mage_nb_sched.service
 picked to the executor, stops runs that ended elsewhere (cancel, timeout) and sends
 notifications. Between passes the loop sleeps until the earliest thing that can happen — a
 schedule's next due time, an SLA or timeout deadline, the lease renewal — or until the store
-changes (:class:`~mage_nb_sched.changes.ChangeWatcher`): a run created by the API starts
+changes (:class:`~mage_nb_sched.store.changes.ChangeWatcher`): a run created by the API starts
 within milliseconds, and an idle scheduler does no work. There is no fixed tick.
 
 One scheduler per database is active: it holds the ``leader`` lease; others stand by and take
@@ -29,15 +29,15 @@ from typing import Any, TypeVar
 from traitlets import Float, Instance, Int, TraitError, Type, validate
 from traitlets.config import LoggingConfigurable
 
-from . import leases
-from .changes import ChangeWatcher
-from .clock import utcnow
-from .errors import ValidationError
-from .executors.base import Executor, RunResult
-from .executors.local import LocalExecutor
-from .notifications import Notification, Notifier
-from .service import scheduling
-from .store import Store
+from mage_nb_sched.core.clock import utcnow
+from mage_nb_sched.core.errors import ValidationError
+from mage_nb_sched.execution.executors.base import Executor, RunResult
+from mage_nb_sched.execution.executors.local import LocalExecutor
+from mage_nb_sched.scheduling import passes as scheduling
+from mage_nb_sched.scheduling.notifications import Notification, Notifier
+from mage_nb_sched.store import leases
+from mage_nb_sched.store.changes import ChangeWatcher
+from mage_nb_sched.store.engine import Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -563,8 +563,8 @@ class Scheduler(LoggingConfigurable):
         return report
 
     def _sync_trigger_files(self) -> None:
-        from .store import current_store
-        from .triggers import sync_triggers, trigger_files
+        from mage_nb_sched.store.engine import current_store
+        from mage_nb_sched.triggers import sync_triggers, trigger_files
 
         assert self.store.project_dir is not None
         files = trigger_files(self.store.project_dir)

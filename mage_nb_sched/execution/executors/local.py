@@ -28,11 +28,11 @@ from typing import Any
 from sqlalchemy import select
 from traitlets import Int, List, TraitError, Unicode, validate
 
-from ..clock import utcnow
-from ..enums import PipelineRunStatus
-from ..models import PipelineRun
-from ..store import Store
-from .base import Executor, RunResult
+from mage_nb_sched.core.clock import utcnow
+from mage_nb_sched.core.enums import PipelineRunStatus
+from mage_nb_sched.execution.executors.base import Executor, RunResult
+from mage_nb_sched.models import PipelineRun
+from mage_nb_sched.store.engine import Store
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def worker_main(
     parent_pid: int,
 ) -> None:
     """Entry point of a worker process: execute the runs the parent sends, report results."""
-    from ..kernel_forkserver import set_pdeathsig
+    from mage_nb_sched.execution.kernel_forkserver import set_pdeathsig
 
     # Die with the scheduler, even on kill -9: its runs are then recovered from the database
     # (and this worker's kernels die with it in turn).
@@ -80,13 +80,13 @@ async def _worker_loop(
 ) -> None:
     from pathlib import Path
 
-    from ..kernels import KernelPool
-    from ..runner import PipelineRunner, warm_up
+    from mage_nb_sched.execution.kernels import KernelPool
+    from mage_nb_sched.execution.runner import PipelineRunner, warm_up
 
     store = Store(db_url, Path(project_dir))
     # Kernels forked with the block decorators already imported start their first block sooner.
     pool = KernelPool(
-        size=kernel_pool_size, cwd=project_dir, preload=("mage_nb_sched.blocks", *preload)
+        size=kernel_pool_size, cwd=project_dir, preload=("mage_nb_sched.execution.blocks", *preload)
     )
     await pool.start()
     runner = PipelineRunner(store, pool)
@@ -315,7 +315,7 @@ class LocalExecutor(Executor):
 
     def _cancel_queued(self, run_id: int) -> None:
         """A run cancelled before any worker took it: ``initial → cancelled`` in the database."""
-        from ..service.runs import end_run
+        from mage_nb_sched.service.runs import end_run
 
         with self.store.write_engine.begin() as connection:
             if self.owner is not None:
@@ -342,7 +342,7 @@ class LocalExecutor(Executor):
                 log.exception("could not mark run %s failed", run_id)
 
     def _fail_orphaned_run(self, run_id: int, reason: str) -> None:
-        from ..runner import fail_run
+        from mage_nb_sched.execution.runner import fail_run
 
         fail_run(self.store, run_id, reason, utcnow(), owner=self.owner)
 
@@ -398,7 +398,7 @@ class LocalExecutor(Executor):
             )
 
     def _fail_waiting_runs(self, run_ids: list[int], reason: str) -> None:
-        from ..service.runs import end_run
+        from mage_nb_sched.service.runs import end_run
 
         for run_id in run_ids:
             try:

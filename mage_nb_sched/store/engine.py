@@ -21,8 +21,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
-from .errors import StoreError, ValidationError
-from .project import data_dir, default_database_url, resolve_project_dir
+from mage_nb_sched.core.errors import StoreError, ValidationError
+from mage_nb_sched.core.project import data_dir, default_database_url, resolve_project_dir
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 #: How long a SQLite connection waits for another writer before failing (milliseconds).

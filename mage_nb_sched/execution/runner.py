@@ -32,25 +32,25 @@ from typing import Any, Protocol
 import nbformat
 from sqlalchemy import delete, exists, insert, select, true, update
 
-from . import artifacts
-from .clock import utcnow
-from .enums import BlockRunStatus, PipelineRunStatus
-from .errors import MageNbSchedError
-from .kernels import KernelError, execute_silently
-from .leases import direct_owner
-from .models import BlockRun, PipelineRun, PipelineSchedule
-from .pipelines import Block, Pipeline, load_pipeline
-from .project import DB_URL_ENV, PROJECT_DIR_ENV
-from .service.runs import end_run, take_run
-from .settings import with_defaults
-from .store import Store
-from .variables import (
+from mage_nb_sched.core.clock import utcnow
+from mage_nb_sched.core.enums import BlockRunStatus, PipelineRunStatus
+from mage_nb_sched.core.errors import MageNbSchedError
+from mage_nb_sched.core.project import DB_URL_ENV, PROJECT_DIR_ENV
+from mage_nb_sched.core.settings import with_defaults
+from mage_nb_sched.execution.kernels import KernelError, execute_silently
+from mage_nb_sched.execution.pipelines import Block, Pipeline, load_pipeline
+from mage_nb_sched.execution.variables import (
     builtin_variables,
     injection_source,
     insert_injected_cell,
     merge_variables,
     pipeline_global_variables,
 )
+from mage_nb_sched.models import BlockRun, PipelineRun, PipelineSchedule
+from mage_nb_sched.service.runs import end_run, take_run
+from mage_nb_sched.store import artifacts
+from mage_nb_sched.store.engine import Store
+from mage_nb_sched.store.leases import direct_owner
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,8 @@ class KernelLike(Protocol):
 
 
 class KernelSource(Protocol):
-    """Hands out fresh, ready kernels (a warm :class:`~mage_nb_sched.kernels.KernelPool`)."""
+    """Hands out fresh, ready kernels (a warm
+    :class:`~mage_nb_sched.execution.kernels.KernelPool`)."""
 
     async def acquire(self) -> Any: ...
 
@@ -309,7 +310,7 @@ def _activation_code(
         "import os as __mnb_os\n"
         f"__mnb_os.chdir({str(cwd)!r})\n"
         f"__mnb_os.environ.update({env!r})\n"
-        "import mage_nb_sched.blocks as __mnb_blocks\n"
+        "import mage_nb_sched.execution.blocks as __mnb_blocks\n"
         "__mnb_ns = {}\n"
         f"exec({variables_source!r}, __mnb_ns)\n"
         f"__mnb_ctx = {context!r}\n"
@@ -480,7 +481,7 @@ class PipelineRunner:
         pool_kernel = getattr(self.kernels, "kernel_name", kernel_name)
         if kernel_name == pool_kernel:
             return await self.kernels.acquire(), None
-        from .kernels import KernelPool
+        from mage_nb_sched.execution.kernels import KernelPool
 
         one_off = KernelPool(size=0, kernel_name=kernel_name, use_forkserver=False)
         await one_off.start()
@@ -740,7 +741,7 @@ class PipelineRunner:
             stop: _RunStopped | None = None
             try:
                 pending.append(
-                    f"__import__('mage_nb_sched.blocks').blocks.enter_block("
+                    f"__import__('mage_nb_sched.execution.blocks').execution.blocks.enter_block("
                     f"{block.uuid!r}, {block_run_id!r})"
                 )
                 setup = "\n".join(pending)
@@ -935,7 +936,7 @@ async def run_with_fresh_kernel(
     leaves it alone. If a scheduler took it first, this waits for that execution to finish and
     reports its outcome instead of executing the run twice.
     """
-    from .kernels import KernelPool
+    from mage_nb_sched.execution.kernels import KernelPool
 
     if not await asyncio.to_thread(take_run, store, run_id, direct_owner()):
         status = await _wait_until_finished(store, run_id)

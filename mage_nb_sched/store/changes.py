@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from sqlalchemy.engine import make_url
 
-from .store import Store
+from mage_nb_sched.store.engine import Store
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import difflib
 import os
 from pathlib import Path
 
-from .errors import ValidationError
+from mage_nb_sched.core.errors import ValidationError
 
 PROJECT_DIR_ENV = "MAGE_NB_SCHED_PROJECT_DIR"
 DB_URL_ENV = "MAGE_NB_SCHED_DB_URL"

@@ -18,8 +18,8 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from .models import scheduler_lease
-from .store import Store
+from mage_nb_sched.models import scheduler_lease
+from mage_nb_sched.store.engine import Store
 
 LEADER = "leader"
 _INSTANCE_PREFIX = "instance:"

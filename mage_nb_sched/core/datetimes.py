@@ -13,7 +13,7 @@ from datetime import date, datetime, timezone, tzinfo
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .errors import ValidationError
+from mage_nb_sched.core.errors import ValidationError
 
 UTC = timezone.utc
 

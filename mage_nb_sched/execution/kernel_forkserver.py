@@ -6,9 +6,9 @@ ipykernel, tornado, zmq, debugpy). This process pays that once: it imports every
 serves fork requests. Each forked child becomes one ``IPKernelApp`` on the connection file it was
 given, so a kernel costs only the app's own initialisation (~0.1 s CPU).
 
-It is started by :class:`mage_nb_sched.kernels.ForkServer` as a *fresh interpreter* running this
-file as a script (not ``-m mage_nb_sched...``, which would import the package and everything it
-pulls in into every kernel)::
+It is started by :class:`mage_nb_sched.execution.kernels.ForkServer` as a *fresh interpreter*
+running this file as a script (not ``-m mage_nb_sched...``, which would import the package and
+everything it pulls in into every kernel)::
 
     python .../kernel_forkserver.py --fd N --parent-pid P [--preload '["pandas"]']
 

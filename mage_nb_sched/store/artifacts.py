@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .project import data_dir
+from mage_nb_sched.core.project import data_dir
 
 
 def run_dir(project_dir: Path, pipeline_uuid: str, partition: str) -> Path:

@@ -10,9 +10,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .datetimes import load_zone
-from .enums import PipelineRunStatus
-from .errors import ValidationError
+from mage_nb_sched.core.datetimes import load_zone
+from mage_nb_sched.core.enums import PipelineRunStatus
+from mage_nb_sched.core.errors import ValidationError
 
 TIMEOUT_STATUSES = (PipelineRunStatus.FAILED.value, PipelineRunStatus.CANCELLED.value)
 LIMIT_REACHED_ACTIONS = ("wait", "skip")

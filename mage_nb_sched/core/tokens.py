@@ -7,7 +7,7 @@ import hmac
 import re
 import secrets
 
-from .errors import ValidationError
+from mage_nb_sched.core.errors import ValidationError
 
 #: Tokens shorter than this are refused; they would be guessable.
 MIN_TOKEN_LENGTH = 16

@@ -5,7 +5,7 @@ breaches, pick the runs to start (within the concurrency limits), recover runs o
 owners, and close finished runs (notifications, ``@once``, backfill status). Every step is
 idempotent — running it twice with the same ``now`` changes nothing the second time — so a
 pass repeated after a crash, or by a second scheduler, is harmless. Nothing here touches an
-event loop or a kernel: :mod:`mage_nb_sched.scheduler` drives these steps and the executor.
+event loop or a kernel: :mod:`mage_nb_sched.scheduling.loop` drives these steps and the executor.
 """
 
 from __future__ import annotations
@@ -31,10 +31,9 @@ from sqlalchemy import (
     update,
 )
 
-from .. import leases, timing
-from ..artifacts import run_dir
-from ..datetimes import UTC
-from ..enums import (
+from mage_nb_sched.core import timing
+from mage_nb_sched.core.datetimes import UTC
+from mage_nb_sched.core.enums import (
     BackfillStatus,
     BlockRunStatus,
     PipelineRunStatus,
@@ -42,7 +41,9 @@ from ..enums import (
     ScheduleStatus,
     ScheduleType,
 )
-from ..models import (
+from mage_nb_sched.core.project import data_dir
+from mage_nb_sched.core.settings import with_defaults
+from mage_nb_sched.models import (
     EVALUATE_NOW,
     NEVER,
     Backfill,
@@ -51,17 +52,17 @@ from ..models import (
     PipelineSchedule,
     UTCDateTime,
 )
-from ..notifications import Notification
-from ..project import data_dir
-from ..settings import with_defaults
-from ..store import Store
-from .runs import (
+from mage_nb_sched.scheduling.notifications import Notification
+from mage_nb_sched.service.runs import (
     end_run,
     insert_runs_ignoring_duplicates,
     requeue_run,
     scheduled_run_key,
     scheduled_run_values,
 )
+from mage_nb_sched.store import leases
+from mage_nb_sched.store.artifacts import run_dir
+from mage_nb_sched.store.engine import Store
 
 UNFINISHED = (PipelineRunStatus.INITIAL.value, PipelineRunStatus.RUNNING.value)
 FINISHED = (

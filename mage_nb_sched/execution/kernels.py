@@ -80,8 +80,8 @@ from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.provisioning.local_provisioner import LocalProvisioner
 from jupyter_core.paths import jupyter_runtime_dir
 
-from . import kernel_forkserver as protocol
-from .errors import MageNbSchedError, ValidationError
+from mage_nb_sched.core.errors import MageNbSchedError, ValidationError
+from mage_nb_sched.execution import kernel_forkserver as protocol
 
 log = logging.getLogger(__name__)
 
@@ -337,7 +337,7 @@ def _pid_running(pid: int) -> bool:
 
 
 class ForkServer:
-    """Client of one fork-server process (see :mod:`mage_nb_sched.kernel_forkserver`).
+    """Client of one fork-server process (see :mod:`mage_nb_sched.execution.kernel_forkserver`).
 
     ``start()`` launches the server and returns at once; the server is usable after its imports
     (``await wait_ready()``). ``env`` is the server's environment (default: ``os.environ``); kernels
@@ -635,7 +635,7 @@ def _die_with_parent(parent_pid: int) -> Callable[[], None]:
 
     # Imported here, in the parent: importing in the forked child could deadlock on the import
     # lock held by another thread at fork time.
-    from .kernel_forkserver import set_pdeathsig
+    from mage_nb_sched.execution.kernel_forkserver import set_pdeathsig
 
     def preexec() -> None:
         set_pdeathsig(signal.SIGKILL)

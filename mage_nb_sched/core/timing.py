@@ -26,9 +26,14 @@ from typing import Any
 
 from croniter import croniter
 
-from .datetimes import UTC, load_zone, to_utc
-from .enums import BackfillIntervalType, PipelineRunStatus, ScheduleInterval, ScheduleStatus
-from .errors import ValidationError
+from mage_nb_sched.core.datetimes import UTC, load_zone, to_utc
+from mage_nb_sched.core.enums import (
+    BackfillIntervalType,
+    PipelineRunStatus,
+    ScheduleInterval,
+    ScheduleStatus,
+)
+from mage_nb_sched.core.errors import ValidationError
 
 #: The named periodic intervals expressed as cron.
 NAMED_CRON = {
