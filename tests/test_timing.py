@@ -133,7 +133,8 @@ CADENCE_CASES = [
     # Berlin: @monthly across the spring change (03-01 00:00 CET = 02-29 23:00Z,
     # 04-01 00:00 CEST = 03-31 22:00Z)
     ("@monthly", BERLIN, utc(2024, 3, 31, 12), utc(2024, 2, 29, 23), utc(2024, 3, 31, 22)),
-    # ---- 02:30 daily in a spring-forward gap fires at the instant the gap ends
+    # ---- time-specific jobs (minute and hour fixed): a wall time in a spring-forward gap fires
+    # once, at the instant the gap ends
     # NY: 03-09 02:30 EST = 07:30Z; 03-10 02:30 does not exist -> 03:00 EDT = 07:00Z;
     # 03-11 02:30 EDT = 06:30Z
     ("30 2 * * *", NY, utc(2024, 3, 10, 7) - US, utc(2024, 3, 9, 7, 30), utc(2024, 3, 10, 7)),
@@ -149,7 +150,7 @@ CADENCE_CASES = [
      utc(2024, 10, 5, 15, 30)),
     ("15 2 * * *", LORD_HOWE, utc(2024, 10, 5, 15, 30), utc(2024, 10, 5, 15, 30),
      utc(2024, 10, 6, 15, 15)),
-    # ---- wall times that happen twice fire at their first occurrence only
+    # ---- time-specific jobs: wall times that happen twice fire at their first occurrence only
     # NY 01:30 on 11-03: 05:30Z (EDT, first) and 06:30Z (EST, second)
     ("30 1 * * *", NY, utc(2024, 11, 3, 6, 30), utc(2024, 11, 3, 5, 30), utc(2024, 11, 4, 6, 30)),
     ("30 1 * * *", NY, utc(2024, 11, 3, 5, 30) - US, utc(2024, 11, 2, 5, 30),
@@ -160,11 +161,17 @@ CADENCE_CASES = [
     # Lord Howe 01:45 on 04-07: 04-06 14:45Z (LHDT, first) and 15:15Z (LHST, second)
     ("45 1 * * *", LORD_HOWE, utc(2024, 4, 6, 15, 15), utc(2024, 4, 6, 14, 45),
      utc(2024, 4, 7, 15, 15)),
-    # ---- hourly inside a repeated hour: NY 01:00 EDT = 05:00Z is the tick, 01:00 EST is not
-    ("@hourly", NY, utc(2024, 11, 3, 6, 30), utc(2024, 11, 3, 5), utc(2024, 11, 3, 7)),
-    ("*/20 1-3 * * *", NY, utc(2024, 11, 3, 6, 10), utc(2024, 11, 3, 5, 40),
-     utc(2024, 11, 3, 7)),
+    # ---- wall-clock jobs (a '*' in the minute or hour field, @hourly) run a repeated hour twice:
+    # NY 01:00 EDT = 05:00Z and 01:00 EST = 06:00Z are both ticks
+    ("@hourly", NY, utc(2024, 11, 3, 6, 30), utc(2024, 11, 3, 6), utc(2024, 11, 3, 7)),
+    ("@hourly", NY, utc(2024, 11, 3, 5, 30), utc(2024, 11, 3, 5), utc(2024, 11, 3, 6)),
+    ("*/20 1-3 * * *", NY, utc(2024, 11, 3, 6, 10), utc(2024, 11, 3, 6),
+     utc(2024, 11, 3, 6, 20)),
+    ("*/20 1-3 * * *", NY, utc(2024, 11, 3, 5, 50), utc(2024, 11, 3, 5, 40), utc(2024, 11, 3, 6)),
     ("*/20 1-3 * * *", NY, utc(2024, 11, 3, 5, 10), utc(2024, 11, 3, 5), utc(2024, 11, 3, 5, 20)),
+    # ... and skip the wall times a spring-forward jump skips: 02:20 NY does not happen
+    ("20 * * * *", NY, utc(2024, 3, 10, 7, 10), utc(2024, 3, 10, 6, 20),
+     utc(2024, 3, 10, 7, 20)),
 ]
 
 
@@ -194,24 +201,27 @@ TICK_SEQUENCES = [
     # are the same instant (07:00Z), 04:00 EDT
     ("@hourly", NY, utc(2024, 3, 10, 5) - US, utc(2024, 3, 10, 8),
      [utc(2024, 3, 10, 5), utc(2024, 3, 10, 6), utc(2024, 3, 10, 7), utc(2024, 3, 10, 8)]),
-    # hourly across NY fall back: 00:00 EDT, 01:00 EDT, (01:00 EST skipped), 02:00 EST, 03:00 EST
+    # hourly across NY fall back (wall clock): 00:00 EDT, 01:00 EDT, 01:00 EST, 02:00, 03:00 EST
     ("@hourly", NY, utc(2024, 11, 3, 4) - US, utc(2024, 11, 3, 8),
-     [utc(2024, 11, 3, 4), utc(2024, 11, 3, 5), utc(2024, 11, 3, 7), utc(2024, 11, 3, 8)]),
+     [utc(2024, 11, 3, 4), utc(2024, 11, 3, 5), utc(2024, 11, 3, 6), utc(2024, 11, 3, 7),
+      utc(2024, 11, 3, 8)]),
     ("@hourly", BERLIN, utc(2024, 3, 30, 23) - US, utc(2024, 3, 31, 2),
      [utc(2024, 3, 30, 23), utc(2024, 3, 31, 0), utc(2024, 3, 31, 1), utc(2024, 3, 31, 2)]),
+    # Berlin fall back: 00:00, 01:00, 02:00 CEST, 02:00 CET, 03:00 CET
     ("@hourly", BERLIN, utc(2024, 10, 26, 22) - US, utc(2024, 10, 27, 2),
-     [utc(2024, 10, 26, 22), utc(2024, 10, 26, 23), utc(2024, 10, 27, 0), utc(2024, 10, 27, 2)]),
-    # Lord Howe spring forward: 00:00, 01:00 LHST, 02:00 missing -> 02:30 LHDT, 03:00, 04:00 LHDT
+     [utc(2024, 10, 26, 22), utc(2024, 10, 26, 23), utc(2024, 10, 27, 0), utc(2024, 10, 27, 1),
+      utc(2024, 10, 27, 2)]),
+    # Lord Howe spring forward: 00:00, 01:00 LHST, 02:00 does not happen, 03:00, 04:00 LHDT
     ("@hourly", LORD_HOWE, utc(2024, 10, 5, 13, 30) - US, utc(2024, 10, 5, 17),
-     [utc(2024, 10, 5, 13, 30), utc(2024, 10, 5, 14, 30), utc(2024, 10, 5, 15, 30),
-      utc(2024, 10, 5, 16), utc(2024, 10, 5, 17)]),
+     [utc(2024, 10, 5, 13, 30), utc(2024, 10, 5, 14, 30), utc(2024, 10, 5, 16),
+      utc(2024, 10, 5, 17)]),
     # Lord Howe fall back: 00:00, 01:00 LHDT, 02:00 LHST, 03:00 LHST
     ("@hourly", LORD_HOWE, utc(2024, 4, 6, 13) - US, utc(2024, 4, 6, 16, 30),
      [utc(2024, 4, 6, 13), utc(2024, 4, 6, 14), utc(2024, 4, 6, 15, 30), utc(2024, 4, 6, 16, 30)]),
-    # Lord Howe */30 on the fall-back night: 01:30 and 01:45 happen twice, first occurrence only:
-    # 01:00 LHDT 14:00Z, 01:30 LHDT 14:30Z, 02:00 LHST 15:30Z
+    # Lord Howe */30 on the fall-back night (wall clock): 01:30 happens twice:
+    # 01:00 LHDT 14:00Z, 01:30 LHDT 14:30Z, 01:30 LHST 15:00Z, 02:00 LHST 15:30Z, 02:30 16:00Z
     ("*/30 1-2 * * *", LORD_HOWE, utc(2024, 4, 6, 13), utc(2024, 4, 6, 16),
-     [utc(2024, 4, 6, 14), utc(2024, 4, 6, 14, 30), utc(2024, 4, 6, 15, 30),
+     [utc(2024, 4, 6, 14), utc(2024, 4, 6, 14, 30), utc(2024, 4, 6, 15), utc(2024, 4, 6, 15, 30),
       utc(2024, 4, 6, 16)]),
     # daily 02:30 runs exactly once on each change day
     ("30 2 * * *", NY, utc(2024, 3, 9), utc(2024, 3, 12),
@@ -231,8 +241,8 @@ TICK_SEQUENCES = [
     # Lord Howe 01:45 daily across fall back
     ("45 1 * * *", LORD_HOWE, utc(2024, 4, 5), utc(2024, 4, 8),
      [utc(2024, 4, 5, 14, 45), utc(2024, 4, 6, 14, 45), utc(2024, 4, 7, 15, 15)]),
-    # NY */20 1-3 on spring forward: 01:00 01:20 01:40 EST, 02:xx missing -> 07:00Z once,
-    # 03:00 EDT is the same instant, then 03:20 03:40 EDT
+    # NY */20 1-3 on spring forward: 01:00 01:20 01:40 EST, 02:xx does not happen (wall clock),
+    # then 03:00 03:20 03:40 EDT
     ("*/20 1-3 * * *", NY, utc(2024, 3, 10), utc(2024, 3, 10, 12),
      [utc(2024, 3, 10, 6), utc(2024, 3, 10, 6, 20), utc(2024, 3, 10, 6, 40),
       utc(2024, 3, 10, 7), utc(2024, 3, 10, 7, 20), utc(2024, 3, 10, 7, 40)]),
@@ -266,8 +276,8 @@ def test_hourly_in_zones_never_repeats_an_instant() -> None:
             ticks = list(cadence.ticks_between(start, start + timedelta(days=3)))
             assert len(ticks) == len(set(ticks))
             assert ticks == sorted(ticks)
-            # one tick per local hour; a missing wall hour still fires (at the gap's end), so
-            # 72 UTC hours hold 71 to 73 ticks (Lord Howe gains or loses only 30 minutes)
+            # one tick per wall-clock hour that happens: a skipped hour has none, a repeated
+            # one two, so 72 UTC hours hold 71 to 73 ticks (Lord Howe shifts by 30 minutes)
             assert 71 <= len(ticks) <= 73
             gaps = {b - a for a, b in itertools.pairwise(ticks)}
             assert gaps <= {timedelta(minutes=30), timedelta(hours=1), timedelta(minutes=90),
@@ -608,11 +618,12 @@ CATCHUP_CASES = [
     ("start_time and activation: the later wins",
      ScheduleTiming("@daily", start_time=utc(2024, 1, 5), last_enabled_at=utc(2024, 1, 8, 1)),
      utc(2024, 1, 1), {}, days(9, 10)),
-    # hourly in NY across fall back: 04:00Z (00 EDT), 05:00Z (01 EDT), 07:00Z (02 EST),
-    # 08:00Z (03 EST) -- 01:00 EST is not a tick
+    # hourly in NY across fall back: 04:00Z (00 EDT), 05:00Z (01 EDT), 06:00Z (01 EST),
+    # 07:00Z (02 EST), 08:00Z (03 EST) -- @hourly follows the wall clock
     ("hourly across fall back", ScheduleTiming("@hourly", timezone=NY), utc(2024, 11, 3, 3),
      {"now": utc(2024, 11, 3, 8, 30)},
-     [utc(2024, 11, 3, 4), utc(2024, 11, 3, 5), utc(2024, 11, 3, 7), utc(2024, 11, 3, 8)]),
+     [utc(2024, 11, 3, 4), utc(2024, 11, 3, 5), utc(2024, 11, 3, 6), utc(2024, 11, 3, 7),
+      utc(2024, 11, 3, 8)]),
     ("monthly over a year end", ScheduleTiming("@monthly"), utc(2023, 10, 1),
      {"now": utc(2024, 2, 29, 23)},
      [utc(2023, 11, 1), utc(2023, 12, 1), utc(2024, 1, 1), utc(2024, 2, 1)]),

@@ -6,10 +6,21 @@ Semantics (DESIGN §4):
   5-field cron expression) defines *ticks* in the schedule's time zone. ``execution_date`` is the
   latest tick at or before ``now`` -- an instant exactly on a tick belongs to the period that starts
   there (for cron too, unlike Mage's cron path).
-* Ticks are local wall-clock times. A wall time that falls in a DST gap fires once, at the instant
-  the gap ends; a wall time that occurs twice (DST fall-back) fires once, at its first occurrence.
+* Across DST, as ISC (Vixie) cron: a *time-specific* job -- minute and hour fields both fixed (no
+  ``*`` in either; ``@daily``/``@weekly``/``@monthly``) -- runs a wall time skipped by
+  spring-forward once, at the instant the gap ends, and a wall time repeated by fall-back once, at
+  its first occurrence. Every other job (``*`` in the minute or hour field, ``@hourly``) follows the
+  wall clock as it is: skipped wall times do not happen, repeated ones happen twice (once in each
+  offset). Why: a time-specific job means "02:30 every day" and must run once a day; an
+  every-15-minutes job means a steady cadence and must get neither a burst nor a hole.
 * ``@once`` runs a single time, at ``start_time`` (or when activated); ``@always_on`` starts a new
   run as soon as the previous one has finished.
+
+How the cron engine works: the UTC time line is cut into *segments* of constant UTC offset (the
+zone's transitions, see :func:`_transitions_in_year`). Inside one segment wall time and UTC move
+together, so a wall-clock search (:func:`_next_local` / :func:`_prev_local`) answers directly;
+only when the answer would cross a transition does the search continue in the neighbouring segment,
+applying the rule above at the transition.
 """
 
 from __future__ import annotations
@@ -17,10 +28,11 @@ from __future__ import annotations
 import bisect
 import calendar
 import math
+import re
 import statistics
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, tzinfo
+from datetime import datetime, timedelta, timezone, tzinfo
 from functools import lru_cache
 from typing import Any
 
@@ -46,6 +58,8 @@ NON_PERIODIC = (ScheduleInterval.ONCE.value, ScheduleInterval.ALWAYS_ON.value)
 LANDING_INTERVALS = tuple(NAMED_CRON)
 
 _ONE_MINUTE = timedelta(minutes=1)
+_ONE_US = timedelta(microseconds=1)
+_ONE_DAY = timedelta(days=1)
 # A cron expression with no tick in this many years never fires (Feb 30, ...).
 _SEARCH_YEARS = 9
 
@@ -74,6 +88,10 @@ class CronSpec:
     nth_weekday: dict[int, frozenset[int]] = field(hash=False)
     days_restricted: bool
     weekdays_restricted: bool
+    #: Minute and hour fields both fixed (no ``*``): DST gaps run at their end, repeats once.
+    #: Otherwise the job follows the wall clock (gaps skipped, repeats run twice). Vixie cron's
+    #: ``MIN_STAR``/``HR_STAR`` distinction.
+    time_specific: bool = True
 
     def day_matches(self, year: int, month: int, day: int) -> bool:
         """Whether the calendar day matches (Vixie cron: restricted day AND weekday → either)."""
@@ -115,10 +133,76 @@ class CronSpec:
         return None
 
 
+_MONTH_NAMES = {
+    name: number
+    for number, name in enumerate(
+        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1
+    )
+}
+_WEEKDAY_NAMES = {
+    name: number for number, name in enumerate(("sun", "mon", "tue", "wed", "thu", "fri", "sat"))
+}
+#: Names allowed per field (minute, hour, day of month, month, weekday).
+_FIELD_NAMES: tuple[dict[str, int], ...] = ({}, {}, {}, _MONTH_NAMES, _WEEKDAY_NAMES)
+_RANGE_TERM = re.compile(r"^([0-9a-z]+)-([0-9a-z]+)(?:/([0-9]+))?$", re.IGNORECASE)
+
+
+def _field_value(token: str, names: dict[str, int]) -> int | None:
+    """A field token's number (month/weekday names resolved), or None if it is not plain.
+
+    Weekday 7 stays 7 (not Sunday = 0) here: ``0-7`` is the whole week, not a one-value range.
+    """
+    if token.isdigit():
+        return int(token)
+    return names.get(token.lower())
+
+
+def guard_one_value_ranges(text: str) -> str:
+    """Rewrite each one-value range ``N-N`` / ``N-N/S`` of a 5-field cron expression to ``N``.
+
+    croniter 7 expands a range whose two ends are equal to the whole field (``5-5 * * * *`` fires
+    every minute, ``9 2-2 * 3 0`` hourly, ``5-5/2`` every even minute), which is not what the
+    user wrote: in cron a range is its values, and ``N-N`` is just ``N`` (a step on it keeps ``N``).
+    Terms of lists are rewritten one by one (``1-1,5-5`` -> ``1,5``). A step of 0 is left alone so
+    croniter still rejects it; out-of-range values stay and are rejected the same way.
+    """
+    fields = text.split()
+    if len(fields) != 5:
+        return text
+    guarded = []
+    for index, value in enumerate(fields):
+        terms = []
+        for term in value.split(","):
+            match = _RANGE_TERM.match(term)
+            if match is not None:
+                low, high, step = match.groups()
+                start = _field_value(low, _FIELD_NAMES[index])
+                if (
+                    start is not None
+                    and start == _field_value(high, _FIELD_NAMES[index])
+                    and (step is None or int(step) > 0)
+                ):
+                    term = low
+            terms.append(term)
+        guarded.append(",".join(terms))
+    return " ".join(guarded)
+
+
 def _expand_field(values: Sequence[Any], full: range) -> tuple[int, ...]:
     if len(values) == 1 and values[0] == "*":
         return tuple(full)
     return tuple(sorted({int(v) for v in values}))
+
+
+def is_time_specific(expression: str) -> bool:
+    """Whether a cron job runs at specific wall times: no ``*`` in its minute or hour field.
+
+    This is Vixie cron's test (``MIN_STAR``/``HR_STAR``) for the DST rule: ``30 2 * * *``,
+    ``0 1,3 * * *``, ``0 2-4 * * *`` and ``@daily`` are time-specific; ``*/15 2 * * *``,
+    ``20 * * * *`` and ``@hourly`` follow the wall clock.
+    """
+    fields = NAMED_CRON.get(expression, expression).split()
+    return len(fields) >= 2 and "*" not in fields[0] and "*" not in fields[1]
 
 
 @lru_cache(maxsize=4096)
@@ -138,7 +222,7 @@ def compile_cron(expression: str, field_name: str = "schedule_interval") -> Cron
             _INTERVAL_EXAMPLE,
         )
     try:
-        expanded, nth = croniter.expand(text)
+        expanded, nth = croniter.expand(guard_one_value_ranges(text))
     except Exception as err:  # croniter raises several unrelated types
         raise ValidationError(
             field_name, expression, f"invalid cron expression ({err})", _INTERVAL_EXAMPLE
@@ -168,6 +252,7 @@ def compile_cron(expression: str, field_name: str = "schedule_interval") -> Cron
         nth_weekday=nth_weekday,
         days_restricted=days != ["*"],
         weekdays_restricted=weekdays != ["*"],
+        time_specific=is_time_specific(text),
     )
     if _next_local(spec, datetime(2000, 1, 1)) is None:
         raise ValidationError(
@@ -233,10 +318,12 @@ def _prev_local(spec: CronSpec, at: datetime) -> datetime | None:
 
 
 def resolve_wall_time(local: datetime, zone: tzinfo) -> datetime:
-    """The UTC instant at which naive wall time ``local`` in ``zone`` happens.
+    """The UTC instant at which naive wall time ``local`` in ``zone`` happens, time-specific style.
 
     Ambiguous (fall-back) wall times resolve to their first occurrence; wall times inside a DST
-    gap resolve to the instant the gap ends (the clock jumps past them, so they fire then).
+    gap resolve to the instant the gap ends (the clock jumps past them, so they fire then). This
+    is the rule for a wall time a user named (landing times, backfill day steps, time-specific
+    cron); wall-clock cron jobs do not go through here (see :class:`Cadence`).
     """
     if zone is UTC:
         return local.replace(tzinfo=UTC)
@@ -265,46 +352,178 @@ def wall_time(instant: datetime, zone: tzinfo) -> datetime:
     return instant.astimezone(zone).replace(tzinfo=None)
 
 
-class Cadence:
-    """The ticks of one periodic interval in one time zone."""
+_Transition = tuple[datetime, timedelta, timedelta]  # (UTC instant, offset before, offset after)
+_ONE_SECOND = timedelta(seconds=1)
+#: How far back a repeated (fall-back) wall hour can start; tzdata's largest jump is one day.
+_REPEAT_HORIZON = timedelta(days=2)
 
-    __slots__ = ("spec", "zone")
+
+def _as_utc(instant: datetime) -> datetime:
+    return instant if instant.tzinfo is UTC else to_utc(instant)
+
+
+def _utc_offset(zone: tzinfo, instant: datetime) -> timedelta:
+    offset = instant.astimezone(zone).utcoffset()
+    assert offset is not None  # an aware result always has an offset
+    return offset
+
+
+def _wall(instant: datetime, offset: timedelta) -> datetime:
+    """The naive wall time of UTC ``instant`` under ``offset``."""
+    return (instant + offset).replace(tzinfo=None)
+
+
+@lru_cache(maxsize=2048)
+def _transitions_in_year(
+    zone: tzinfo, year: int
+) -> tuple[tuple[datetime, ...], tuple[_Transition, ...]]:
+    """The zone's UTC-offset changes whose instant falls in UTC year ``year``, oldest first.
+
+    Returns (instants, (instant, offset before, offset after) triples); ``instant`` is the first
+    second of the new offset. ``zoneinfo`` has no public transition list, so the offsets are probed
+    once a day and each change is bisected to the second. A daily probe misses nothing: tzdata
+    never changes a zone's offset twice within four days (checked for every zone since 1900; the
+    closest pair is Africa/Freetown 1939, 4 days apart). Cached: one year of one zone costs ~370
+    offset look-ups once.
+    """
+    if year <= datetime.min.year or year >= datetime.max.year:
+        return (), ()
+    begin = datetime(year, 1, 1, tzinfo=UTC)
+    end = datetime(year + 1, 1, 1, tzinfo=UTC)
+    found: list[_Transition] = []
+    probe = begin - _ONE_DAY
+    offset = _utc_offset(zone, probe)
+    while probe < end:
+        following = probe + _ONE_DAY
+        new_offset = _utc_offset(zone, following)
+        if new_offset != offset:
+            low, high = probe, following  # offset(low) is the old one, offset(high) the new one
+            while high - low > _ONE_SECOND:
+                middle = low + timedelta(seconds=int((high - low).total_seconds()) // 2)
+                if _utc_offset(zone, middle) == offset:
+                    low = middle
+                else:
+                    high = middle
+            if begin <= high < end:
+                found.append((high, offset, new_offset))
+        probe, offset = following, new_offset
+    return tuple(change[0] for change in found), tuple(found)
+
+
+def _next_transition(zone: tzinfo, after: datetime, until: datetime) -> _Transition | None:
+    """The zone's first offset change at an instant T with ``after < T <= until``."""
+    for year in range(after.year, until.year + 1):
+        instants, changes = _transitions_in_year(zone, year)
+        index = bisect.bisect_right(instants, after)
+        if index < len(instants):
+            return changes[index] if instants[index] <= until else None
+    return None
+
+
+def _last_transition(zone: tzinfo, at: datetime, since: datetime) -> _Transition | None:
+    """The zone's last offset change at an instant T with ``since < T <= at``."""
+    for year in range(at.year, since.year - 1, -1):
+        instants, changes = _transitions_in_year(zone, year)
+        index = bisect.bisect_right(instants, at) - 1
+        if index >= 0:
+            return changes[index] if instants[index] > since else None
+    return None
+
+
+class Cadence:
+    """The ticks of one periodic interval in one time zone (UTC-aware instants).
+
+    Between two offset changes the wall clock runs in step with UTC, so the tick after (before)
+    an instant is the wall-clock search's answer shifted by the offset -- unless that answer lies
+    past the segment's end (start). Then the search resumes in the neighbouring segment, and the
+    DST rule (module docstring) is applied at the change:
+
+    * spring forward (offset grows): a time-specific job with a wall time inside the skipped
+      range ticks once at the change instant (the gap's end); a wall-clock job does not;
+    * fall back (offset shrinks): the repeated wall range is searched again by a wall-clock job
+      (a second tick per repeated wall time) and skipped by a time-specific one.
+    """
+
+    __slots__ = ("_offset", "spec", "zone")
 
     def __init__(self, spec: CronSpec, zone: tzinfo) -> None:
         self.spec = spec
         self.zone = zone
+        # UTC and other fixed offsets have no transitions: wall time is a plain shift.
+        self._offset = zone.utcoffset(None) if isinstance(zone, timezone) else None
 
     def tick_after(self, now: datetime) -> datetime | None:
         """The first tick strictly after ``now`` (UTC-aware)."""
-        local = now.astimezone(self.zone).replace(tzinfo=None)
-        while True:
-            nxt = _next_local(self.spec, local)
-            if nxt is None:
-                return None
-            instant = resolve_wall_time(nxt, self.zone)
-            if instant > now:
-                return instant
-            local = nxt
+        now = _as_utc(now)
+        spec = self.spec
+        if self._offset is not None:
+            found = _next_local(spec, _wall(now, self._offset))
+            return None if found is None else (found - self._offset).replace(tzinfo=UTC)
+        zone = self.zone
+        here = now.astimezone(zone)
+        offset = here.utcoffset()
+        assert offset is not None
+        floor = here.replace(tzinfo=None)  # the search is for wall times after this
+        specific = spec.time_specific
+        if specific and here.fold:
+            # ``now`` is in the second pass of a repeated wall range; a time-specific job ran
+            # all of that range in the first pass, so its next tick comes after the range.
+            change = _last_transition(zone, now, now - _REPEAT_HORIZON)
+            if change is not None:
+                floor = max(floor, _wall(change[0], change[1]) - _ONE_US)
+        cursor, searched = now, floor
+        local = _next_local(spec, floor)
+        while local is not None:
+            candidate = (local - offset).replace(tzinfo=UTC)
+            change = _next_transition(zone, cursor, candidate)
+            if change is None:
+                return candidate  # same segment: wall order is UTC order
+            moment, before, after = change
+            # ``local`` is the first match at or after the wall time where the segment ends
+            if specific and after > before and local < _wall(moment, after):
+                return moment  # a skipped wall time of a time-specific job: at the gap's end
+            # Resume in the next segment: from its first wall time, or -- time-specific after a
+            # fall back -- from the end of the repeated range.
+            cursor, offset = moment, after
+            floor = _wall(moment, max(before, after) if specific else after) - _ONE_US
+            if not searched <= floor < local:  # else ``local`` is still the first match
+                searched, local = floor, _next_local(spec, floor)
+        return None
 
     def tick_at_or_before(self, now: datetime) -> datetime | None:
         """The last tick at or before ``now`` (UTC-aware): the current period's start."""
-        aware_local = now.astimezone(self.zone)
-        local = aware_local.replace(tzinfo=None)
-        prev = _prev_local(self.spec, local)
-        best = resolve_wall_time(prev, self.zone) if prev is not None else None
-        if aware_local.fold:
-            # ``now`` is in the repeated hour: later wall times resolve to their first
-            # occurrence, which may still be before ``now``.
-            cursor = local if prev is None else prev
-            while True:
-                nxt = _next_local(self.spec, cursor)
-                if nxt is None:
-                    break
-                instant = resolve_wall_time(nxt, self.zone)
-                if instant > now:
-                    break
-                best, cursor = instant, nxt
-        return best
+        now = _as_utc(now)
+        spec = self.spec
+        if self._offset is not None:
+            found = _prev_local(spec, _wall(now, self._offset))
+            return None if found is None else (found - self._offset).replace(tzinfo=UTC)
+        zone = self.zone
+        here = now.astimezone(zone)
+        offset = here.utcoffset()
+        assert offset is not None
+        specific = spec.time_specific
+        cursor = now
+        searched = here.replace(tzinfo=None)  # the search is for wall times at or before this
+        local = _prev_local(spec, searched)
+        while local is not None:
+            candidate = (local - offset).replace(tzinfo=UTC)
+            change = _last_transition(zone, cursor, candidate - _REPEAT_HORIZON)
+            if change is None:
+                return candidate  # same segment, far from any change
+            moment, before, after = change
+            if moment <= candidate:
+                # Same segment (it starts at ``moment``). A time-specific job does not tick
+                # again in the second pass of a repeated wall range.
+                if not (specific and after < before and local < _wall(moment, before)):
+                    return candidate
+            elif specific and after > before and local >= _wall(moment, before):
+                return moment  # the last match is in the gap before this segment: its end
+            # Resume in the previous segment, from its last wall time.
+            cursor, offset = moment - _ONE_US, before
+            ceiling = _wall(moment, before) - _ONE_US
+            if not local <= ceiling <= searched:  # else ``local`` is still the last match
+                searched, local = ceiling, _prev_local(spec, ceiling)
+        return None
 
     def ticks_between(self, after: datetime, until: datetime) -> Iterator[datetime]:
         """Ticks ``t`` with ``after < t <= until``, oldest first."""
@@ -378,7 +597,8 @@ def landing_target(timing: ScheduleTiming, period_start: datetime) -> datetime:
 
     ``start_time``'s wall-clock parts in the schedule zone pick the time within the period:
     minute/second (hourly), hour (daily), weekday (weekly) or day of month (monthly, clamped to
-    the month's last day).
+    the month's last day). Daily and longer targets are wall times the user named, resolved with
+    :func:`resolve_wall_time`; hourly targets stay in their period's offset.
     """
     assert timing.start_time is not None
     zone = load_zone(timing.timezone)
@@ -386,7 +606,13 @@ def landing_target(timing: ScheduleTiming, period_start: datetime) -> datetime:
     period = wall_time(period_start, zone)
     interval = timing.schedule_interval
     if interval == ScheduleInterval.HOURLY.value:
-        local = period.replace(minute=anchor.minute, second=anchor.second)
+        # @hourly follows the wall clock: a repeated hour is two periods. Keep the period's own
+        # offset (fold) so the second one lands in itself, not at the first pass's minute.
+        aware = period_start.astimezone(zone).replace(minute=anchor.minute, second=anchor.second)
+        instant = aware.astimezone(UTC)
+        if wall_time(instant, zone) == aware.replace(tzinfo=None):
+            return instant
+        local = aware.replace(tzinfo=None)  # in a gap (a half-hour shift): at the gap's end
     elif interval == ScheduleInterval.DAILY.value:
         local = period.replace(hour=anchor.hour, minute=anchor.minute, second=anchor.second)
     elif interval == ScheduleInterval.WEEKLY.value:
