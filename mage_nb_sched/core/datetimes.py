@@ -5,6 +5,16 @@ All instants are kept as UTC-aware datetimes. Naive input means UTC. ``pytz``, `
 ``datetime(..., tzinfo=pytz.timezone('Europe/Berlin'))`` (pytz gives that a local-mean-time
 offset):
 such a value is read as wall time in that zone.
+
+Instants a user gives (``start_time``, backfill ``start_datetime``/``end_datetime``, run
+``execution_date`` ...) must lie in :data:`MIN_DATETIME` .. :data:`MAX_DATETIME`, i.e. the years
+1970-2999 (UTC); see :func:`coerce_bounded_datetime`. With every duration capped at one year and
+a backfill step at 1,000 years, ``instant ± duration`` then always stays far inside
+``datetime.min`` .. ``datetime.max`` (years 1-9999), so scheduler arithmetic cannot overflow.
+The lower end is the Unix epoch: nothing is scheduled before it, and POSIX timestamps (which
+cron maths and some platforms' ``datetime.timestamp()`` rely on) stay non-negative. Datetimes
+the package derives itself (such as the last interval end of a backfill ending in 2999) may lie
+past the range; :func:`coerce_datetime` accepts those.
 """
 
 from __future__ import annotations
@@ -16,6 +26,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from mage_nb_sched.core.errors import ValidationError
 
 UTC = timezone.utc
+
+#: Earliest instant accepted from a user (the Unix epoch).
+MIN_DATETIME = datetime(1970, 1, 1, tzinfo=UTC)
+#: Latest instant accepted from a user (the last microsecond of 2999, UTC).
+MAX_DATETIME = datetime(2999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+#: How the range reads in messages and docs.
+DATETIME_RANGE_TEXT = "1970-01-01T00:00:00+00:00 to 2999-12-31T23:59:59.999999+00:00 (UTC)"
 
 
 @lru_cache(maxsize=512)
@@ -66,8 +83,44 @@ def to_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
+def _out_of_range(field: str, value: object) -> ValidationError:
+    return ValidationError(
+        field,
+        value,
+        f"outside the supported range {DATETIME_RANGE_TEXT}",
+        "Give a date-time in the years 1970-2999, e.g. '2024-01-01T09:00:00+00:00'.",
+    )
+
+
 def coerce_datetime(value: object, field: str) -> datetime:
-    """Accept a datetime, a date (midnight UTC) or an ISO-8601 string; return UTC-aware."""
+    """Accept a datetime, a date (midnight UTC) or an ISO-8601 string; return UTC-aware.
+
+    Any instant Python can represent in UTC is accepted (no range check; see
+    :func:`coerce_bounded_datetime` for user input)."""
+    try:
+        return _coerce(value, field)
+    except OverflowError as err:  # e.g. 9999-12-31T23:00-05:00 has no UTC datetime
+        raise _out_of_range(field, value) from err
+
+
+def coerce_bounded_datetime(value: object, field: str) -> datetime:
+    """:func:`coerce_datetime`, refusing instants outside :data:`MIN_DATETIME` ..
+    :data:`MAX_DATETIME` with a :class:`ValidationError` naming ``field``."""
+    result = coerce_datetime(value, field)
+    if not MIN_DATETIME <= result <= MAX_DATETIME:
+        raise _out_of_range(field, value)
+    return result
+
+
+def check_datetime_range(value: datetime, field: str) -> datetime:
+    """``value`` (UTC-aware) unchanged, or a :class:`ValidationError` if it is outside the
+    supported range."""
+    if not MIN_DATETIME <= value <= MAX_DATETIME:
+        raise _out_of_range(field, value)
+    return value
+
+
+def _coerce(value: object, field: str) -> datetime:
     if isinstance(value, datetime):
         return to_utc(value)
     if isinstance(value, date):
