@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import os
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +80,66 @@ def store(project_dir: Path) -> Store:
     write_notebook(project_dir / "my_pipeline.ipynb")
     write_notebook(project_dir / "etl" / "daily.ipynb")
     return use_store(project_dir=project_dir)
+
+
+# -- files outside the repo (the user's spec) ---------------------------------------------------
+
+#: The seed, Mage's "Pipeline Schedules" page (the user's spec). It lives outside the repo, in
+#: ``shared/seed/``; tests find it only through this variable, never by a path relative to the
+#: clone (a fresh clone elsewhere has no such sibling). ``.ci/run`` sets it.
+SEED_ENV = "MAGE_NB_SCHED_SEED"
+#: Set (to anything but ``0``/``false``/``no``) by ``.ci/run``: a test skipped for want of
+#: ``$MAGE_NB_SCHED_SEED`` then fails instead (CI must check every example of the spec).
+REQUIRE_SEED_ENV = "MAGE_NB_SCHED_REQUIRE_SEED"
+SEED_SKIP_REASON = (
+    f"needs the user's spec, which lives outside the repo: set "
+    f"{SEED_ENV}=/path/to/pipeline-schedules.txt (.ci/run sets it)"
+)
+
+
+def seed_required() -> bool:
+    return os.environ.get(REQUIRE_SEED_ENV, "").strip().lower() not in {"", "0", "false", "no"}
+
+
+@pytest.fixture(scope="session")
+def seed_file() -> Path:
+    """The seed file, from ``$MAGE_NB_SCHED_SEED``. Unset: the test is skipped (see
+    :data:`SEED_SKIP_REASON`; a failure under ``$MAGE_NB_SCHED_REQUIRE_SEED``). Set to a path
+    with no file there: the test fails (a wrong path is a mistake, not a reason to skip)."""
+    configured = os.environ.get(SEED_ENV, "").strip()
+    if not configured:
+        pytest.skip(SEED_SKIP_REASON)
+    path = Path(configured).expanduser()
+    if not path.is_file():
+        pytest.fail(
+            f"${SEED_ENV} is {configured!r}, but there is no file at {path}: point it at Mage's "
+            "'Pipeline Schedules' page (shared/seed/pipeline-schedules.txt).",
+            pytrace=False,
+        )
+    return path
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, Any, None]:
+    """Under ``$MAGE_NB_SCHED_REQUIRE_SEED``, a test skipped for want of the seed fails.
+
+    Any skip whose reason names ``MAGE_NB_SCHED_SEED`` counts (the ``seed_file`` fixture's, a
+    ``skipif`` marker's, a ``pytest.skip`` in the test), in setup, call or teardown.
+    """
+    outcome = yield
+    report = outcome.get_result()
+    if (
+        report.skipped
+        and not hasattr(report, "wasxfail")
+        and SEED_ENV in str(report.longrepr)
+        and seed_required()
+    ):
+        skip = report.longrepr  # a skip's is (path, line, "Skipped: reason")
+        where, reason = (f"{skip[0]}:{skip[1]}", skip[2]) if isinstance(skip, tuple) else ("", skip)
+        report.outcome = "failed"
+        report.longrepr = (
+            f"{where}: skipped for want of the seed, but ${REQUIRE_SEED_ENV} is set, so that is "
+            f"a failure. {reason}"
+        )

@@ -17,7 +17,7 @@ def descendants(root: int) -> set[int]:
     frontier = [root]
     while frontier:
         pid = frontier.pop()
-        for task in Path(f"/proc/{pid}/task").glob("*"):
+        for task in tasks(pid):
             try:
                 children = (task / "children").read_text().split()
             except OSError:
@@ -27,6 +27,37 @@ def descendants(root: int) -> set[int]:
                     found.add(child)
                     frontier.append(child)
     return found
+
+
+def tasks(pid: int) -> list[Path]:
+    """The ``/proc/<pid>/task/<tid>`` dirs of ``pid``; empty once the process is gone.
+
+    Race-free: ``Path.glob`` checks that the dir exists and *then* lists it, so a process that
+    ends in between made it raise ``FileNotFoundError``. Here the listing itself is the check.
+    """
+    root = Path(f"/proc/{pid}/task")
+    try:
+        names = os.listdir(root)
+    except OSError:  # FileNotFoundError/ProcessLookupError: gone (or never was)
+        return []
+    return [root / name for name in names]
+
+
+def running(pid: int) -> bool:
+    """Whether any thread of process ``pid`` still runs (not a zombie, not dead).
+
+    The leader shows "Z" as soon as *its* thread has exited, while other threads may still be
+    tearing down; a process is gone when every thread is a zombie or gone. A process (or thread)
+    that vanishes at any point while it is being looked at counts as not running.
+    """
+    for task in tasks(pid):
+        try:
+            state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state not in {"Z", "X"}:
+            return True
+    return False
 
 
 def child_pids() -> set[int]:

@@ -7,6 +7,11 @@ example, in one real IPython kernel driven by nbclient (top-level ``await`` incl
 
 Between examples a few *glue* cells (tagged ``glue`` in the notebook) keep the page's sequence
 working where it would otherwise break, and check that each example did what the page says.
+
+The seed lives outside the repo (``shared/seed/pipeline-schedules.txt``, the user's spec): it is
+found only through ``$MAGE_NB_SCHED_SEED`` (the ``seed_file`` fixture of ``conftest.py``). Unset,
+these tests are skipped with that reason; ``.ci/run`` sets it, and sets
+``$MAGE_NB_SCHED_REQUIRE_SEED`` so that such a skip fails the run.
 """
 
 from __future__ import annotations
@@ -25,10 +30,6 @@ import pytest
 import yaml
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SEED_ENV = "MAGE_NB_SCHED_SEED"
-DEFAULT_SEED = REPO_ROOT.parent / "shared" / "seed" / "pipeline-schedules.txt"
 
 #: Pipelines (notebooks) the seed's examples schedule.
 SEED_PIPELINES = (
@@ -189,20 +190,6 @@ EXAMPLES: tuple[Example, ...] = (
 # ----------------------------------------------------------------------------------------------
 
 
-def seed_path() -> Path:
-    """The seed file: ``$MAGE_NB_SCHED_SEED``, else ``../shared/seed/...`` from the repo root."""
-    configured = os.environ.get(SEED_ENV)
-    path = Path(configured).expanduser() if configured else DEFAULT_SEED
-    if not path.is_file():
-        pytest.fail(
-            f"The seed (the user's spec) is missing: no file at {path}. "
-            f"Put Mage's 'Pipeline Schedules' page at {DEFAULT_SEED} or point ${SEED_ENV} at it; "
-            "this test checks every example of it and must not be skipped.",
-            pytrace=False,
-        )
-    return path
-
-
 def _find(lines: list[str], wanted: list[str], start: int) -> int:
     """Index of the first line of the first run of ``wanted`` at or after ``start`` (-1: none)."""
     for index in range(start, len(lines) - len(wanted) + 1):
@@ -281,9 +268,9 @@ def status_listing_cell(code: str) -> str:
 CODE_LIKE = re.compile(r"^(from |import |@|#|await |[ \t]+\S|[)}\]]|[A-Za-z_][\w.]*\s*(=|\(|\[))")
 
 
-def test_every_code_line_of_the_seed_is_in_an_example() -> None:
+def test_every_code_line_of_the_seed_is_in_an_example(seed_file: Path) -> None:
     """Guards the anchors: no Python-looking line of the page is left out of the examples."""
-    text = seed_path().read_text(encoding="utf-8")
+    text = seed_file.read_text(encoding="utf-8")
     covered: set[int] = set()
     for _code, (first, last) in locate_examples(text).values():
         covered.update(range(first, last + 1))
@@ -495,8 +482,10 @@ def failed_cell(notebook: Any) -> str:
 
 
 @pytest.mark.kernel
-def test_seed_examples_run_in_a_notebook(tmp_path: Path, record_property: Any) -> None:
-    text = seed_path().read_text(encoding="utf-8")
+def test_seed_examples_run_in_a_notebook(
+    seed_file: Path, tmp_path: Path, record_property: Any
+) -> None:
+    text = seed_file.read_text(encoding="utf-8")
     examples = locate_examples(text)
 
     # Every example, run or not, is valid Python once rewritten (top-level await allowed).
