@@ -512,6 +512,7 @@ async def bench_latency(samples: int, api_samples: int) -> dict[str, Any]:
     # its start-up (lease, recovery, triggers.yaml scan) is not in the samples.
     for k in range(samples):
         create_schedule(
+            store,
             name=f"once{k}",
             pipeline_uuid=PIPELINE,
             schedule_type="time",

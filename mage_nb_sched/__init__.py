@@ -11,6 +11,8 @@ import importlib as _importlib
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
+from mage_nb_sched.core.version import __version__
+
 if _TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from mage_nb_sched.core.enums import (
         BackfillIntervalType,
@@ -81,7 +83,6 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
-__version__ = "0.1.0"
 
 __all__ = [
     "Backfill",

@@ -66,17 +66,17 @@ def _pipeline_uuid(project_dir: Path, notebook: str) -> str:
 
 def _command_run(args: argparse.Namespace) -> int:
     from mage_nb_sched.execution.runner import run_with_fresh_kernel
-    from mage_nb_sched.service.runs import create_run
+    from mage_nb_sched.service.runs import block_runs, create_run
     from mage_nb_sched.store.engine import use_store
 
     store = use_store(project_dir=args.project_dir)
     assert store.project_dir is not None
     uuid = _pipeline_uuid(store.project_dir, args.notebook)
     variables = dict(parse_var(item) for item in args.var)
-    run = create_run(pipeline_uuid=uuid, variables=variables or None)
+    run = create_run(store, pipeline_uuid=uuid, variables=variables or None)
     print(f"run {run.id}: {uuid} ({run.execution_partition})", flush=True)
     outcome = asyncio.run(run_with_fresh_kernel(store, run.id))
-    blocks = run.block_runs
+    blocks = block_runs(store, run.id)
     width = max([len(block.block_uuid) for block in blocks] + [5])
     for block in blocks:
         seconds = ""

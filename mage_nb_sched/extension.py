@@ -7,9 +7,14 @@ Jupyter app, e.g. in ``jupyter_server_config.py``::
     c.MageNbSchedApp.webhook_url = "https://hooks.slack.com/services/..."
 
 Finer knobs live on the parts themselves (``c.Scheduler.lease_seconds``,
-``c.LocalExecutor.preload``, ``c.Notifier.webhook_retries``). The scheduler starts once the
-server's event loop runs and stops with the server: in-flight runs get ``shutdown_grace``
-seconds, then their kernels are killed and the runs are queued to execute again.
+``c.LocalExecutor.preload``, ``c.Notifier.webhook_retries``). The swappable parts are traitlets
+``Type`` traits, set to a class or its dotted import path: ``c.MageNbSchedApp.executor_class``
+(an :class:`~mage_nb_sched.execution.executors.base.Executor`), ``artifact_store_class`` (an
+:class:`~mage_nb_sched.store.artifacts.ArtifactStore`) and ``c.Scheduler.coordinator_class``.
+
+The scheduler starts once the server's event loop runs and stops with the server: in-flight
+runs get ``shutdown_grace`` seconds, then their kernels are killed and the runs are queued to
+execute again.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Bool, Float, Int, Unicode
+from traitlets import Bool, Float, Int, Type, Unicode
 from traitlets.config import Config
 
 from mage_nb_sched.core.project import DB_URL_ENV, PROJECT_DIR_ENV
@@ -33,6 +38,7 @@ _FORWARDED = (
     ("shutdown_grace", "Scheduler", "shutdown_grace"),
     ("run_retention_days", "Scheduler", "run_retention_days"),
     ("executor_class", "Scheduler", "executor_class"),
+    ("artifact_store_class", "Scheduler", "artifact_store_class"),
     ("webhook_url", "Notifier", "webhook_url"),
     ("notify_on_success", "Notifier", "notify_on_success"),
 )
@@ -55,9 +61,23 @@ class MageNbSchedApp(ExtensionApp):
         help="Run the scheduler loop in this server. Turn off when a headless "
         "`mage-nb-sched scheduler` executes the runs for this store.",
     ).tag(config=True)
-    executor_class = Unicode(
-        "mage_nb_sched.execution.executors.local.LocalExecutor",
-        help="Import path of the executor class that runs pipeline runs.",
+    # Dotted names rather than the classes: importing this module (``jupyter server extension
+    # list``, server start-up) does not import the executor; the app resolves them when created.
+    executor_class = Type(
+        default_value="mage_nb_sched.execution.executors.local.LocalExecutor",
+        klass="mage_nb_sched.execution.executors.base.Executor",
+        help="Executor that runs pipeline runs: a subclass of "
+        "mage_nb_sched.execution.executors.base.Executor, or its dotted import path "
+        "(default LocalExecutor: local worker processes with warm kernels). Forwarded to "
+        "c.Scheduler.executor_class.",
+    ).tag(config=True)
+    artifact_store_class = Type(
+        default_value="mage_nb_sched.store.artifacts.LocalArtifactStore",
+        klass="mage_nb_sched.store.artifacts.ArtifactStore",
+        help="Where runs' outputs, logs and executed notebooks are kept: a subclass of "
+        "mage_nb_sched.store.artifacts.ArtifactStore, or its dotted import path (default "
+        "LocalArtifactStore: the project's data dir). Forwarded to "
+        "c.Scheduler.artifact_store_class.",
     ).tag(config=True)
     workers = Int(2, help="Worker processes executing runs (LocalExecutor).").tag(config=True)
     kernel_pool_size = Int(
@@ -104,8 +124,10 @@ class MageNbSchedApp(ExtensionApp):
         for trait, section, name in _FORWARDED:
             if trait in own and name not in config[section]:
                 config[section][name] = getattr(self, trait)
-        if "executor_class" not in config["Scheduler"]:
-            config["Scheduler"]["executor_class"] = self.executor_class
+        for trait in ("executor_class", "artifact_store_class"):
+            # Always forwarded (the default too): the app's choice is the scheduler's.
+            if trait not in config["Scheduler"]:
+                config["Scheduler"][trait] = getattr(self, trait)
         return config
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:

@@ -29,6 +29,14 @@ PUSHED_NAMES = (
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    import mage_nb_sched
+    from mage_nb_sched import models, triggers
+    from mage_nb_sched.core import enums
+    from mage_nb_sched.execution import blocks
 
-    ipython.push({name: getattr(mage_nb_sched, name) for name in PUSHED_NAMES})
+    sources = (models, triggers, enums, blocks)
+    ipython.push(
+        {
+            name: next(getattr(s, name) for s in sources if hasattr(s, name))
+            for name in PUSHED_NAMES
+        }
+    )

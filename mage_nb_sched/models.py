@@ -1,9 +1,15 @@
-"""SQLAlchemy 2.0 models with Mage's model API on top.
+"""Mage's model API (``PipelineSchedule``, ``PipelineRun``, ``BlockRun``, ``Backfill``) as a
+front end: ORM classes mapped onto the Core tables of :mod:`mage_nb_sched.store.schema`.
 
-The columns follow Mage's ``pipeline_schedule`` / ``pipeline_run`` / ``block_run`` / ``backfill`` /
-``event_matcher`` tables, plus ``run_key`` (one run per schedule period, enforced by a unique
-index) and a hashed API token. Every rule and validation lives in :mod:`mage_nb_sched.service`;
-the methods here are the Mage-shaped entry points that call it.
+Every rule and validation lives in :mod:`mage_nb_sched.service`; the methods here are the
+Mage-shaped entry points that call it on the *current* store (:func:`use_store`, else the
+project's default). Nothing below the front ends imports this module.
+
+Reads never write: each read uses a short session of its own (a fresh snapshot, so a notebook
+sees the scheduler's updates at once), and objects come back detached — holding one holds no
+session or connection. Values assigned directly (``schedule.settings = {...}``) are validated on
+assignment and saved by ``save()`` or the next ``update()`` (as in Mage's docs, where
+``schedule.settings = {...}`` is followed by ``await schedule.update(settings=...)``).
 """
 
 from __future__ import annotations
@@ -11,37 +17,15 @@ from __future__ import annotations
 import enum as _enum
 from collections.abc import Generator, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
-from sqlalchemy import (
-    JSON,
-    Boolean,
-    Column,
-    DateTime,
-    ForeignKey,
-    Index,
-    Integer,
-    String,
-    Table,
-    Text,
-    TypeDecorator,
-    event,
-    func,
-    inspect,
-    select,
-)
-from sqlalchemy.orm import (
-    DeclarativeBase,
-    Mapped,
-    Query,
-    mapped_column,
-    relationship,
-    validates,
-)
+from sqlalchemy import func, inspect, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, Query, Session, validates
+from sqlalchemy.orm.attributes import set_committed_value
 
 from mage_nb_sched.core import timing
 from mage_nb_sched.core.clock import utcnow
-from mage_nb_sched.core.datetimes import UTC, to_utc
+from mage_nb_sched.core.datetimes import to_utc
 from mage_nb_sched.core.enums import (
     BackfillIntervalType,
     BackfillStatus,
@@ -51,102 +35,112 @@ from mage_nb_sched.core.enums import (
     ScheduleStatus,
     ScheduleType,
 )
+from mage_nb_sched.core.errors import ValidationError
+from mage_nb_sched.core.partitions import execution_partition
+from mage_nb_sched.core.settings import with_defaults
 from mage_nb_sched.core.timing import ScheduleDecision, ScheduleTiming
+from mage_nb_sched.service import backfills as backfill_service
+from mage_nb_sched.service import runs as run_service
+from mage_nb_sched.service import schedules as schedule_service
 from mage_nb_sched.service.fields import SCHEDULE_VALUE_CHECKS
-from mage_nb_sched.store.engine import current_store
+from mage_nb_sched.service.records import Record, RunRecord, from_row
+from mage_nb_sched.store import schema
+from mage_nb_sched.store.engine import Store, current_store
 
 # Module-level names for the enums that the model classes also expose as nested attributes
 # (``PipelineRun.PipelineRunStatus`` as in Mage), so annotations inside the classes resolve.
 _RunStatus = PipelineRunStatus
 _BlockStatus = BlockRunStatus
 
-if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
+M = TypeVar("M", bound="Base")
 
 
-class UTCDateTime(TypeDecorator[datetime]):
-    """Stores UTC instants; always gives back UTC-aware datetimes (SQLite drops offsets)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        value = to_utc(value)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-class StrEnumColumn(TypeDecorator[str]):
-    """A string column that accepts enum members and returns the enum member on load."""
-
-    impl = String(32)
-    cache_ok = True
-
-    def __init__(self, enum_class: type[_enum.Enum]) -> None:
-        super().__init__()
-        self.enum_class = enum_class
-
-    def process_bind_param(self, value: Any, dialect: Any) -> str | None:
-        if value is None:
-            return None
-        return str(value.value if isinstance(value, _enum.Enum) else value)
-
-    def process_result_value(self, value: str | None, dialect: Any) -> Any:
-        if value is None:
-            return None
-        try:
-            return self.enum_class(value)
-        except ValueError:
-            return value
-
-
-class ModelQuery(Query[Any]):
-    """Mage's ``Model.query``: a legacy ``Query`` whose ``get`` always reads fresh rows."""
-
-    def get(self, ident: Any) -> Any:
-        entity: Any = self.column_descriptions[0]["entity"]
-        return self.session.get(entity, ident, populate_existing=True)
+def read_session() -> Session:
+    """A new session on the current store for one read. Objects it loads stay usable after it is
+    closed (they are detached); it never writes."""
+    return current_store().new_session()
 
 
 def fresh_session() -> Session:
-    """The current store's thread-local session, with any open transaction ended first.
+    """Kept for callers of the old name: a new read session (see :func:`read_session`)."""
+    return read_session()
 
-    A long-lived read transaction would pin an old snapshot (SQLite WAL / PostgreSQL repeatable
-    reads), so a notebook would never see the scheduler's updates. Ending it costs one COMMIT;
-    values assigned directly to models (validated on assignment) are saved by it, as in Mage.
-    """
-    session = current_store().session()
-    if session.in_transaction() and not session.info.get("writing"):
-        session.commit()
-    return session
+
+class ModelQuery(Query[Any]):
+    """Mage's ``Model.query``: a legacy ``Query`` on a session of its own (a fresh snapshot);
+    ``get`` always reads the row anew.
+
+    Each execution fetches its rows and closes the session at once, so a caller that polls
+    ``PipelineRun.query.get(id)`` never holds a connection (or a read snapshot) in between."""
+
+    def get(self, ident: Any) -> Any:
+        entity: Any = self.column_descriptions[0]["entity"]
+        try:
+            return self.session.get(entity, ident, populate_existing=True)
+        finally:
+            self.session.close()
+
+    def _then_close(self, method: str, *args: Any) -> Any:
+        try:
+            return getattr(super(), method)(*args)
+        finally:
+            self.session.close()
+
+    def all(self) -> list[Any]:
+        return self._then_close("all")  # type: ignore[no-any-return]
+
+    def first(self) -> Any:
+        return self._then_close("first")
+
+    def one(self) -> Any:
+        return self._then_close("one")
+
+    def one_or_none(self) -> Any:
+        return self._then_close("one_or_none")
+
+    def scalar(self) -> Any:
+        return self._then_close("scalar")
+
+    def count(self) -> int:
+        return self._then_close("count")  # type: ignore[no-any-return]
+
+    def __iter__(self) -> Any:
+        return iter(self.all())
 
 
 class _QueryProperty:
     def __get__(self, instance: object, owner: type[Any]) -> ModelQuery:
-        return ModelQuery(owner, session=fresh_session()).populate_existing()
+        return ModelQuery(owner, session=read_session()).populate_existing()
+
+
+def _now(now: Any) -> datetime:
+    """``now`` for the time methods: a datetime (naive = UTC), or the clock when omitted."""
+    if now is None:
+        return utcnow()
+    if not isinstance(now, datetime):
+        raise ValidationError(
+            "now",
+            now,
+            "expected a datetime",
+            "Use e.g. now=datetime(2024, 1, 1, tzinfo=timezone.utc), or leave it out for the "
+            "current time.",
+        )
+    return to_utc(now)
 
 
 class Base(DeclarativeBase):
     """Declarative base with Mage's ``BaseModel`` conveniences."""
 
-    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime}
+    metadata = schema.metadata
     # Lets plain (non-column) instance attributes such as ``PipelineSchedule.token`` exist.
     __allow_unmapped__ = True
 
     #: ``Model.query.get(id)``, ``Model.query.filter_by(...).all()`` as in Mage.
     query: ClassVar[ModelQuery] = _QueryProperty()  # type: ignore[assignment]
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
-    updated_at: Mapped[datetime] = mapped_column(
-        UTCDateTime, default=utcnow, onupdate=utcnow, nullable=False
-    )
+    id: Mapped[int]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
 
     def __await__(self) -> Generator[Any, None, Any]:
         # ``await schedule.update(...)`` (as in Mage's docs) resolves to the model itself.
@@ -154,12 +148,45 @@ class Base(DeclarativeBase):
 
     @classmethod
     def session(cls) -> Session:
-        """The thread-local session of the current store (fresh snapshot, see ``fresh_session``)."""
-        return fresh_session()
+        """A new read session on the current store (the caller closes it)."""
+        return read_session()
 
-    def refresh(self) -> Any:
+    @classmethod
+    def _store(cls) -> Store:
+        return current_store()
+
+    @classmethod
+    def _load(cls: type[M], row_id: int) -> M:
+        with read_session() as session:
+            loaded = session.get(cls, row_id)
+        assert loaded is not None, f"{cls.__name__} {row_id} vanished"
+        return loaded
+
+    @classmethod
+    def _load_all(cls: type[M], statement: Any) -> list[M]:
+        with read_session() as session:
+            return list(session.scalars(statement))
+
+    def _adopt(self, record: Record) -> None:
+        """Take the stored values of ``record`` as this object's (no pending change left)."""
+        for column in self.__table__.columns:
+            if hasattr(record, column.key):
+                set_committed_value(self, column.key, getattr(record, column.key))
+
+    def _pending(self) -> dict[str, Any]:
+        """Values assigned directly to this object and not saved yet."""
+        state = inspect(self)
+        return {
+            column.key: getattr(self, column.key)
+            for column in self.__table__.columns
+            if state.attrs[column.key].history.has_changes()
+        }
+
+    def refresh(self: M) -> M:
         """Reload this object's columns from the database and return it."""
-        self.session().refresh(self)
+        fresh = type(self)._load(self.id)
+        for column in self.__table__.columns:
+            set_committed_value(self, column.key, getattr(fresh, column.key))
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -175,81 +202,35 @@ async def _resolved(value: Any) -> Any:
     return value
 
 
-pipeline_schedule_event_matcher_association = Table(
-    "pipeline_schedule_event_matcher_association",
-    Base.metadata,
-    Column(
-        "pipeline_schedule_id",
-        Integer,
-        ForeignKey("pipeline_schedule.id", ondelete="CASCADE"),
-        primary_key=True,
-    ),
-    Column(
-        "event_matcher_id",
-        Integer,
-        ForeignKey("event_matcher.id", ondelete="CASCADE"),
-        primary_key=True,
-    ),
-)
-
-
-#: ``next_due_at`` of a schedule the scheduler must look at on its next pass (new or changed).
-EVALUATE_NOW = datetime(1970, 1, 1, tzinfo=UTC)
-#: ``next_due_at`` of a schedule that waits for an event, not a time (its run to finish).
-NEVER = datetime(9999, 1, 1, tzinfo=UTC)
-#: Changing any of these may change when a schedule is due: the scheduler re-evaluates it.
-TIMING_ATTRIBUTES = (
-    "status",
-    "schedule_type",
-    "schedule_interval",
-    "start_time",
-    "last_enabled_at",
-    "settings",
-)
+pipeline_schedule_event_matcher_association = schema.pipeline_schedule_event_matcher_association
+EVALUATE_NOW = schema.EVALUATE_NOW
+NEVER = schema.NEVER
+TIMING_ATTRIBUTES = schema.TIMING_ATTRIBUTES
 
 
 class PipelineSchedule(Base):
     """A trigger: when (time/cron), on what event, or by which API token a notebook runs."""
 
-    __tablename__ = "pipeline_schedule"
-    __table_args__ = (
-        Index("uq_pipeline_schedule_pipeline_name", "pipeline_uuid", "name", unique=True),
-        Index("ix_pipeline_schedule_status_type", "status", "schedule_type"),
-        Index("ix_pipeline_schedule_due", "status", "schedule_type", "next_due_at"),
-    )
+    __table__ = schema.pipeline_schedule
 
-    name: Mapped[str] = mapped_column(String(255), nullable=False)
-    description: Mapped[str | None] = mapped_column(Text)
-    pipeline_uuid: Mapped[str] = mapped_column(String(255), index=True, nullable=False)
-    schedule_type: Mapped[ScheduleType] = mapped_column(
-        StrEnumColumn(ScheduleType), nullable=False, default=ScheduleType.TIME
-    )
-    schedule_interval: Mapped[str | None] = mapped_column(String(100))
-    start_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    status: Mapped[ScheduleStatus] = mapped_column(
-        StrEnumColumn(ScheduleStatus), nullable=False, default=ScheduleStatus.INACTIVE
-    )
-    last_enabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    variables: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    sla: Mapped[int | None] = mapped_column(Integer)
-    settings: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    token_hash: Mapped[str | None] = mapped_column(String(128), index=True)
-    token_hint: Mapped[str | None] = mapped_column(String(16))
+    name: Mapped[str]
+    description: Mapped[str | None]
+    pipeline_uuid: Mapped[str]
+    schedule_type: Mapped[ScheduleType]
+    schedule_interval: Mapped[str | None]
+    start_time: Mapped[datetime | None]
+    status: Mapped[ScheduleStatus]
+    last_enabled_at: Mapped[datetime | None]
+    variables: Mapped[dict[str, Any] | None]
+    sla: Mapped[int | None]
+    settings: Mapped[dict[str, Any] | None]
+    token_hash: Mapped[str | None]
+    token_hint: Mapped[str | None]
     #: True when the schedule is defined in ``<notebook stem>.triggers.yaml`` (synced both ways).
-    in_code: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    in_code: Mapped[bool]
     #: When the scheduler next has to look at this schedule (its next run's creation time;
     #: :data:`EVALUATE_NOW` after a change, :data:`NEVER` while waiting for a run to finish).
-    next_due_at: Mapped[datetime] = mapped_column(
-        UTCDateTime, nullable=False, default=EVALUATE_NOW
-    )
-
-    backfills: Mapped[list[Backfill]] = relationship(
-        back_populates="pipeline_schedule", passive_deletes=True
-    )
-    event_matchers: Mapped[list[EventMatcher]] = relationship(
-        secondary=pipeline_schedule_event_matcher_association,
-        back_populates="pipeline_schedules",
-    )
+    next_due_at: Mapped[datetime]
 
     #: The clear-text API token, only on the object that created or rotated it (shown once).
     token: str | None = None
@@ -270,27 +251,39 @@ class PipelineSchedule(Base):
     @classmethod
     def create(cls, **kwargs: Any) -> PipelineSchedule:
         """Validate and insert a schedule (see README: every field and setting)."""
-        from mage_nb_sched.service import schedules
-
-        return schedules.create_schedule(**kwargs)
+        record = schedule_service.create_schedule(cls._store(), **kwargs)
+        schedule = cls._load(record.id)
+        schedule.token = record.token
+        return schedule
 
     def update(self, **kwargs: Any) -> PipelineSchedule:
-        """Validate and apply changes. The result can be awaited (``await schedule.update()``)."""
-        from mage_nb_sched.service import schedules
+        """Validate and apply changes (and any values assigned directly since the last save).
+        The result can be awaited (``await schedule.update()``)."""
+        values = {**self._pending(), **kwargs}
+        values.pop("token_hash", None)
+        values.pop("token_hint", None)
+        values.pop("next_due_at", None)
+        record = schedule_service.update_schedule(self._store(), self.id, **values)
+        self._adopt(record)
+        if record.token is not None:
+            self.token = record.token
+        return self
 
-        return schedules.update_schedule(self, **kwargs)
+    def save(self) -> PipelineSchedule:
+        """Save values assigned directly to the object (validated as ``update`` does)."""
+        return self.update()
 
     def delete(self) -> None:
         """Delete the schedule with its runs, block runs and backfills."""
-        from mage_nb_sched.service import schedules
-
-        schedules.delete_schedule(self)
+        schedule_service.delete_schedule(self._store(), self.id)
 
     def rotate_token(self) -> str:
         """Replace the API token; returns the new clear-text token (shown once)."""
-        from mage_nb_sched.service import schedules
-
-        return schedules.rotate_token(self)
+        record = schedule_service.rotate_token(self._store(), self.id)
+        self._adopt(record)
+        assert record.token is not None
+        self.token = record.token
+        return record.token
 
     def check_token(self, token: str) -> bool:
         """Whether ``token`` is this schedule's API token (constant-time comparison)."""
@@ -302,8 +295,6 @@ class PipelineSchedule(Base):
 
     def get_settings(self) -> dict[str, Any]:
         """Settings with defaults filled in."""
-        from mage_nb_sched.core.settings import with_defaults
-
         return with_defaults(self.settings)
 
     @property
@@ -320,103 +311,82 @@ class PipelineSchedule(Base):
 
     def landing_time_enabled(self) -> bool:
         """Mage: landing time applies to time schedules with @hourly/@daily/@weekly/@monthly."""
-        return (
-            self.schedule_type == ScheduleType.TIME
-            and self.schedule_interval in timing.LANDING_INTERVALS
-            and bool(self.get_settings()["landing_time_enabled"])
-        )
+        return self.timing.landing_time_enabled
 
     @property
     def timing(self) -> ScheduleTiming:
         """The schedule's time facts for :mod:`mage_nb_sched.core.timing`."""
-        return ScheduleTiming(
-            schedule_interval=self.schedule_interval,
-            timezone=self.timezone,
-            start_time=self.start_time,
-            last_enabled_at=self.last_enabled_at,
-            landing_time_enabled=self.landing_time_enabled(),
+        return schedule_service.timing_of(self)
+
+    # ----- related rows (read fresh; never lazy loads on a closed session) -------------------
+
+    @property
+    def backfills(self) -> list[Backfill]:
+        """The schedule's backfills, oldest first."""
+        return Backfill._load_all(
+            select(Backfill).where(Backfill.pipeline_schedule_id == self.id).order_by(Backfill.id)
+        )
+
+    @property
+    def event_matchers(self) -> list[EventMatcher]:
+        """The event matchers that fire this schedule."""
+        link = pipeline_schedule_event_matcher_association
+        return EventMatcher._load_all(
+            select(EventMatcher)
+            .join(link, link.c.event_matcher_id == EventMatcher.id)
+            .where(link.c.pipeline_schedule_id == self.id)
+            .order_by(EventMatcher.id)
         )
 
     # ----- runs ----------------------------------------------------------------------------
 
-    def _runs_query(self) -> Any:
-        return select(PipelineRun).where(PipelineRun.pipeline_schedule_id == self.id)
-
     @property
     def pipeline_runs(self) -> list[PipelineRun]:
         """All runs of this schedule, oldest first (read fresh each time)."""
-        statement = self._runs_query().order_by(PipelineRun.id)
-        return list(
-            self.session().scalars(statement, execution_options={"populate_existing": True})
+        return PipelineRun._load_all(
+            select(PipelineRun)
+            .where(PipelineRun.pipeline_schedule_id == self.id)
+            .order_by(PipelineRun.id)
         )
 
     @property
     def pipeline_runs_count(self) -> int:
-        return (
-            self.session().scalar(
-                select(func.count(PipelineRun.id)).where(
-                    PipelineRun.pipeline_schedule_id == self.id
-                )
-            )
-            or 0
-        )
+        return schedule_service.schedule_stats(self._store(), self.id).pipeline_runs_count
 
     @property
     def pipeline_in_progress_runs_count(self) -> int:
         """Runs that are ``initial`` or ``running``."""
-        return (
-            self.session().scalar(
-                select(func.count(PipelineRun.id)).where(
-                    PipelineRun.pipeline_schedule_id == self.id,
-                    PipelineRun.status.in_(
-                        [PipelineRunStatus.INITIAL.value, PipelineRunStatus.RUNNING.value]
-                    ),
-                )
-            )
-            or 0
-        )
+        stats = schedule_service.schedule_stats(self._store(), self.id)
+        return stats.pipeline_in_progress_runs_count
 
     @property
     def last_pipeline_run_status(self) -> PipelineRunStatus | None:
         """Status of the most recently created run (None without runs)."""
-        return self.session().scalar(
-            select(PipelineRun.status)
-            .where(PipelineRun.pipeline_schedule_id == self.id)
-            .order_by(PipelineRun.created_at.desc(), PipelineRun.id.desc())
-            .limit(1)
-        )
+        return schedule_service.schedule_stats(self._store(), self.id).last_pipeline_run_status
 
     def recently_completed_pipeline_runs(
         self, pipeline_run: PipelineRun | None = None, sample_size: int | None = None
     ) -> list[PipelineRun]:
         """Completed runs, newest execution date first (at most ``sample_size``)."""
-        statement = self._runs_query().where(
-            PipelineRun.status == PipelineRunStatus.COMPLETED.value
+        statement = select(PipelineRun).where(
+            PipelineRun.pipeline_schedule_id == self.id,
+            PipelineRun.status == PipelineRunStatus.COMPLETED.value,
         )
         if pipeline_run is not None:
             statement = statement.where(PipelineRun.id != pipeline_run.id)
         statement = statement.order_by(PipelineRun.execution_date.desc(), PipelineRun.id.desc())
         if sample_size:
             statement = statement.limit(sample_size)
-        return list(
-            self.session().scalars(statement, execution_options={"populate_existing": True})
-        )
+        return PipelineRun._load_all(statement)
 
     def runtime_history(
         self, pipeline_run: PipelineRun | None = None, sample_size: int | None = None
     ) -> list[float]:
         """Runtimes in seconds (creation → completion) of up to ``sample_size`` (7) recent runs."""
-        size = sample_size or 7
-        runtimes = [
-            (run.completed_at - run.created_at).total_seconds()
-            for run in self.recently_completed_pipeline_runs(pipeline_run, size)
-            if run.completed_at is not None
-        ]
-        if pipeline_run is not None and pipeline_run.completed_at is not None:
-            runtimes.insert(
-                0, (pipeline_run.completed_at - pipeline_run.created_at).total_seconds()
-            )
-        return runtimes[:size]
+        record = None if pipeline_run is None else pipeline_run.record()
+        return schedule_service.runtime_history(
+            self._store(), self.id, run=record, sample_size=sample_size
+        )
 
     def runtime_average(
         self, pipeline_run: PipelineRun | None = None, sample_size: int | None = None
@@ -436,115 +406,54 @@ class PipelineSchedule(Base):
         statement = select(cls).where(cls.status == ScheduleStatus.ACTIVE.value)
         if pipeline_uuids is not None:
             statement = statement.where(cls.pipeline_uuid.in_(list(pipeline_uuids)))
-        statement = statement.order_by(cls.id)
-        return list(cls.session().scalars(statement, execution_options={"populate_existing": True}))
+        return cls._load_all(statement.order_by(cls.id))
 
     # ----- time ----------------------------------------------------------------------------
 
     def current_execution_date(self, now: datetime | None = None) -> datetime | None:
         """The execution date a run created now (or at ``now``) would get."""
-        now = to_utc(now) if now is not None else utcnow()
-        runtimes = self.runtime_history() if self.landing_time_enabled() else ()
-        return timing.current_execution_date(self.timing, now, runtimes)
+        return schedule_service.current_execution_date(self._store(), self, _now(now))
 
     def next_execution_date(self, now: datetime | None = None) -> datetime | None:
         """The execution date of the period after the current one (None if not periodic)."""
-        now = to_utc(now) if now is not None else utcnow()
-        runtimes = self.runtime_history() if self.landing_time_enabled() else ()
-        return timing.next_execution_date(self.timing, now, runtimes)
+        return schedule_service.next_execution_date(self._store(), self, _now(now))
 
     def should_schedule(self, now: datetime | None = None) -> ScheduleDecision:
         """Whether a run is due now (or at ``now``). Truthy/falsy; ``.reason`` says why."""
-        now = to_utc(now) if now is not None else utcnow()
-        if self.schedule_type != ScheduleType.TIME:
-            return ScheduleDecision(
-                False,
-                None,
-                f"{self.schedule_type!s} schedules fire on events or API calls, not on time",
-            )
-        settings = self.get_settings()
-
-        def run_exists_for(execution_date: datetime) -> bool:
-            found = self.session().scalar(
-                select(PipelineRun.id)
-                .where(
-                    PipelineRun.pipeline_schedule_id == self.id,
-                    PipelineRun.execution_date == execution_date,
-                )
-                .limit(1)
-            )
-            return found is not None
-
-        return timing.decide(
-            self.timing,
-            now,
-            status=str(self.status),
-            create_initial_pipeline_run=bool(settings["create_initial_pipeline_run"]),
-            run_count=self.pipeline_runs_count,
-            last_run_status=None
-            if self.last_pipeline_run_status is None
-            else str(self.last_pipeline_run_status),
-            run_exists_for=run_exists_for,
-            runtimes=self.runtime_history() if self.landing_time_enabled() else (),
-        )
-
-
-@event.listens_for(PipelineSchedule, "before_update")
-def _reevaluate_when_timing_changes(_mapper: Any, _connection: Any, target: Any) -> None:
-    # Whatever path changed the schedule (service, direct attribute assignment, triggers.yaml
-    # sync), the scheduler must look at it again: its next due time may have moved.
-    state = inspect(target)
-    if any(state.attrs[name].history.has_changes() for name in TIMING_ATTRIBUTES):
-        target.next_due_at = EVALUATE_NOW
+        return schedule_service.should_schedule(self._store(), self, _now(now))
 
 
 class PipelineRun(Base):
     """One execution of a pipeline for one ``execution_date``."""
 
-    __tablename__ = "pipeline_run"
-    __table_args__ = (
-        Index("ix_pipeline_run_schedule_execution_date", "pipeline_schedule_id", "execution_date"),
-        Index("ix_pipeline_run_status_created", "status", "created_at"),
-        Index("ix_pipeline_run_status_owner", "status", "owner"),
-        Index("ix_pipeline_run_finalized_status", "finalized_at", "status"),
-    )
+    __table__ = schema.pipeline_run
 
     PipelineRunStatus: ClassVar[type[_RunStatus]] = _RunStatus
 
-    pipeline_schedule_id: Mapped[int | None] = mapped_column(
-        ForeignKey("pipeline_schedule.id", ondelete="CASCADE"), index=True
-    )
-    pipeline_uuid: Mapped[str] = mapped_column(String(255), index=True, nullable=False)
-    execution_date: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)
-    status: Mapped[_RunStatus] = mapped_column(
-        StrEnumColumn(_RunStatus), nullable=False, default=_RunStatus.INITIAL
-    )
-    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    variables: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    event_variables: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    backfill_id: Mapped[int | None] = mapped_column(
-        ForeignKey("backfill.id", ondelete="CASCADE"), index=True
-    )
-    sla_breached: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    pipeline_schedule_id: Mapped[int | None]
+    pipeline_uuid: Mapped[str]
+    execution_date: Mapped[datetime]
+    status: Mapped[_RunStatus]
+    started_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+    variables: Mapped[dict[str, Any] | None]
+    event_variables: Mapped[dict[str, Any] | None]
+    metrics: Mapped[dict[str, Any] | None]
+    backfill_id: Mapped[int | None]
+    sla_breached: Mapped[bool]
     #: One run per key: ``schedule:<id>:<execution date>`` for scheduled periods, ``backfill:...``
     #: for backfill dates, ``manual:<uuid>`` for hand-made runs (or the caller's idempotency key).
-    run_key: Mapped[str] = mapped_column(String(255), nullable=False, unique=True)
+    run_key: Mapped[str]
     #: Who executes the run: a scheduler instance (``sched:...``) or a process executing it
     #: directly (``direct:<host>:<pid>``). None while nobody has taken it.
-    owner: Mapped[str | None] = mapped_column(String(128))
-    #: Set anew each time an executor claims the run (``initial → running``); every later write
-    #: of that executor is fenced on it, so an executor that stalled while its run was handed
-    #: to another can never overwrite the new attempt.
-    claim_token: Mapped[str | None] = mapped_column(String(32))
+    owner: Mapped[str | None]
+    #: Set anew each time an executor claims the run; later writes of that executor are fenced
+    #: on it.
+    claim_token: Mapped[str | None]
     #: When the scheduler handled the run's end (notifications, ``@once``, backfill status).
-    finalized_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finalized_at: Mapped[datetime | None]
     #: How often the run was started again after whatever executed it died.
-    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-
-    pipeline_schedule: Mapped[PipelineSchedule | None] = relationship()
-    backfill: Mapped[Backfill | None] = relationship(back_populates="pipeline_runs")
+    attempts: Mapped[int]
 
     def __repr__(self) -> str:
         return (
@@ -552,19 +461,24 @@ class PipelineRun(Base):
             f"execution_date={self.execution_date}, status={self.status!s})"
         )
 
+    def record(self) -> RunRecord:
+        """This run as a plain service record."""
+        return from_row(RunRecord, self)
+
     @classmethod
     def create(cls, **kwargs: Any) -> PipelineRun:
         """Create a run by hand (Mage's ``PipelineRun.create``); ``execution_date`` defaults
         to now."""
-        from mage_nb_sched.service import runs
-
-        return runs.create_run(**kwargs)
+        record = run_service.create_run(cls._store(), **kwargs)
+        return cls._load(record.id)
 
     def update(self, **kwargs: Any) -> PipelineRun:
-        """Change a run's status, timestamps, variables or metrics."""
-        from mage_nb_sched.service import runs
-
-        return runs.update_run(self, **kwargs)
+        """Change a run's status, timestamps, variables or metrics (status changes follow the
+        run state machine)."""
+        values = {**self._pending(), **kwargs}
+        record = run_service.update_run(self._store(), self.id, **values)
+        self._adopt(record)
+        return self
 
     async def execute(self) -> Any:
         """Execute this run now, here, on a fresh kernel (``await run.execute()`` in a notebook
@@ -572,25 +486,35 @@ class PipelineRun(Base):
         stored as for scheduled runs."""
         from mage_nb_sched.execution.runner import run_with_fresh_kernel
 
-        outcome = await run_with_fresh_kernel(current_store(), self.id)
+        outcome = await run_with_fresh_kernel(self._store(), self.id)
         self.refresh()
         return outcome
 
     def delete(self) -> None:
         """Delete the run and its block runs."""
-        from mage_nb_sched.service import runs
+        run_service.delete_run(self._store(), self.id)
 
-        runs.delete_run(self)
+    @property
+    def pipeline_schedule(self) -> PipelineSchedule | None:
+        """The run's schedule (None for a run made without one)."""
+        if self.pipeline_schedule_id is None:
+            return None
+        with read_session() as session:
+            return session.get(PipelineSchedule, self.pipeline_schedule_id)
+
+    @property
+    def backfill(self) -> Backfill | None:
+        """The backfill that made this run, if any."""
+        if self.backfill_id is None:
+            return None
+        with read_session() as session:
+            return session.get(Backfill, self.backfill_id)
 
     @property
     def execution_partition(self) -> str:
         """``<schedule id>/<execution date %Y%m%dT%H%M%S>`` (``_%f`` appended when the date has
         microseconds, so two hand-made runs in one second never share a folder)."""
-        stamp = self.execution_date.strftime("%Y%m%dT%H%M%S")
-        if self.execution_date.microsecond:
-            stamp += self.execution_date.strftime("_%f")
-        owner = "manual" if self.pipeline_schedule_id is None else self.pipeline_schedule_id
-        return f"{owner}/{stamp}"
+        return execution_partition(self.pipeline_schedule_id, self.execution_date)
 
     @property
     def passed_sla(self) -> bool:
@@ -600,28 +524,22 @@ class PipelineRun(Base):
     @property
     def block_runs(self) -> list[BlockRun]:
         """The run's block runs in creation order (read fresh)."""
-        statement = (
+        return BlockRun._load_all(
             select(BlockRun).where(BlockRun.pipeline_run_id == self.id).order_by(BlockRun.id)
-        )
-        return list(
-            self.session().scalars(statement, execution_options={"populate_existing": True})
         )
 
     @property
     def block_runs_count(self) -> int:
-        return (
-            self.session().scalar(
+        with read_session() as session:
+            count = session.scalar(
                 select(func.count(BlockRun.id)).where(BlockRun.pipeline_run_id == self.id)
             )
-            or 0
-        )
+        return int(count or 0)
 
     # ----- artifacts of an executed run -------------------------------------------------
 
     def _project_dir(self) -> Any:
-        from mage_nb_sched.core.project import resolve_project_dir
-
-        return current_store().project_dir or resolve_project_dir()
+        return schedule_service.project_dir_of(self._store())
 
     def get_output(self, block_uuid: str) -> Any:
         """The value block ``block_uuid`` returned in this run (DataFrames come back as
@@ -667,22 +585,17 @@ class PipelineRun(Base):
 class BlockRun(Base):
     """One execution of one block (code cell) in a pipeline run."""
 
-    __tablename__ = "block_run"
-    __table_args__ = (Index("ix_block_run_run_block", "pipeline_run_id", "block_uuid"),)
+    __table__ = schema.block_run
 
     BlockRunStatus: ClassVar[type[_BlockStatus]] = _BlockStatus
 
-    pipeline_run_id: Mapped[int] = mapped_column(
-        ForeignKey("pipeline_run.id", ondelete="CASCADE"), index=True, nullable=False
-    )
-    block_uuid: Mapped[str] = mapped_column(String(255), nullable=False)
-    status: Mapped[_BlockStatus] = mapped_column(
-        StrEnumColumn(_BlockStatus), nullable=False, default=_BlockStatus.INITIAL
-    )
-    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    error: Mapped[str | None] = mapped_column(Text)
-    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    pipeline_run_id: Mapped[int]
+    block_uuid: Mapped[str]
+    status: Mapped[_BlockStatus]
+    started_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+    error: Mapped[str | None]
+    metrics: Mapped[dict[str, Any] | None]
 
     def __repr__(self) -> str:
         return f"BlockRun(id={self.id}, block_uuid={self.block_uuid!r}, status={self.status!s})"
@@ -691,35 +604,24 @@ class BlockRun(Base):
 class Backfill(Base):
     """Runs of a schedule's pipeline for every date in a historical range."""
 
-    __tablename__ = "backfill"
+    __table__ = schema.backfill
 
     Status = BackfillStatus
     IntervalType = BackfillIntervalType
 
-    name: Mapped[str] = mapped_column(String(255), nullable=False)
-    pipeline_uuid: Mapped[str] = mapped_column(String(255), index=True, nullable=False)
-    pipeline_schedule_id: Mapped[int | None] = mapped_column(
-        ForeignKey("pipeline_schedule.id", ondelete="CASCADE"), index=True
-    )
-    start_datetime: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
-    end_datetime: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
-    interval_type: Mapped[BackfillIntervalType] = mapped_column(
-        StrEnumColumn(BackfillIntervalType), nullable=False
-    )
-    interval_units: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
-    status: Mapped[BackfillStatus] = mapped_column(
-        StrEnumColumn(BackfillStatus), nullable=False, default=BackfillStatus.INITIAL
-    )
-    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    variables: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    settings: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-
-    pipeline_schedule: Mapped[PipelineSchedule | None] = relationship(back_populates="backfills")
-    pipeline_runs: Mapped[list[PipelineRun]] = relationship(
-        back_populates="backfill", passive_deletes=True
-    )
+    name: Mapped[str]
+    pipeline_uuid: Mapped[str]
+    pipeline_schedule_id: Mapped[int | None]
+    start_datetime: Mapped[datetime]
+    end_datetime: Mapped[datetime]
+    interval_type: Mapped[BackfillIntervalType]
+    interval_units: Mapped[int]
+    status: Mapped[BackfillStatus]
+    started_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+    failed_at: Mapped[datetime | None]
+    variables: Mapped[dict[str, Any] | None]
+    settings: Mapped[dict[str, Any] | None]
 
     def __repr__(self) -> str:
         return (
@@ -731,72 +633,78 @@ class Backfill(Base):
     @classmethod
     def create(cls, **kwargs: Any) -> Backfill:
         """Validate and insert a backfill (no runs yet; see :meth:`start`)."""
-        from mage_nb_sched.service import backfills
-
-        return backfills.create_backfill(**kwargs)
+        record = backfill_service.create_backfill(cls._store(), **kwargs)
+        return cls._load(record.id)
 
     def update(self, **kwargs: Any) -> Backfill:
-        from mage_nb_sched.service import backfills
-
-        return backfills.update_backfill(self, **kwargs)
+        """Change the backfill's name, variables or settings."""
+        values = {**self._pending(), **kwargs}
+        self._adopt(backfill_service.update_backfill(self._store(), self.id, **values))
+        return self
 
     def delete(self) -> None:
-        from mage_nb_sched.service import backfills
+        """Delete the backfill and its runs."""
+        backfill_service.delete_backfill(self._store(), self.id)
 
-        backfills.delete_backfill(self)
+    @property
+    def pipeline_schedule(self) -> PipelineSchedule | None:
+        """The backfill's schedule, if it has one."""
+        if self.pipeline_schedule_id is None:
+            return None
+        with read_session() as session:
+            return session.get(PipelineSchedule, self.pipeline_schedule_id)
+
+    @property
+    def pipeline_runs(self) -> list[PipelineRun]:
+        """The backfill's runs, by execution date."""
+        return PipelineRun._load_all(
+            select(PipelineRun)
+            .where(PipelineRun.backfill_id == self.id)
+            .order_by(PipelineRun.execution_date)
+        )
 
     def preview_run_dates(self) -> list[dict[str, Any]]:
         """One dict per run: ``execution_date`` and its ``interval_*``, ``ds``, ``hr`` variables."""
-        from mage_nb_sched.service import backfills
-
-        return backfills.preview_run_dates(self)
+        return backfill_service.preview_run_dates(self._store(), self.id)
 
     def start(self) -> list[PipelineRun]:
         """Create every run of the range (idempotently) and mark the backfill running."""
-        from mage_nb_sched.service import backfills
-
-        return backfills.start_backfill(self)
+        backfill_service.start_backfill(self._store(), self.id)
+        self.refresh()
+        return self.pipeline_runs
 
     def cancel(self) -> Backfill:
         """Cancel the runs that have not finished and mark the backfill cancelled."""
-        from mage_nb_sched.service import backfills
-
-        return backfills.cancel_backfill(self)
+        self._adopt(backfill_service.cancel_backfill(self._store(), self.id))
+        return self
 
     def progress(self) -> dict[str, int]:
         """Counts of this backfill's runs: total, done, failed, cancelled, running, initial."""
-        from mage_nb_sched.service import backfills
-
-        return backfills.backfill_progress(self)
-
-
-scheduler_lease = Table(
-    "scheduler_lease",
-    Base.metadata,
-    Column("name", String(255), primary_key=True),
-    Column("owner", String(128), nullable=False),
-    Column("expires_at", UTCDateTime, nullable=False),
-    Column("updated_at", UTCDateTime, nullable=False),
-    Column("details", JSON),
-)
-"""Leases: ``leader`` (the one active scheduler) and ``instance:<id>`` (each live scheduler's
-heartbeat, so runs of a dead one can be found)."""
+        return backfill_service.backfill_progress(self._store(), self.id)
 
 
 class EventMatcher(Base):
     """Which events fire which event schedules."""
 
-    __tablename__ = "event_matcher"
+    __table__ = schema.event_matcher
 
-    name: Mapped[str] = mapped_column(String(255), nullable=False, unique=True)
-    event_type: Mapped[str] = mapped_column(String(255), nullable=False, index=True)
-    pattern: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    name: Mapped[str]
+    event_type: Mapped[str]
+    pattern: Mapped[dict[str, Any] | None]
 
-    pipeline_schedules: Mapped[list[PipelineSchedule]] = relationship(
-        secondary=pipeline_schedule_event_matcher_association,
-        back_populates="event_matchers",
-    )
+    @property
+    def pipeline_schedules(self) -> list[PipelineSchedule]:
+        """The schedules this matcher fires."""
+        link = pipeline_schedule_event_matcher_association
+        return PipelineSchedule._load_all(
+            select(PipelineSchedule)
+            .join(link, link.c.pipeline_schedule_id == PipelineSchedule.id)
+            .where(link.c.event_matcher_id == self.id)
+            .order_by(PipelineSchedule.id)
+        )
 
+
+scheduler_lease = schema.scheduler_lease
 
 __all__ = [
     "Backfill",
@@ -807,3 +715,5 @@ __all__ = [
     "PipelineSchedule",
     "ScheduleInterval",
 ]
+
+_ = timing  # re-exported for callers that read ``models.timing`` (kept module attribute)

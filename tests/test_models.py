@@ -108,7 +108,7 @@ def test_create_active_stamps_last_enabled_at(store: Store, fresh: Session) -> N
 
 def test_create_active_with_given_now_stamps_that_instant(store: Store, fresh: Session) -> None:
     schedule = schedule_service.create_schedule(
-        name="n", pipeline_uuid="my_pipeline", schedule_interval="@hourly",
+        store, name="n", pipeline_uuid="my_pipeline", schedule_interval="@hourly",
         status="active", now=utc(2024, 5, 1, 12, 34),
     )
     row = fresh.get(PipelineSchedule, schedule.id)
@@ -255,7 +255,10 @@ def test_settings_assigned_then_awaited_update_as_in_seed(store: Store, fresh: S
 def test_activation_stamps_last_enabled_at(store: Store, fresh: Session) -> None:
     schedule = daily()
     assert schedule.last_enabled_at is None
-    schedule_service.update_schedule(schedule, status="active", now=utc(2024, 3, 1, 8, 15))
+    schedule_service.update_schedule(
+        store, schedule.id, status="active", now=utc(2024, 3, 1, 8, 15)
+    )
+    schedule.refresh()
     row = fresh.get(PipelineSchedule, schedule.id)
     assert row is not None
     assert row.status == "active"
@@ -272,10 +275,10 @@ def test_activation_stamps_last_enabled_at(store: Store, fresh: Session) -> None
 
 
 def test_updating_an_active_schedule_keeps_last_enabled_at(store: Store, fresh: Session) -> None:
-    schedule = schedule_service.create_schedule(
-        name="n", pipeline_uuid="my_pipeline", schedule_interval="@daily",
+    schedule = PipelineSchedule.query.get(schedule_service.create_schedule(
+        store, name="n", pipeline_uuid="my_pipeline", schedule_interval="@daily",
         status="active", now=utc(2024, 1, 1),
-    )
+    ).id)
     schedule.update(status=ScheduleStatus.ACTIVE, sla=60)
     row = fresh.get(PipelineSchedule, schedule.id)
     assert row is not None and row.last_enabled_at == utc(2024, 1, 1)
@@ -638,9 +641,9 @@ def test_should_schedule_and_existing_run_for_the_period(store: Store) -> None:
     assert bool(decision) is True
     assert decision.execution_date == utc(2024, 1, 15)
 
-    run, created = run_service.create_scheduled_run(schedule, decision.execution_date)
+    run, created = run_service.create_scheduled_run(store, schedule, decision.execution_date)
     assert created is True
-    again, created_again = run_service.create_scheduled_run(schedule, utc(2024, 1, 15))
+    again, created_again = run_service.create_scheduled_run(store, schedule, utc(2024, 1, 15))
     assert created_again is False and again.id == run.id
 
     decision = schedule.should_schedule(now=now)
@@ -668,9 +671,10 @@ def test_should_schedule_respects_activation_and_create_initial_pipeline_run(
     activated = utc(2024, 1, 15, 9, 0)
     now = utc(2024, 1, 15, 9, 30)
     plain = schedule_service.create_schedule(
-        name="plain", pipeline_uuid="my_pipeline", schedule_interval="@daily",
+        store, name="plain", pipeline_uuid="my_pipeline", schedule_interval="@daily",
         status="active", now=activated,
     )
+    plain = PipelineSchedule.query.get(plain.id)
     decision = plain.should_schedule(now=now)
     assert bool(decision) is False
     assert "activated" in decision.reason
@@ -678,9 +682,10 @@ def test_should_schedule_respects_activation_and_create_initial_pipeline_run(
     assert bool(plain.should_schedule(now=utc(2024, 1, 16, 0, 0))) is True
 
     initial = schedule_service.create_schedule(
-        name="initial", pipeline_uuid="my_pipeline", schedule_interval="@daily",
+        store, name="initial", pipeline_uuid="my_pipeline", schedule_interval="@daily",
         status="active", now=activated, settings={"create_initial_pipeline_run": True},
     )
+    initial = PipelineSchedule.query.get(initial.id)
     decision = initial.should_schedule(now=now)
     assert bool(decision) is True
     assert decision.execution_date == utc(2024, 1, 15)

@@ -20,7 +20,7 @@ from stub_executor import StubExecutor
 from mage_nb_sched import Backfill, PipelineRun, PipelineSchedule
 from mage_nb_sched.core.datetimes import UTC
 from mage_nb_sched.models import Backfill as BackfillModel
-from mage_nb_sched.models import BlockRun, scheduler_lease
+from mage_nb_sched.models import BlockRun
 from mage_nb_sched.models import PipelineRun as RunModel
 from mage_nb_sched.models import PipelineSchedule as ScheduleModel
 from mage_nb_sched.scheduling.loop import PassReport, Scheduler
@@ -29,6 +29,7 @@ from mage_nb_sched.service.runs import create_run
 from mage_nb_sched.service.schedules import create_schedule
 from mage_nb_sched.store import Store
 from mage_nb_sched.store import leases as leases_module
+from mage_nb_sched.store.schema import scheduler_lease
 
 T = TypeVar("T")
 T0 = datetime(2024, 3, 4, 10, 30, tzinfo=UTC)  # a Monday
@@ -92,6 +93,7 @@ def runs_of(schedule: Any) -> list[Any]:
 def hourly(store: Store, clock: FakeClock, **values: Any) -> Any:
     values.setdefault("schedule_interval", "@hourly")
     return create_schedule(
+        store,
         now=clock.now,
         name=values.pop("name", "hourly"),
         pipeline_uuid=values.pop("pipeline_uuid", "my_pipeline"),
@@ -289,6 +291,7 @@ def test_skip_if_previous_running_records_the_period_cancelled_with_reason(store
 def test_skip_if_previous_running_applies_to_api_runs(store: Store) -> None:
     clock = FakeClock(T0)
     schedule = create_schedule(
+        store,
         now=T0,
         name="api",
         pipeline_uuid="my_pipeline",
@@ -299,9 +302,9 @@ def test_skip_if_previous_running_applies_to_api_runs(store: Store) -> None:
 
     async def scenario() -> None:
         scheduler, _executor = make_scheduler(store, clock)
-        first = create_run(pipeline_schedule_id=schedule.id, now=T0)
+        first = create_run(store, pipeline_schedule_id=schedule.id, now=T0)
         await pass_twice(scheduler)
-        second = create_run(pipeline_schedule_id=schedule.id, now=T0)
+        second = create_run(store, pipeline_schedule_id=schedule.id, now=T0)
         report = await pass_twice(scheduler)
         assert list(report.skipped) == [second.id]
         assert str(PipelineRun.query.get(first.id).status) == "running"
@@ -369,7 +372,7 @@ def test_pipeline_limit_counts_runs_of_every_trigger(store: Store) -> None:
 def test_capacity_bounds_what_is_handed_to_the_executor(store: Store) -> None:
     clock = FakeClock(T0)
     for index in range(5):
-        create_run(pipeline_uuid="my_pipeline", now=T0 + timedelta(seconds=index))
+        create_run(store, pipeline_uuid="my_pipeline", now=T0 + timedelta(seconds=index))
 
     async def scenario() -> None:
         scheduler, executor = make_scheduler(store, clock, capacity=2)
@@ -438,8 +441,8 @@ def test_a_run_that_finished_late_is_flagged_when_closed(store: Store) -> None:
 def test_failure_notification_once_success_filtered_by_default(store: Store) -> None:
     clock = FakeClock(T0)
     seen: list[Notification] = []
-    ok = create_run(pipeline_uuid="my_pipeline", now=T0)
-    bad = create_run(pipeline_uuid="etl/daily", now=T0)
+    ok = create_run(store, pipeline_uuid="my_pipeline", now=T0)
+    bad = create_run(store, pipeline_uuid="etl/daily", now=T0)
 
     async def scenario() -> None:
         scheduler, executor = make_scheduler(store, clock)
@@ -523,7 +526,7 @@ def test_block_timeout_fails_the_run(store: Store) -> None:
 
 def test_a_run_cancelled_through_the_store_is_stopped_in_the_executor(store: Store) -> None:
     clock = FakeClock(T0)
-    manual = create_run(pipeline_uuid="my_pipeline", now=T0)
+    manual = create_run(store, pipeline_uuid="my_pipeline", now=T0)
 
     async def scenario() -> None:
         scheduler, executor = make_scheduler(store, clock)
@@ -606,7 +609,7 @@ def test_backfill_cancel_stops_its_executing_runs(store: Store) -> None:
 
 
 def _owned_running_run(store: Store, owner: str, now: datetime) -> int:
-    created = create_run(pipeline_uuid="my_pipeline", now=now)
+    created = create_run(store, pipeline_uuid="my_pipeline", now=now)
     with store.write_engine.begin() as connection:
         connection.execute(
             update(RunModel)
@@ -692,7 +695,7 @@ def test_one_leader_and_takeover_after_the_lease_expires(store: Store) -> None:
 
 def test_shutdown_requeues_runs_still_executing(store: Store) -> None:
     clock = FakeClock(T0)
-    manual = create_run(pipeline_uuid="my_pipeline", now=T0)
+    manual = create_run(store, pipeline_uuid="my_pipeline", now=T0)
 
     async def scenario() -> None:
         scheduler, executor = make_scheduler(store, clock)
@@ -750,8 +753,8 @@ def test_retention_deletes_old_runs_with_their_files(store: Store, project_dir: 
     from mage_nb_sched.store.artifacts import run_dir
 
     clock = FakeClock(T0)
-    old = create_run(pipeline_uuid="my_pipeline", now=T0 - timedelta(days=40))
-    recent = create_run(pipeline_uuid="my_pipeline", now=T0 - timedelta(days=1))
+    old = create_run(store, pipeline_uuid="my_pipeline", now=T0 - timedelta(days=40))
+    recent = create_run(store, pipeline_uuid="my_pipeline", now=T0 - timedelta(days=1))
     for item, finished in ((old, T0 - timedelta(days=40)), (recent, T0 - timedelta(days=1))):
         with store.write_engine.begin() as connection:
             connection.execute(
@@ -850,9 +853,9 @@ def test_a_stalled_executor_cannot_overwrite_the_run_claimed_again(store: Store)
     """Fencing: a runner whose run was requeued and claimed by another executor writes
     nothing — not the run's status, not its blocks."""
     from mage_nb_sched.execution.runner import _finish_run, _set_block, claim_run, fail_run
-    from mage_nb_sched.service.runs import requeue_run
+    from mage_nb_sched.service.transitions import requeue_run
 
-    manual = create_run(pipeline_uuid="my_pipeline", now=T0)
+    manual = create_run(store, pipeline_uuid="my_pipeline", now=T0)
     old_blocks = claim_run(store, manual.id, T0, None, "old-token")
     assert old_blocks == {}
     with store.write_engine.begin() as connection:
@@ -888,7 +891,7 @@ def test_catchup_is_not_hidden_by_a_hand_made_run_of_the_schedule(store: Store) 
         await pass_twice(scheduler)
         # Down until 14:10, when someone clicks "run now" on the schedule first.
         clock.now = T0 + timedelta(hours=3, minutes=40)
-        create_run(pipeline_schedule_id=schedule.id, now=clock.now)
+        create_run(store, pipeline_schedule_id=schedule.id, now=clock.now)
         report = await pass_twice(scheduler)
         hours = sorted(PipelineRun.query.get(i).execution_date.hour for i in report.created)
         assert hours == [12, 13, 14]
@@ -926,7 +929,7 @@ def test_retention_keeps_files_shared_with_a_kept_run(store: Store, project_dir:
 
     clock = FakeClock(T0)
     day = T0 - timedelta(days=40)
-    old = create_run(pipeline_uuid="my_pipeline", now=day)
+    old = create_run(store, pipeline_uuid="my_pipeline", now=day)
     with store.write_engine.begin() as connection:
         connection.execute(
             update(RunModel)
@@ -934,7 +937,7 @@ def test_retention_keeps_files_shared_with_a_kept_run(store: Store, project_dir:
             .values(status="completed", completed_at=day, finalized_at=day)
         )
     # A re-run of the same day (same partition), finished yesterday: kept, with its files.
-    again = create_run(pipeline_uuid="my_pipeline", now=day, run_key="rerun-of-that-day")
+    again = create_run(store, pipeline_uuid="my_pipeline", now=day, run_key="rerun-of-that-day")
     with store.write_engine.begin() as connection:
         yesterday = T0 - timedelta(days=1)
         connection.execute(
@@ -1004,7 +1007,7 @@ def test_a_standby_sleeps_instead_of_spinning(store: Store) -> None:
             before = standby.iterations
             # Commits wake the standby (change signal); each may cost one turn, no more.
             for index in range(20):
-                create_run(pipeline_uuid="my_pipeline", run_key=f"poke-{index}")
+                create_run(store, pipeline_uuid="my_pipeline", run_key=f"poke-{index}")
                 await asyncio.sleep(0.03)
             return before, standby.iterations, int(standby.is_leader)
         finally:
@@ -1026,8 +1029,8 @@ def test_a_standby_sleeps_instead_of_spinning(store: Store) -> None:
 
 def test_losing_the_lease_does_not_cancel_runs_still_ours(store: Store) -> None:
     clock = FakeClock(T0)
-    mine = create_run(pipeline_uuid="my_pipeline", now=T0)
-    taken = create_run(pipeline_uuid="my_pipeline", now=T0)
+    mine = create_run(store, pipeline_uuid="my_pipeline", now=T0)
+    taken = create_run(store, pipeline_uuid="my_pipeline", now=T0)
 
     async def scenario() -> None:
         scheduler, executor = make_scheduler(store, clock)
@@ -1048,11 +1051,11 @@ def test_losing_the_lease_does_not_cancel_runs_still_ours(store: Store) -> None:
 def test_runs_taken_between_planning_and_writing_are_left_alone(store: Store) -> None:
     """Planning reads without the write lock; the writes only touch runs still waiting."""
     from mage_nb_sched.scheduling.passes import StartPlan, _apply_start_plan
-    from mage_nb_sched.service.runs import take_run
+    from mage_nb_sched.service.transitions import take_run
 
-    to_start = create_run(pipeline_uuid="my_pipeline", now=T0)
-    to_skip = create_run(pipeline_uuid="my_pipeline", now=T0)
-    free = create_run(pipeline_uuid="my_pipeline", now=T0)
+    to_start = create_run(store, pipeline_uuid="my_pipeline", now=T0)
+    to_skip = create_run(store, pipeline_uuid="my_pipeline", now=T0)
+    free = create_run(store, pipeline_uuid="my_pipeline", now=T0)
     # `mage-nb-sched run` / `await run.execute()` took two of them meanwhile.
     assert take_run(store, to_start.id, leases_module.direct_owner())
     assert take_run(store, to_skip.id, leases_module.direct_owner())

@@ -287,12 +287,14 @@ def _race_worker(
         from mage_nb_sched.service.schedules import get_schedule
         from mage_nb_sched.store import use_store
 
-        use_store(url, project_dir)
-        schedule = get_schedule(schedule_id)
+        store = use_store(url, project_dir)
+        schedule = get_schedule(store, schedule_id)
         barrier.wait(timeout=PROCESS_TIMEOUT)
         created: list[str] = []
         for iso in dates:
-            run, was_created = create_scheduled_run(schedule, datetime.fromisoformat(iso))
+            run, was_created = create_scheduled_run(
+                store, schedule, datetime.fromisoformat(iso)
+            )
             if run.execution_date != datetime.fromisoformat(iso):
                 raise AssertionError(f"got the run of {run.execution_date} for {iso}")
             if was_created:
@@ -370,7 +372,7 @@ def test_two_processes_racing_for_the_same_periods_create_one_run_each(
 
     # This process, too, finds the existing rows instead of adding more.
     for period in periods[:5]:
-        _run, created = create_scheduled_run(schedule, period)
+        _run, created = create_scheduled_run(store, schedule, period)
         assert created is False
     assert len(schedule.pipeline_runs) == len(periods)
 
@@ -452,3 +454,20 @@ def test_the_models_match_the_migrations(store: Store) -> None:
 
     with store.engine.connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+
+
+def test_opening_a_new_database_logs_no_alembic_info(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from mage_nb_sched.store.engine import Store
+
+    caplog.set_level(logging.INFO)
+    store = Store(f"sqlite:///{tmp_path / 'fresh.db'}", tmp_path)
+    try:
+        noise = [r.getMessage() for r in caplog.records if r.name.startswith("alembic")]
+        assert noise == []
+        assert current_revision(store.engine) is not None  # it did migrate
+    finally:
+        store.dispose()

@@ -30,11 +30,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import nbformat
-from sqlalchemy import delete, exists, insert, select, true, update
+from sqlalchemy import bindparam, delete, insert, select, update
 
+from mage_nb_sched.core import run_states
 from mage_nb_sched.core.clock import utcnow
 from mage_nb_sched.core.enums import BlockRunStatus, PipelineRunStatus
 from mage_nb_sched.core.errors import MageNbSchedError
+from mage_nb_sched.core.partitions import execution_partition
 from mage_nb_sched.core.project import DB_URL_ENV, PROJECT_DIR_ENV
 from mage_nb_sched.core.settings import with_defaults
 from mage_nb_sched.execution.kernels import KernelError, execute_silently
@@ -46,17 +48,34 @@ from mage_nb_sched.execution.variables import (
     merge_variables,
     pipeline_global_variables,
 )
-from mage_nb_sched.models import BlockRun, PipelineRun, PipelineSchedule
-from mage_nb_sched.service.runs import end_run, take_run
-from mage_nb_sched.store import artifacts
+from mage_nb_sched.service.transitions import (
+    block_claimed_with,
+    end_run,
+    set_block_status,
+    set_run_blocks_status,
+    set_run_status,
+    status_value,
+    take_run,
+)
+from mage_nb_sched.store import artifacts, schema
 from mage_nb_sched.store.engine import Store
 from mage_nb_sched.store.leases import direct_owner
 
 log = logging.getLogger(__name__)
 
+RUNS = schema.pipeline_run
+SCHEDULES = schema.pipeline_schedule
+BLOCKS = schema.block_run
+
+_INITIAL = PipelineRunStatus.INITIAL.value
+_RUNNING = PipelineRunStatus.RUNNING.value
+_BLOCK_FINAL = tuple(sorted(set(run_states.BLOCK_TRANSITIONS) - run_states.BLOCK_UNFINISHED))
+
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 #: How often a running run checks whether someone cancelled it in the database (seconds).
 CANCEL_POLL_SECONDS = 0.25
+#: ``RunOutcome.reason`` when the run does not exist (its ``status`` is then None).
+NO_SUCH_RUN = "no such run (it was deleted, or never created)"
 
 
 class KernelLike(Protocol):
@@ -89,10 +108,14 @@ class BlockOutcome:
 
 @dataclass
 class RunOutcome:
-    """The final state of a run as the runner left it."""
+    """The final state of a run as the runner left it.
+
+    ``status`` is the run's status in the database (a :class:`PipelineRunStatus` value), or
+    None when there is no such run (deleted, or never created): ``reason`` then says so.
+    """
 
     run_id: int
-    status: str
+    status: str | None
     reason: str | None = None
     blocks: list[BlockOutcome] = field(default_factory=list)
     #: Seconds from the run's creation to its first cell starting (None if none started).
@@ -122,11 +145,62 @@ def new_claim_token() -> str:
     return uuid.uuid4().hex
 
 
-def _claimed_with(token: str | None, run_id_column: Any) -> Any:
-    """SQL condition: the run is still claimed with ``token`` (always true without a token)."""
-    if token is None:
-        return true()
-    return exists().where(PipelineRun.id == run_id_column, PipelineRun.claim_token == token)
+@dataclass(frozen=True)
+class RunToExecute:
+    """What the runner reads of a run and its schedule before executing it (one query)."""
+
+    id: int
+    pipeline_uuid: str
+    pipeline_schedule_id: int | None
+    execution_date: datetime
+    created_at: datetime
+    variables: dict[str, Any] | None
+    event_variables: dict[str, Any] | None
+    schedule_name: str | None
+    schedule_variables: dict[str, Any] | None
+    schedule_settings: dict[str, Any] | None
+
+    @property
+    def execution_partition(self) -> str:
+        return execution_partition(self.pipeline_schedule_id, self.execution_date)
+
+
+_READ_RUN = (
+    select(
+        RUNS.c.id,
+        RUNS.c.pipeline_uuid,
+        RUNS.c.pipeline_schedule_id,
+        RUNS.c.execution_date,
+        RUNS.c.created_at,
+        RUNS.c.variables,
+        RUNS.c.event_variables,
+        SCHEDULES.c.name,
+        SCHEDULES.c.variables,
+        SCHEDULES.c.settings,
+    )
+    .select_from(RUNS.outerjoin(SCHEDULES, SCHEDULES.c.id == RUNS.c.pipeline_schedule_id))
+    .where(RUNS.c.id == bindparam("run_id"))
+)
+
+
+def read_run(store: Store, run_id: int) -> RunToExecute | None:
+    """The run with its schedule's name, variables and settings; None if there is no such run."""
+    with store.engine.connect() as connection:
+        row = connection.execute(_READ_RUN, {"run_id": run_id}).first()
+    if row is None:
+        return None
+    return RunToExecute(
+        id=int(row[0]),
+        pipeline_uuid=str(row[1]),
+        pipeline_schedule_id=row[2],
+        execution_date=row[3],
+        created_at=row[4],
+        variables=row[5],
+        event_variables=row[6],
+        schedule_name=row[7],
+        schedule_variables=row[8],
+        schedule_settings=row[9],
+    )
 
 
 def claim_run(
@@ -141,26 +215,21 @@ def claim_run(
     Returns ``{block_uuid: block_run_id}``, or None when the run was not initial (someone else
     owns it; it is left alone)."""
     with store.write_engine.begin() as connection:
-        claimed = connection.execute(
-            update(PipelineRun)
-            .where(
-                PipelineRun.id == run_id,
-                PipelineRun.status == PipelineRunStatus.INITIAL.value,
-            )
-            .values(
-                status=PipelineRunStatus.RUNNING.value,
-                started_at=now,
-                updated_at=now,
-                claim_token=token or new_claim_token(),
-            )
-        )
-        if claimed.rowcount != 1:
+        if not set_run_status(
+            connection,
+            run_id,
+            _RUNNING,
+            now=now,
+            from_statuses=(_INITIAL,),
+            started_at=now,
+            claim_token=token or new_claim_token(),
+        ):
             return None
         # A run that is executed again (after a crash) starts its blocks afresh.
-        connection.execute(delete(BlockRun).where(BlockRun.pipeline_run_id == run_id))
+        connection.execute(delete(BLOCKS).where(BLOCKS.c.pipeline_run_id == run_id))
         if blocks:
             connection.execute(
-                insert(BlockRun),
+                insert(BLOCKS),
                 [
                     {
                         "pipeline_run_id": run_id,
@@ -173,7 +242,7 @@ def claim_run(
                 ],
             )
         rows = connection.execute(
-            select(BlockRun.id, BlockRun.block_uuid).where(BlockRun.pipeline_run_id == run_id)
+            select(BLOCKS.c.id, BLOCKS.c.block_uuid).where(BLOCKS.c.pipeline_run_id == run_id)
         )
         return {str(uuid): int(block_run_id) for block_run_id, uuid in rows}
 
@@ -185,37 +254,41 @@ def _finish_run(
     now: datetime,
     metrics: dict[str, Any],
     token: str | None = None,
-) -> str:
-    """Write the final status unless someone already finished/cancelled the run (or, with
-    ``token``, claimed it again since); returns the status the run ends with."""
+) -> str | None:
+    """``running → status`` unless someone already finished/cancelled the run (or, with
+    ``token``, claimed it again since); the metrics are merged in either way (a run ended
+    elsewhere keeps its status). Returns the status the run ends with, None if it is gone."""
     with store.write_engine.begin() as connection:
         row = connection.execute(
-            select(PipelineRun.status, PipelineRun.metrics, PipelineRun.claim_token).where(
-                PipelineRun.id == run_id
-            )
+            select(RUNS.c.status, RUNS.c.metrics, RUNS.c.claim_token).where(RUNS.c.id == run_id)
         ).first()
         if row is None:
-            return status
+            return None
+        current = status_value(row[0])
         if token is not None and row[2] != token:
-            return str(getattr(row[0], "value", row[0]))  # another execution owns it now
-        current, existing = str(row[0]), dict(row[1] or {})
+            return current  # another execution owns it now
+        existing = dict(row[1] or {})
         existing.update(metrics)
-        values: dict[str, Any] = {"metrics": existing, "updated_at": now}
-        if current == PipelineRunStatus.RUNNING.value:
-            values.update(status=status, completed_at=now)
         # Fenced on the status read in this (write-locked) transaction: a cancel that landed
         # meanwhile is never overwritten.
-        written = connection.execute(
-            update(PipelineRun)
-            .where(
-                PipelineRun.id == run_id,
-                PipelineRun.status == current,
-                _claimed_with(token, PipelineRun.id),
-            )
-            .values(**values)
-        )
-        if written.rowcount == 1 and current == PipelineRunStatus.RUNNING.value:
-            return status
+        if current == _RUNNING:
+            if set_run_status(
+                connection,
+                run_id,
+                status,
+                now=now,
+                from_statuses=(_RUNNING,),
+                claimed_with=token,
+                completed_at=now,
+                metrics=existing,
+            ):
+                return status_value(status)
+            return current
+        # Ended elsewhere (cancelled, timed out): no status change, the record is kept.
+        statement = update(RUNS).where(RUNS.c.id == run_id, RUNS.c.status == current)
+        if token is not None:
+            statement = statement.where(RUNS.c.claim_token == token)
+        connection.execute(statement.values(metrics=existing, updated_at=now))
         return current
 
 
@@ -234,7 +307,7 @@ def fail_run(
     ``owner``, claimed or owned by someone else since — is left as it is. Returns whether the
     run was failed here."""
     with store.write_engine.begin() as connection:
-        fence = select(PipelineRun.claim_token, PipelineRun.owner).where(PipelineRun.id == run_id)
+        fence = select(RUNS.c.claim_token, RUNS.c.owner).where(RUNS.c.id == run_id)
         row = connection.execute(fence).first()
         if row is None:
             return False
@@ -243,51 +316,65 @@ def fail_run(
         return end_run(connection, run_id, PipelineRunStatus.FAILED.value, reason, now)
 
 
-def _set_block(store: Store, block_run_id: int, token: str | None, **values: Any) -> None:
+def _set_block(store: Store, block_run_id: int, token: str | None, **values: Any) -> bool:
+    """Write a block run of the execution holding ``token``: with ``status``, a transition
+    checked against the run state machine and fenced on its sources (a block a cancel or a
+    timeout closed meanwhile keeps its status and error; only a missing record — metrics — is
+    filled in); without, plain values. Returns whether the block changed."""
+    now = utcnow()
+    wanted = values.pop("status", None)
     with store.write_engine.begin() as connection:
-        connection.execute(
-            update(BlockRun)
-            .where(BlockRun.id == block_run_id, _claimed_with(token, BlockRun.pipeline_run_id))
-            .values(updated_at=utcnow(), **values)
-        )
+        if wanted is not None:
+            if set_block_status(
+                connection, block_run_id, wanted, now=now, claimed_with=token, **values
+            ):
+                return True
+            if "metrics" not in values:
+                return False
+            statement = update(BLOCKS).where(
+                BLOCKS.c.id == block_run_id,
+                BLOCKS.c.metrics.is_(None),
+                BLOCKS.c.status.in_(_BLOCK_FINAL),
+            )
+            values = {"metrics": values["metrics"]}
+        else:
+            statement = update(BLOCKS).where(BLOCKS.c.id == block_run_id)
+        if token is not None:
+            statement = statement.where(block_claimed_with(token))
+        written = connection.execute(statement.values(updated_at=now, **values))
+        return bool(written.rowcount == 1)
 
 
 def _cancel_remaining(store: Store, run_id: int, now: datetime, token: str | None) -> None:
     """Cancel the blocks that never ran."""
-    statuses = [BlockRunStatus.INITIAL.value, BlockRunStatus.QUEUED.value]
     with store.write_engine.begin() as connection:
-        connection.execute(
-            update(BlockRun)
-            .where(
-                BlockRun.pipeline_run_id == run_id,
-                BlockRun.status.in_(statuses),
-                _claimed_with(token, BlockRun.pipeline_run_id),
-            )
-            .values(status=BlockRunStatus.CANCELLED.value, completed_at=now, updated_at=now)
+        set_run_blocks_status(
+            connection,
+            run_id,
+            BlockRunStatus.CANCELLED.value,
+            now=now,
+            from_statuses=(BlockRunStatus.INITIAL.value, BlockRunStatus.QUEUED.value),
+            claimed_with=token,
+            completed_at=now,
         )
 
 
 def _read_claim(store: Store, run_id: int) -> tuple[str, str | None] | None:
     """(status, claim token) of a run, None if it is gone."""
-    session = store.new_session()
-    try:
-        row = session.execute(
-            select(PipelineRun.status, PipelineRun.claim_token).where(PipelineRun.id == run_id)
+    with store.engine.connect() as connection:
+        row = connection.execute(
+            select(RUNS.c.status, RUNS.c.claim_token).where(RUNS.c.id == run_id)
         ).first()
-        if row is None:
-            return None
-        return str(getattr(row[0], "value", row[0])), row[1]
-    finally:
-        session.close()
+    if row is None:
+        return None
+    return status_value(row[0]), row[1]
 
 
 def _read_status(store: Store, run_id: int) -> str | None:
-    session = store.new_session()
-    try:
-        value = session.scalar(select(PipelineRun.status).where(PipelineRun.id == run_id))
-        return None if value is None else str(value)
-    finally:
-        session.close()
+    """A run's status, None if it is gone."""
+    with store.engine.connect() as connection:
+        value = connection.execute(select(RUNS.c.status).where(RUNS.c.id == run_id)).scalar()
+    return None if value is None else status_value(value)
 
 
 # --------------------------------------------------------------------------------------------
@@ -412,19 +499,9 @@ class PipelineRunner:
         """Execute one run to a final status. Never raises for failures of user code."""
         store = self.store
         assert store.project_dir is not None, "the runner needs a store with a project dir"
-        session = store.new_session()
-        try:
-            run = session.get(PipelineRun, run_id)
-            if run is None:
-                return RunOutcome(run_id, "missing", "no such run")
-            schedule = (
-                session.get(PipelineSchedule, run.pipeline_schedule_id)
-                if run.pipeline_schedule_id is not None
-                else None
-            )
-            session.expunge_all()
-        finally:
-            session.close()
+        run = read_run(store, run_id)
+        if run is None:
+            return RunOutcome(run_id, None, NO_SUCH_RUN)
         # The notebook is read before the claim, so claiming and creating the block runs is one
         # short transaction.
         pipeline: Pipeline | None = None
@@ -439,7 +516,9 @@ class PipelineRunner:
         )
         if block_run_ids is None:
             status = _read_status(store, run_id)
-            return RunOutcome(run_id, status or "missing", "not in 'initial' state; left alone")
+            if status is None:
+                return RunOutcome(run_id, None, NO_SUCH_RUN)
+            return RunOutcome(run_id, status, "not in 'initial' state; left alone")
         if pipeline is None:
             final = _finish_run(
                 store,
@@ -449,12 +528,12 @@ class PipelineRunner:
                 {"error": load_error},
                 token,
             )
-            return RunOutcome(run_id, final, load_error)
+            return RunOutcome(run_id, final, load_error if final is not None else NO_SUCH_RUN)
         self._tokens[run_id] = token
         cancel_event = self._cancel_events.setdefault(run_id, asyncio.Event())
         watcher = asyncio.ensure_future(self._watch_for_cancel(run_id, cancel_event))
         try:
-            return await self._execute_claimed(run, schedule, pipeline, block_run_ids, cancel_event)
+            return await self._execute_claimed(run, pipeline, block_run_ids, cancel_event)
         except asyncio.CancelledError:
             # The process driving the run is stopping: record it rather than leave it running.
             fail_run(
@@ -469,7 +548,8 @@ class PipelineRunner:
             log.exception("run %s failed inside the runner", run_id)
             reason = f"internal error: {err!r}"
             fail_run(store, run_id, reason, self.clock(), token=token)
-            return RunOutcome(run_id, _read_status(store, run_id) or "failed", reason)
+            status = _read_status(store, run_id)
+            return RunOutcome(run_id, status, reason if status is not None else NO_SUCH_RUN)
         finally:
             watcher.cancel()
             self._cancel_events.pop(run_id, None)
@@ -503,15 +583,16 @@ class PipelineRunner:
             except Exception:  # a busy database must not end cancellation for this run
                 log.warning("could not read the status of run %s", run_id, exc_info=True)
                 continue
-            if state is None or state[0] != PipelineRunStatus.RUNNING.value or (
-                token is not None and state[1] != token
+            if (
+                state is None
+                or state[0] != PipelineRunStatus.RUNNING.value
+                or (token is not None and state[1] != token)
             ):
                 event.set()
 
     async def _execute_claimed(
         self,
-        run: PipelineRun,
-        schedule: PipelineSchedule | None,
+        run: RunToExecute,
         pipeline: Pipeline,
         block_run_ids: dict[str, int],
         cancel_event: asyncio.Event,
@@ -519,12 +600,12 @@ class PipelineRunner:
         store = self.store
         assert store.project_dir is not None
         run_id = run.id
-        settings = with_defaults(schedule.settings if schedule else None)
+        settings = with_defaults(run.schedule_settings)
         limits = _Limits.from_settings(settings)
         partition = run.execution_partition
         variables = merge_variables(
             pipeline_global_variables(pipeline.notebook),
-            schedule.variables if schedule else None,
+            run.schedule_variables,
             run.variables,
             builtin_variables(
                 execution_date=run.execution_date,
@@ -532,7 +613,7 @@ class PipelineRunner:
                 pipeline_run_id=run.id,
                 block_run_id=None,
                 pipeline_uuid=run.pipeline_uuid,
-                trigger_name=schedule.name if schedule else None,
+                trigger_name=run.schedule_name,
                 run_variables=run.variables,
                 event=run.event_variables,
                 timezone=str(settings["timezone"]),
@@ -549,7 +630,7 @@ class PipelineRunner:
         }
         started = time.monotonic()
         deadline = started + limits.run_timeout if limits.run_timeout else None
-        outcome = RunOutcome(run_id, PipelineRunStatus.RUNNING.value)
+        outcome = RunOutcome(run_id, _RUNNING)
         try:
             handle, one_off_pool = await self._acquire_kernel(pipeline.kernel_name)
         except KernelError as err:
@@ -566,7 +647,7 @@ class PipelineRunner:
                 {"error": message},
                 self._tokens.get(run_id),
             )
-            return RunOutcome(run_id, final, message)
+            return RunOutcome(run_id, final, message if final is not None else NO_SUCH_RUN)
         # Setup code waits here and goes to the kernel in one request with the first block's
         # enter_block call: every round trip before the first cell is latency.
         pending = [_activation_code(source, context, pipeline.path.parent, env)]
@@ -611,13 +692,13 @@ class PipelineRunner:
         outcome.status = _finish_run(
             store, run_id, final_status, self.clock(), metrics, self._tokens.get(run_id)
         )
-        outcome.reason = reason
+        outcome.reason = reason if outcome.status is not None else NO_SUCH_RUN
         return outcome
 
     async def _execute_cells(
         self,
         pending: list[str],
-        run: PipelineRun,
+        run: RunToExecute,
         pipeline: Pipeline,
         notebook: Any,
         injected_index: int,
@@ -703,7 +784,7 @@ class PipelineRunner:
         index: int,
         block: Block,
         block_run_id: int,
-        run: PipelineRun,
+        run: RunToExecute,
         limits: _Limits,
         deadline: float | None,
         cancel_event: asyncio.Event,
@@ -784,10 +865,14 @@ class PipelineRunner:
                     stop = stopped
                     break
                 # Each attempt's own start, so the scheduler's block_timeout backstop agrees
-                # with the per-attempt timeout the kernel client applies.
-                _set_block(
-                    self.store, block_run_id, token, status=running, started_at=self.clock()
-                )
+                # with the per-attempt timeout the kernel client applies (queued → running
+                # after a delay; without one the block stays running: no status change).
+                if delay:
+                    _set_block(
+                        self.store, block_run_id, token, status=running, started_at=self.clock()
+                    )
+                else:
+                    _set_block(self.store, block_run_id, token, started_at=self.clock())
                 continue
             break
         seconds = round(time.monotonic() - began, 6)
@@ -911,19 +996,16 @@ async def _stop_cell(handle: Any, task: asyncio.Future[Any], grace: float, inter
 
 def warm_up(store: Store) -> None:
     """Pay first-use costs before the first run does: compiling nbformat's JSON schema
-    validators (~150 ms) and the ORM's statements (~50 ms). Workers call this at start."""
+    validators (~150 ms) and the runner's first statement, with a first connection. Workers
+    call this at start."""
     import nbformat.validator
 
     # Looked up dynamically: nbformat is typed in some versions and not in others.
     get_validator: Any = getattr(nbformat.validator, "get_validator")  # noqa: B009
     for minor in (4, 5):
         get_validator(version=4, version_minor=minor)
-    session = store.new_session()
-    try:
-        session.get(PipelineRun, 0)
-        session.get(PipelineSchedule, 0)
-    finally:
-        session.close()
+    read_run(store, 0)
+    _read_claim(store, 0)
 
 
 async def run_with_fresh_kernel(
@@ -940,6 +1022,8 @@ async def run_with_fresh_kernel(
 
     if not await asyncio.to_thread(take_run, store, run_id, direct_owner()):
         status = await _wait_until_finished(store, run_id)
+        if status is None:
+            return RunOutcome(run_id, None, NO_SUCH_RUN)
         return RunOutcome(run_id, status, "executed by the scheduler, which took it first")
     pool = kernels
     owned: Any = None
@@ -955,20 +1039,23 @@ async def run_with_fresh_kernel(
             await owned.close()
 
 
-async def _wait_until_finished(store: Store, run_id: int) -> str:
-    unfinished = (PipelineRunStatus.INITIAL.value, PipelineRunStatus.RUNNING.value)
+async def _wait_until_finished(store: Store, run_id: int) -> str | None:
+    """The run's final status once it has one; None if the run is gone."""
     while True:
         status = await asyncio.to_thread(_read_status, store, run_id)
-        if status not in unfinished:
-            return status or "missing"
+        if status is None or status not in run_states.RUN_UNFINISHED:
+            return status
         await asyncio.sleep(CANCEL_POLL_SECONDS)
 
 
 __all__ = [
+    "NO_SUCH_RUN",
     "KernelLike",
     "PipelineRunner",
     "RunOutcome",
+    "RunToExecute",
     "claim_run",
     "fail_run",
+    "read_run",
     "run_with_fresh_kernel",
 ]

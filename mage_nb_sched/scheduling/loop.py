@@ -8,9 +8,15 @@ schedule's next due time, an SLA or timeout deadline, the lease renewal — or u
 changes (:class:`~mage_nb_sched.store.changes.ChangeWatcher`): a run created by the API starts
 within milliseconds, and an idle scheduler does no work. There is no fixed tick.
 
-One scheduler per database is active: it holds the ``leader`` lease; others stand by and take
-over when the lease expires. Each scheduler also keeps an ``instance:<id>`` heartbeat so that
-runs it owned are recovered after it dies.
+The :class:`~mage_nb_sched.store.coordination.Coordinator` (``coordinator_class``) decides
+which scheduler may create and start runs. By default one scheduler per database is active: it
+holds the ``leader`` lease; others stand by and take over when the lease expires. Each
+scheduler also keeps a heartbeat so that runs it owned are recovered after it dies.
+
+The swappable parts are traitlets ``Type`` traits, set in config by class or dotted name:
+``executor_class`` (:class:`~mage_nb_sched.execution.executors.base.Executor`),
+``coordinator_class`` and ``artifact_store_class``
+(:class:`~mage_nb_sched.store.artifacts.ArtifactStore`).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
-from traitlets import Float, Instance, Int, TraitError, Type, validate
+from traitlets import Float, Instance, Int, TraitError, Type, observe, validate
 from traitlets.config import LoggingConfigurable
 
 from mage_nb_sched.core.clock import utcnow
@@ -35,8 +41,9 @@ from mage_nb_sched.execution.executors.base import Executor, RunResult
 from mage_nb_sched.execution.executors.local import LocalExecutor
 from mage_nb_sched.scheduling import passes as scheduling
 from mage_nb_sched.scheduling.notifications import Notification, Notifier
-from mage_nb_sched.store import leases
+from mage_nb_sched.store.artifacts import ArtifactStore, LocalArtifactStore
 from mage_nb_sched.store.changes import ChangeWatcher
+from mage_nb_sched.store.coordination import Coordinator, LeaderLeaseCoordinator
 from mage_nb_sched.store.engine import Store
 
 log = logging.getLogger(__name__)
@@ -80,9 +87,26 @@ class Scheduler(LoggingConfigurable):
     """
 
     executor_class = Type(
-        LocalExecutor,
+        default_value=LocalExecutor,
         klass=Executor,
-        help="Executor that runs pipeline runs (LocalExecutor: local worker processes).",
+        help="Executor that runs pipeline runs: a subclass of "
+        "mage_nb_sched.execution.executors.base.Executor, or its dotted import path "
+        "(default LocalExecutor: local worker processes with warm kernels).",
+    ).tag(config=True)
+    coordinator_class: Type[type[Coordinator], type[Coordinator]] = Type(
+        default_value=LeaderLeaseCoordinator,
+        klass=Coordinator,
+        help="Decides which scheduler may create and start runs and which schedulers are "
+        "alive: a subclass of mage_nb_sched.store.coordination.Coordinator, or its dotted "
+        "import path (default LeaderLeaseCoordinator: one active scheduler per database, "
+        "holding the leader lease; the others stand by).",
+    ).tag(config=True)
+    artifact_store_class: Type[type[ArtifactStore], type[ArtifactStore]] = Type(
+        default_value=LocalArtifactStore,
+        klass=ArtifactStore,
+        help="Where runs' outputs, logs and executed notebooks are kept (and deleted by "
+        "run_retention_days): a subclass of mage_nb_sched.store.artifacts.ArtifactStore, or "
+        "its dotted import path (default LocalArtifactStore: the project's data dir).",
     ).tag(config=True)
     lease_seconds = Float(
         10.0,
@@ -137,6 +161,12 @@ class Scheduler(LoggingConfigurable):
             raise TraitError(f"{proposal['trait'].name} must be > 0, got {proposal['value']}")
         return float(proposal["value"])
 
+    @observe("lease_seconds")
+    def _lease_seconds_changed(self, change: Any) -> None:
+        coordinator = getattr(self, "coordinator", None)  # None while __init__ runs
+        if coordinator is not None:
+            coordinator.lease_seconds = float(change["new"])
+
     @validate("run_retention_days", "max_recovery_attempts", "kill_grace")
     def _not_negative(self, proposal: Any) -> Any:
         if proposal["value"] < 0:
@@ -161,11 +191,18 @@ class Scheduler(LoggingConfigurable):
             )
         self.store = store
         self.clock = clock
-        self.executor = executor or self.executor_class(store, parent=self)
+        self.coordinator: Coordinator = self.coordinator_class(
+            store, lease_seconds=self.lease_seconds, parent=self
+        )
+        self.artifacts: ArtifactStore = self.artifact_store_class(store.project_dir, parent=self)
+        # Every executor is made as ``executor_class(store, **traits)`` (see Executor).
+        make_executor: Callable[..., Executor] = self.executor_class
+        self.executor = executor or make_executor(store, parent=self)
         if self.notifier is None:
             self.notifier = Notifier(parent=self)
-        self.instance_id = leases.new_instance_id()
+        self.instance_id = self.coordinator.instance_id
         self.executor.owner = self.instance_id
+        self.executor.artifacts = self.artifacts
         self.is_leader = False
         self._in_flight: dict[int, asyncio.Future[RunResult]] = {}
         self._recently_done: dict[int, float] = {}
@@ -302,24 +339,11 @@ class Scheduler(LoggingConfigurable):
         return await asyncio.get_running_loop().run_in_executor(self._db, function, *args)
 
     def _heartbeat(self, now: datetime) -> bool:
-        leases.acquire(
-            self.store,
-            leases.instance_lease_name(self.instance_id),
-            self.instance_id,
-            now,
-            self.lease_seconds,
-        )
-        if leases.acquire(self.store, leases.LEADER, self.instance_id, now, self.lease_seconds):
-            return True
-        return leases.take_over_from_dead(
-            self.store, leases.LEADER, self.instance_id, now, self.lease_seconds
-        )
+        self.coordinator.heartbeat(now)
+        return self.coordinator.acquire(now)
 
     def _release_leases(self) -> None:
-        leases.release(self.store, leases.LEADER, self.instance_id)
-        leases.release(
-            self.store, leases.instance_lease_name(self.instance_id), self.instance_id
-        )
+        self.coordinator.release()
 
     async def _keep_leases(self) -> None:
         """Renew the heartbeat and the leader lease every ``lease_seconds / 3`` on a thread of
@@ -371,6 +395,9 @@ class Scheduler(LoggingConfigurable):
         await loop.run_in_executor(self._files_thread, self._sync_trigger_files)
         if self.run_retention_days and loop.time() >= self._next_retention:
             self._next_retention = loop.time() + 3600
+            # The passes delete the files in the local data dir today (which is where
+            # LocalArtifactStore puts them); self.artifacts is handed over once
+            # delete_old_runs takes an artifact store.
             deleted = await loop.run_in_executor(
                 self._files_thread,
                 scheduling.delete_old_runs,
@@ -563,8 +590,7 @@ class Scheduler(LoggingConfigurable):
         return report
 
     def _sync_trigger_files(self) -> None:
-        from mage_nb_sched.store.engine import current_store
-        from mage_nb_sched.triggers import sync_triggers, trigger_files
+        from mage_nb_sched.service.triggers import sync_triggers, trigger_files
 
         assert self.store.project_dir is not None
         files = trigger_files(self.store.project_dir)
@@ -572,11 +598,9 @@ class Scheduler(LoggingConfigurable):
             return
         first = self._trigger_files is None
         self._trigger_files = files
-        if current_store() is not self.store:
-            log.warning("triggers.yaml files not synced: the scheduler's store is not current")
-            return
         try:
-            report = sync_triggers(self.store.project_dir)
+            # The scheduler's own store, whichever store is "current" in this process.
+            report = sync_triggers(self.store, self.store.project_dir)
         except Exception:
             log.exception("could not sync triggers.yaml files")
             return

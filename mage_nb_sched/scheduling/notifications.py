@@ -31,8 +31,8 @@ from urllib.parse import urlsplit
 from traitlets import Bool, Float, Int, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
-from mage_nb_sched import __version__
 from mage_nb_sched.core.errors import ValidationError
+from mage_nb_sched.core.version import __version__
 
 __all__ = [
     "NOTIFICATION_KINDS",

@@ -20,7 +20,6 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
-    Table,
     and_,
     bindparam,
     delete,
@@ -31,7 +30,7 @@ from sqlalchemy import (
     update,
 )
 
-from mage_nb_sched.core import timing
+from mage_nb_sched.core import run_states, timing
 from mage_nb_sched.core.datetimes import UTC
 from mage_nb_sched.core.enums import (
     BackfillStatus,
@@ -41,35 +40,30 @@ from mage_nb_sched.core.enums import (
     ScheduleStatus,
     ScheduleType,
 )
+from mage_nb_sched.core.partitions import execution_partition
 from mage_nb_sched.core.project import data_dir
 from mage_nb_sched.core.settings import with_defaults
-from mage_nb_sched.models import (
-    EVALUATE_NOW,
-    NEVER,
-    Backfill,
-    BlockRun,
-    PipelineRun,
-    PipelineSchedule,
-    UTCDateTime,
-)
 from mage_nb_sched.scheduling.notifications import Notification
-from mage_nb_sched.service.runs import (
+from mage_nb_sched.service.runs import scheduled_run_key, scheduled_run_values
+from mage_nb_sched.service.transitions import (
     end_run,
     insert_runs_ignoring_duplicates,
     requeue_run,
-    scheduled_run_key,
-    scheduled_run_values,
+    set_run_status,
+    status_value,
 )
-from mage_nb_sched.store import leases
+from mage_nb_sched.store import leases, schema
 from mage_nb_sched.store.artifacts import run_dir
 from mage_nb_sched.store.engine import Store
+from mage_nb_sched.store.schema import EVALUATE_NOW, NEVER, UTCDateTime
 
-UNFINISHED = (PipelineRunStatus.INITIAL.value, PipelineRunStatus.RUNNING.value)
-FINISHED = (
-    PipelineRunStatus.COMPLETED.value,
-    PipelineRunStatus.FAILED.value,
-    PipelineRunStatus.CANCELLED.value,
-)
+RUNS = schema.pipeline_run
+SCHEDULES = schema.pipeline_schedule
+BLOCKS = schema.block_run
+BACKFILLS = schema.backfill
+
+UNFINISHED = tuple(sorted(run_states.RUN_UNFINISHED))
+FINISHED = tuple(sorted(run_states.RUN_FINISHED))
 #: Schedules evaluated per transaction, so a burst of due schedules never holds the write lock
 #: for long (other processes write block statuses meanwhile).
 DUE_BATCH = 2_000
@@ -125,22 +119,20 @@ class Probe:
 
 #: The schedules the loop creates runs for: the index ``ix_pipeline_schedule_due`` serves them.
 ACTIVE_TIME = (
-    PipelineSchedule.status == ScheduleStatus.ACTIVE.value,
-    PipelineSchedule.schedule_type == ScheduleType.TIME.value,
+    SCHEDULES.c.status == ScheduleStatus.ACTIVE.value,
+    SCHEDULES.c.schedule_type == ScheduleType.TIME.value,
 )
 
 
 def _probe_statement() -> Any:
     return select(
-        exists().where(PipelineRun.finalized_at.is_(None), PipelineRun.status.in_(FINISHED)),
+        exists().where(RUNS.c.finalized_at.is_(None), RUNS.c.status.in_(FINISHED)),
         exists().where(
-            *ACTIVE_TIME, PipelineSchedule.next_due_at <= bindparam("now", type_=UTCDateTime)
+            *ACTIVE_TIME, SCHEDULES.c.next_due_at <= bindparam("now", type_=UTCDateTime)
         ),
-        exists().where(
-            PipelineRun.status == PipelineRunStatus.INITIAL.value, PipelineRun.owner.is_(None)
-        ),
-        exists().where(PipelineRun.status.in_(UNFINISHED)),
-        select(func.min(PipelineSchedule.next_due_at)).where(*ACTIVE_TIME).scalar_subquery(),
+        exists().where(RUNS.c.status == PipelineRunStatus.INITIAL.value, RUNS.c.owner.is_(None)),
+        exists().where(RUNS.c.status.in_(UNFINISHED)),
+        select(func.min(SCHEDULES.c.next_due_at)).where(*ACTIVE_TIME).scalar_subquery(),
     )
 
 
@@ -177,38 +169,38 @@ def _exists(store: Store, statement: Any) -> bool:
 
 
 def _due_schedules(now: datetime) -> Any:
-    return select(PipelineSchedule.id).where(*ACTIVE_TIME, PipelineSchedule.next_due_at <= now)
+    return select(SCHEDULES.c.id).where(*ACTIVE_TIME, SCHEDULES.c.next_due_at <= now)
 
 
 def _latest_scheduled_date(connection: Connection, schedule_id: int) -> datetime | None:
     value = connection.execute(
-        select(func.max(PipelineRun.execution_date)).where(
-            PipelineRun.pipeline_schedule_id == schedule_id,
+        select(func.max(RUNS.c.execution_date)).where(
+            RUNS.c.pipeline_schedule_id == schedule_id,
             # Only the schedule's own periods: a hand-made "run now" or an API run must not
             # hide the periods missed before it.
-            PipelineRun.run_key.like(f"schedule:{schedule_id}:%"),
+            RUNS.c.run_key.like(f"schedule:{schedule_id}:%"),
         )
     ).scalar()
     return None if value is None else _utc(value)
 
 
 def _has_runs(connection: Connection, schedule_id: int, statuses: Iterable[str] | None) -> bool:
-    statement = select(PipelineRun.id).where(PipelineRun.pipeline_schedule_id == schedule_id)
+    statement = select(RUNS.c.id).where(RUNS.c.pipeline_schedule_id == schedule_id)
     if statuses is not None:
-        statement = statement.where(PipelineRun.status.in_(list(statuses)))
+        statement = statement.where(RUNS.c.status.in_(list(statuses)))
     return connection.execute(statement.limit(1)).first() is not None
 
 
 def _runtimes(connection: Connection, schedule_id: int) -> list[float]:
     """Runtimes (creation → completion, seconds) of up to 7 recent completed runs."""
     rows = connection.execute(
-        select(PipelineRun.created_at, PipelineRun.completed_at)
+        select(RUNS.c.created_at, RUNS.c.completed_at)
         .where(
-            PipelineRun.pipeline_schedule_id == schedule_id,
-            PipelineRun.status == PipelineRunStatus.COMPLETED.value,
-            PipelineRun.completed_at.is_not(None),
+            RUNS.c.pipeline_schedule_id == schedule_id,
+            RUNS.c.status == PipelineRunStatus.COMPLETED.value,
+            RUNS.c.completed_at.is_not(None),
         )
-        .order_by(PipelineRun.execution_date.desc(), PipelineRun.id.desc())
+        .order_by(RUNS.c.execution_date.desc(), RUNS.c.id.desc())
         .limit(7)
     )
     return [(completed - created).total_seconds() for created, completed in rows if completed]
@@ -263,7 +255,7 @@ def plan_schedule(
 ) -> Plan:
     """Which runs an active time schedule needs at ``now`` (Mage's rules, DESIGN §4).
 
-    ``schedule``: a :class:`PipelineSchedule` or a row with its columns."""
+    ``schedule``: a row (or record) with the schedule's columns."""
     interval = schedule.schedule_interval
     settings = with_defaults(schedule.settings)
     schedule_timing = timing_of(schedule, settings)
@@ -325,35 +317,35 @@ def create_due_runs(store: Store, now: datetime) -> list[int]:
     after: tuple[datetime, int] | None = None
     facts = PassFacts(now)
     columns = (
-        PipelineSchedule.id,
-        PipelineSchedule.pipeline_uuid,
-        PipelineSchedule.schedule_type,
-        PipelineSchedule.schedule_interval,
-        PipelineSchedule.start_time,
-        PipelineSchedule.last_enabled_at,
-        PipelineSchedule.settings,
-        PipelineSchedule.next_due_at,
+        SCHEDULES.c.id,
+        SCHEDULES.c.pipeline_uuid,
+        SCHEDULES.c.schedule_type,
+        SCHEDULES.c.schedule_interval,
+        SCHEDULES.c.start_time,
+        SCHEDULES.c.last_enabled_at,
+        SCHEDULES.c.settings,
+        SCHEDULES.c.next_due_at,
     )
     while True:
         with store.write_engine.begin() as connection:
             # Plain rows, not ORM objects: a burst loads thousands of schedules.
-            statement = select(*columns).where(*ACTIVE_TIME, PipelineSchedule.next_due_at <= now)
+            statement = select(*columns).where(*ACTIVE_TIME, SCHEDULES.c.next_due_at <= now)
             if after is not None:
                 # Keyset paging: one statement shape for every batch (an ever-growing
                 # NOT IN list would prepare a new statement per batch and hold memory).
                 statement = statement.where(
                     or_(
-                        PipelineSchedule.next_due_at > after[0],
+                        SCHEDULES.c.next_due_at > after[0],
                         and_(
-                            PipelineSchedule.next_due_at == after[0],
-                            PipelineSchedule.id > after[1],
+                            SCHEDULES.c.next_due_at == after[0],
+                            SCHEDULES.c.id > after[1],
                         ),
                     )
                 )
             # PostgreSQL: rows locked against concurrent edits (and other schedulers) while this
             # transaction advances them; SQLite already holds the database write lock.
             schedules = connection.execute(
-                statement.order_by(PipelineSchedule.next_due_at, PipelineSchedule.id)
+                statement.order_by(SCHEDULES.c.next_due_at, SCHEDULES.c.id)
                 .limit(DUE_BATCH)
                 .with_for_update(skip_locked=True)
             ).all()
@@ -375,12 +367,11 @@ def create_due_runs(store: Store, now: datetime) -> list[int]:
 def _advance(connection: Connection, advances: list[dict[str, Any]]) -> None:
     if not advances:
         return
-    table: Table = PipelineSchedule.__table__  # type: ignore[assignment]
     # updated_at is kept: it records the user's edits, not the scheduler's bookkeeping.
     connection.execute(
-        update(table)
-        .where(table.c.id == bindparam("b_id"))
-        .values(next_due_at=bindparam("b_next"), updated_at=table.c.updated_at),
+        update(SCHEDULES)
+        .where(SCHEDULES.c.id == bindparam("b_id"))
+        .values(next_due_at=bindparam("b_next"), updated_at=SCHEDULES.c.updated_at),
         advances,
     )
 
@@ -389,7 +380,7 @@ def next_due_at(store: Store) -> datetime | None:
     """The earliest ``next_due_at`` of an active time schedule (an index lookup)."""
     with store.engine.connect() as connection:
         value = connection.execute(
-            select(func.min(PipelineSchedule.next_due_at)).where(*ACTIVE_TIME)
+            select(func.min(SCHEDULES.c.next_due_at)).where(*ACTIVE_TIME)
         ).scalar()
     if value is None:
         return None
@@ -418,23 +409,21 @@ def _active_counts(connection: Connection) -> tuple[dict[Any, int], dict[Any, in
     """Runs executing or handed to an executor, per schedule, per pipeline, per backfill."""
     rows = connection.execute(
         select(
-            PipelineRun.pipeline_schedule_id,
-            PipelineRun.pipeline_uuid,
-            PipelineRun.backfill_id,
-            func.count(PipelineRun.id),
+            RUNS.c.pipeline_schedule_id,
+            RUNS.c.pipeline_uuid,
+            RUNS.c.backfill_id,
+            func.count(RUNS.c.id),
         )
         .where(
             or_(
-                PipelineRun.status == PipelineRunStatus.RUNNING.value,
+                RUNS.c.status == PipelineRunStatus.RUNNING.value,
                 and_(
-                    PipelineRun.status == PipelineRunStatus.INITIAL.value,
-                    PipelineRun.owner.is_not(None),
+                    RUNS.c.status == PipelineRunStatus.INITIAL.value,
+                    RUNS.c.owner.is_not(None),
                 ),
             )
         )
-        .group_by(
-            PipelineRun.pipeline_schedule_id, PipelineRun.pipeline_uuid, PipelineRun.backfill_id
-        )
+        .group_by(RUNS.c.pipeline_schedule_id, RUNS.c.pipeline_uuid, RUNS.c.backfill_id)
     )
     per_schedule: dict[Any, int] = defaultdict(int)
     per_pipeline: dict[Any, int] = defaultdict(int)
@@ -481,8 +470,8 @@ def plan_starts(store: Store, now: datetime, owner: str, capacity: int) -> Start
     mark them as ``owner``'s. Runs that must not start are recorded ``cancelled`` with the
     reason (``skip_if_previous_running``, a limit with ``skip``)."""
     plan = StartPlan()
-    waiting_runs = select(PipelineRun.id).where(
-        PipelineRun.status == PipelineRunStatus.INITIAL.value, PipelineRun.owner.is_(None)
+    waiting_runs = select(RUNS.c.id).where(
+        RUNS.c.status == PipelineRunStatus.INITIAL.value, RUNS.c.owner.is_(None)
     )
     if not _exists(store, waiting_runs):
         return plan
@@ -494,40 +483,38 @@ def plan_starts(store: Store, now: datetime, owner: str, capacity: int) -> Start
         counts = _active_counts(connection)
         per_schedule, per_pipeline, per_backfill = counts
         waiting_condition = (
-            PipelineRun.status == PipelineRunStatus.INITIAL.value,
-            PipelineRun.owner.is_(None),
+            RUNS.c.status == PipelineRunStatus.INITIAL.value,
+            RUNS.c.owner.is_(None),
         )
         # Settings of every schedule and backfill with a waiting run: two queries, not one
         # per run.
         settings_of: dict[int | None, dict[str, Any]] = {None: with_defaults(None)}
         for schedule_id, raw in connection.execute(
-            select(PipelineSchedule.id, PipelineSchedule.settings).where(
-                PipelineSchedule.id.in_(
-                    select(PipelineRun.pipeline_schedule_id).where(*waiting_condition)
-                )
+            select(SCHEDULES.c.id, SCHEDULES.c.settings).where(
+                SCHEDULES.c.id.in_(select(RUNS.c.pipeline_schedule_id).where(*waiting_condition))
             )
         ):
             settings_of[schedule_id] = with_defaults(raw)
         backfill_limit_of: dict[int | None, int | None] = {None: None}
         for backfill_id, raw in connection.execute(
-            select(Backfill.id, Backfill.settings).where(
-                Backfill.id.in_(select(PipelineRun.backfill_id).where(*waiting_condition))
+            select(BACKFILLS.c.id, BACKFILLS.c.settings).where(
+                BACKFILLS.c.id.in_(select(RUNS.c.backfill_id).where(*waiting_condition))
             )
         ):
             value = (raw or {}).get("pipeline_run_limit")
             backfill_limit_of[backfill_id] = int(value) if value else None
         waiting = connection.execute(
             select(
-                PipelineRun.id,
-                PipelineRun.pipeline_schedule_id,
-                PipelineRun.pipeline_uuid,
-                PipelineRun.backfill_id,
+                RUNS.c.id,
+                RUNS.c.pipeline_schedule_id,
+                RUNS.c.pipeline_uuid,
+                RUNS.c.backfill_id,
             )
             .where(
-                PipelineRun.status == PipelineRunStatus.INITIAL.value,
-                PipelineRun.owner.is_(None),
+                RUNS.c.status == PipelineRunStatus.INITIAL.value,
+                RUNS.c.owner.is_(None),
             )
-            .order_by(PipelineRun.created_at, PipelineRun.execution_date, PipelineRun.id)
+            .order_by(RUNS.c.created_at, RUNS.c.execution_date, RUNS.c.id)
         ).all()
         for run in waiting:
             schedule_id = run.pipeline_schedule_id
@@ -566,14 +553,14 @@ def plan_starts(store: Store, now: datetime, owner: str, capacity: int) -> Start
 
 def _apply_start_plan(store: Store, plan: StartPlan, owner: str, now: datetime) -> None:
     """Record the skips and take the runs to start — only those still waiting and untaken."""
-    waiting = (PipelineRun.status == PipelineRunStatus.INITIAL.value, PipelineRun.owner.is_(None))
+    waiting = (RUNS.c.status == PipelineRunStatus.INITIAL.value, RUNS.c.owner.is_(None))
     with store.write_engine.begin() as connection:
         skipped = list(plan.skipped)
         for chunk in _chunks(skipped):
             still = {
                 int(row[0])
                 for row in connection.execute(
-                    select(PipelineRun.id).where(PipelineRun.id.in_(chunk), *waiting)
+                    select(RUNS.c.id).where(RUNS.c.id.in_(chunk), *waiting)
                 )
             }
             for run_id in chunk:
@@ -589,17 +576,16 @@ def _apply_start_plan(store: Store, plan: StartPlan, owner: str, now: datetime) 
                     from_statuses=(PipelineRunStatus.INITIAL.value,),
                 )
         if plan.start:
+            # No status change: the runs stay initial until their executor claims them.
             connection.execute(
-                update(PipelineRun)
-                .where(PipelineRun.id.in_(plan.start), *waiting)
+                update(RUNS)
+                .where(RUNS.c.id.in_(plan.start), *waiting)
                 .values(owner=owner, updated_at=now)
             )
             taken = {
                 int(row[0])
                 for row in connection.execute(
-                    select(PipelineRun.id).where(
-                        PipelineRun.id.in_(plan.start), PipelineRun.owner == owner
-                    )
+                    select(RUNS.c.id).where(RUNS.c.id.in_(plan.start), RUNS.c.owner == owner)
                 )
             }
             plan.start = [run_id for run_id in plan.start if run_id in taken]
@@ -637,12 +623,12 @@ def enforce_timeouts(store: Store, now: datetime) -> Deadlines:
     # Read first: usually nothing is overdue and no write lock is needed.
     with store.engine.connect() as connection:
         rows = connection.execute(
-            select(PipelineRun.id, PipelineRun.started_at, PipelineSchedule.settings)
-            .join(PipelineSchedule, PipelineSchedule.id == PipelineRun.pipeline_schedule_id)
+            select(RUNS.c.id, RUNS.c.started_at, SCHEDULES.c.settings)
+            .join(SCHEDULES, SCHEDULES.c.id == RUNS.c.pipeline_schedule_id)
             .where(
-                PipelineRun.status == PipelineRunStatus.RUNNING.value,
-                PipelineRun.started_at.is_not(None),
-                PipelineSchedule.settings.is_not(None),
+                RUNS.c.status == PipelineRunStatus.RUNNING.value,
+                RUNS.c.started_at.is_not(None),
+                SCHEDULES.c.settings.is_not(None),
             )
         ).all()
         for run_id, started_at, raw in rows:
@@ -658,10 +644,10 @@ def enforce_timeouts(store: Store, now: datetime) -> Deadlines:
                 continue
             limit = timedelta(seconds=settings["block_timeout"])
             blocks = connection.execute(
-                select(BlockRun.block_uuid, BlockRun.started_at).where(
-                    BlockRun.pipeline_run_id == run_id,
-                    BlockRun.status == BlockRunStatus.RUNNING.value,
-                    BlockRun.started_at.is_not(None),
+                select(BLOCKS.c.block_uuid, BLOCKS.c.started_at).where(
+                    BLOCKS.c.pipeline_run_id == run_id,
+                    BLOCKS.c.status == BlockRunStatus.RUNNING.value,
+                    BLOCKS.c.started_at.is_not(None),
                 )
             ).all()
             for block_uuid, block_started in blocks:
@@ -695,7 +681,7 @@ def _notification(
         schedule_id=run.pipeline_schedule_id,
         schedule_name=schedule_name,
         execution_date=_utc(run.execution_date),
-        status=str(getattr(run.status, "value", run.status)),
+        status=status_value(run.status),
         reason=reason,
     )
 
@@ -712,19 +698,19 @@ def check_slas(store: Store, now: datetime) -> Deadlines:
     with store.engine.connect() as connection:
         rows = connection.execute(
             select(
-                PipelineRun.id,
-                PipelineRun.pipeline_uuid,
-                PipelineRun.pipeline_schedule_id,
-                PipelineRun.execution_date,
-                PipelineRun.status,
-                PipelineSchedule.sla,
-                PipelineSchedule.name,
+                RUNS.c.id,
+                RUNS.c.pipeline_uuid,
+                RUNS.c.pipeline_schedule_id,
+                RUNS.c.execution_date,
+                RUNS.c.status,
+                SCHEDULES.c.sla,
+                SCHEDULES.c.name,
             )
-            .join(PipelineSchedule, PipelineSchedule.id == PipelineRun.pipeline_schedule_id)
+            .join(SCHEDULES, SCHEDULES.c.id == RUNS.c.pipeline_schedule_id)
             .where(
-                PipelineRun.status.in_(UNFINISHED),
-                PipelineRun.sla_breached.is_(False),
-                PipelineSchedule.sla.is_not(None),
+                RUNS.c.status.in_(UNFINISHED),
+                RUNS.c.sla_breached.is_(False),
+                SCHEDULES.c.sla.is_not(None),
             )
         ).all()
     breached = []
@@ -739,8 +725,8 @@ def check_slas(store: Store, now: datetime) -> Deadlines:
     with store.write_engine.begin() as connection:
         for run in breached:
             flagged = connection.execute(
-                update(PipelineRun)
-                .where(PipelineRun.id == run.id, PipelineRun.sla_breached.is_(False))
+                update(RUNS)
+                .where(RUNS.c.id == run.id, RUNS.c.sla_breached.is_(False))
                 .values(sla_breached=True)
             )
             if flagged.rowcount == 1:
@@ -754,17 +740,17 @@ def check_slas(store: Store, now: datetime) -> Deadlines:
 # --------------------------------------------------------------------------------------------
 
 
-def _failure_reason(connection: Connection, run: PipelineRun) -> str | None:
+def _failure_reason(connection: Connection, run: Any) -> str | None:
     error = (run.metrics or {}).get("error")
     if error:
         return str(error)[:500]
     row = connection.execute(
-        select(BlockRun.block_uuid, BlockRun.error)
+        select(BLOCKS.c.block_uuid, BLOCKS.c.error)
         .where(
-            BlockRun.pipeline_run_id == run.id,
-            BlockRun.status == BlockRunStatus.FAILED.value,
+            BLOCKS.c.pipeline_run_id == run.id,
+            BLOCKS.c.status == BlockRunStatus.FAILED.value,
         )
-        .order_by(BlockRun.id)
+        .order_by(BLOCKS.c.id)
         .limit(1)
     ).first()
     if row is None:
@@ -773,83 +759,132 @@ def _failure_reason(connection: Connection, run: PipelineRun) -> str | None:
     return f"block {row[0]} failed: {last_line[0]}"[:500]
 
 
+_FINALIZE_RUNS = (
+    select(
+        RUNS.c.id,
+        RUNS.c.pipeline_uuid,
+        RUNS.c.pipeline_schedule_id,
+        RUNS.c.execution_date,
+        RUNS.c.status,
+        RUNS.c.completed_at,
+        RUNS.c.sla_breached,
+        RUNS.c.metrics,
+    )
+    .where(RUNS.c.finalized_at.is_(None), RUNS.c.status.in_(FINISHED))
+    .order_by(RUNS.c.id)
+    .limit(FINALIZE_BATCH)
+)
+
+
+@dataclass
+class _Closing:
+    """A schedule as ``finalize_runs`` changes it while closing its runs (the changes are
+    written once per schedule and batch, only where a value really changed)."""
+
+    row: Any
+    status: Any
+    next_due_at: datetime
+
+    def changes(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        if status_value(self.status) != status_value(self.row.status):
+            values["status"] = status_value(self.status)
+        if self.next_due_at != self.row.next_due_at:
+            values["next_due_at"] = self.next_due_at
+        return values
+
+
+def _landing_time_enabled(schedule: Any) -> bool:
+    """Mage: landing time applies to time schedules with @hourly/@daily/@weekly/@monthly."""
+    return timing_of(schedule, with_defaults(schedule.settings)).landing_time_enabled
+
+
 def finalize_runs(store: Store, now: datetime) -> list[Notification]:
     """Close runs that reached a final status: SLA breaches noticed late, failure (and success)
     notifications, ``@once`` schedules deactivated, ``@always_on`` and landing-time schedules
     re-evaluated, backfills completed. Each run is closed once (``finalized_at``)."""
     notifications: list[Notification] = []
-    finished = select(PipelineRun.id).where(
-        PipelineRun.finalized_at.is_(None), PipelineRun.status.in_(FINISHED)
-    )
+    finished = select(RUNS.c.id).where(RUNS.c.finalized_at.is_(None), RUNS.c.status.in_(FINISHED))
     while _exists(store, finished):
-        session = store.new_session()
-        try:
-            with store.write(session):
-                runs = list(
-                    session.scalars(
-                        select(PipelineRun)
-                        .where(
-                            PipelineRun.finalized_at.is_(None),
-                            PipelineRun.status.in_(FINISHED),
-                        )
-                        .order_by(PipelineRun.id)
-                        .limit(FINALIZE_BATCH)
-                    )
+        with store.write_engine.begin() as connection:
+            runs = connection.execute(_FINALIZE_RUNS).all()
+            if not runs:
+                break
+            schedule_ids = {run.pipeline_schedule_id for run in runs} - {None}
+            schedules = {
+                row.id: _Closing(row, row.status, _utc(row.next_due_at))
+                for row in connection.execute(
+                    select(
+                        SCHEDULES.c.id,
+                        SCHEDULES.c.name,
+                        SCHEDULES.c.sla,
+                        SCHEDULES.c.status,
+                        SCHEDULES.c.schedule_type,
+                        SCHEDULES.c.schedule_interval,
+                        SCHEDULES.c.start_time,
+                        SCHEDULES.c.last_enabled_at,
+                        SCHEDULES.c.settings,
+                        SCHEDULES.c.next_due_at,
+                    ).where(SCHEDULES.c.id.in_(schedule_ids))
                 )
-                if not runs:
-                    break
-                connection = session.connection()
-                schedule_ids = {run.pipeline_schedule_id for run in runs} - {None}
-                schedules = {
-                    schedule.id: schedule
-                    for schedule in session.scalars(
-                        select(PipelineSchedule).where(PipelineSchedule.id.in_(schedule_ids))
+            }
+            closed: list[dict[str, Any]] = []
+            for run in runs:
+                schedule = (
+                    schedules.get(run.pipeline_schedule_id)
+                    if run.pipeline_schedule_id is not None
+                    else None
+                )
+                name = schedule.row.name if schedule is not None else None
+                sla = schedule.row.sla if schedule is not None else None
+                sla_breached = bool(run.sla_breached)
+                if (
+                    sla is not None
+                    and not sla_breached
+                    and run.completed_at is not None
+                    and run.completed_at > run.execution_date + timedelta(seconds=sla)
+                ):
+                    sla_breached = True
+                    why = _sla_reason(sla, run.execution_date)
+                    notifications.append(_notification("sla_breach", run, name, why))
+                status = status_value(run.status)
+                if status == PipelineRunStatus.FAILED.value:
+                    notifications.append(
+                        _notification("failure", run, name, _failure_reason(connection, run))
                     )
-                }
-                for run in runs:
-                    schedule = (
-                        schedules.get(run.pipeline_schedule_id)
-                        if run.pipeline_schedule_id is not None
-                        else None
-                    )
-                    name = schedule.name if schedule is not None else None
-                    if (
-                        schedule is not None
-                        and schedule.sla is not None
-                        and not run.sla_breached
-                        and run.completed_at is not None
-                        and run.completed_at > run.execution_date + timedelta(seconds=schedule.sla)
+                elif status == PipelineRunStatus.COMPLETED.value:
+                    notifications.append(_notification("success", run, name, None))
+                if schedule is not None and schedule.status == ScheduleStatus.ACTIVE:
+                    interval = schedule.row.schedule_interval
+                    if interval == ScheduleInterval.ONCE.value:
+                        schedule.status = ScheduleStatus.INACTIVE
+                        # A change of status is a change of timing: looked at again.
+                        schedule.next_due_at = EVALUATE_NOW
+                    elif interval == ScheduleInterval.ALWAYS_ON.value or _landing_time_enabled(
+                        schedule.row
                     ):
-                        run.sla_breached = True
-                        why = _sla_reason(schedule.sla, run.execution_date)
-                        notifications.append(_notification("sla_breach", run, name, why))
-                    if run.status == PipelineRunStatus.FAILED:
-                        notifications.append(
-                            _notification("failure", run, name, _failure_reason(connection, run))
-                        )
-                    elif run.status == PipelineRunStatus.COMPLETED:
-                        notifications.append(_notification("success", run, name, None))
-                    if schedule is not None and schedule.status == ScheduleStatus.ACTIVE:
-                        if schedule.schedule_interval == ScheduleInterval.ONCE.value:
-                            schedule.status = ScheduleStatus.INACTIVE
-                        elif (
-                            schedule.schedule_interval == ScheduleInterval.ALWAYS_ON.value
-                            or schedule.landing_time_enabled()
-                        ):
-                            schedule.next_due_at = EVALUATE_NOW
-                    run.finalized_at = now
-                session.flush()
-                session.expunge_all()
-        finally:
-            session.close()
+                        schedule.next_due_at = EVALUATE_NOW
+                closed.append({"b_id": run.id, "b_sla_breached": sla_breached})
+            connection.execute(
+                update(RUNS)
+                .where(RUNS.c.id == bindparam("b_id"))
+                .values(finalized_at=now, sla_breached=bindparam("b_sla_breached")),
+                closed,
+            )
+            for schedule_id, schedule in schedules.items():
+                changes = schedule.changes()
+                if changes:
+                    connection.execute(
+                        update(SCHEDULES).where(SCHEDULES.c.id == schedule_id).values(**changes)
+                    )
     _roll_up_backfills(store, now)
     return notifications
 
 
 def _roll_up_backfills(store: Store, now: datetime) -> None:
     """A running backfill whose runs have all finished becomes completed (or failed)."""
-    running_backfills = select(Backfill.id).where(
-        Backfill.status == BackfillStatus.RUNNING.value
+    running_backfills = select(BACKFILLS.c.id).where(
+        BACKFILLS.c.status == BackfillStatus.RUNNING.value
     )
     if not _exists(store, running_backfills):
         return
@@ -857,16 +892,16 @@ def _roll_up_backfills(store: Store, now: datetime) -> None:
         running = [
             row[0]
             for row in connection.execute(
-                select(Backfill.id).where(Backfill.status == BackfillStatus.RUNNING.value)
+                select(BACKFILLS.c.id).where(BACKFILLS.c.status == BackfillStatus.RUNNING.value)
             )
         ]
         for backfill_id in running:
             counts: dict[str, int] = {
                 str(getattr(status, "value", status)): int(count)
                 for status, count in connection.execute(
-                    select(PipelineRun.status, func.count(PipelineRun.id))
-                    .where(PipelineRun.backfill_id == backfill_id)
-                    .group_by(PipelineRun.status)
+                    select(RUNS.c.status, func.count(RUNS.c.id))
+                    .where(RUNS.c.backfill_id == backfill_id)
+                    .group_by(RUNS.c.status)
                 )
             }
             if any(counts.get(status, 0) for status in UNFINISHED):
@@ -877,8 +912,11 @@ def _roll_up_backfills(store: Store, now: datetime) -> None:
             else:
                 values["status"] = BackfillStatus.COMPLETED.value
             connection.execute(
-                update(Backfill)
-                .where(Backfill.id == backfill_id, Backfill.status == BackfillStatus.RUNNING.value)
+                update(BACKFILLS)
+                .where(
+                    BACKFILLS.c.id == backfill_id,
+                    BACKFILLS.c.status == BackfillStatus.RUNNING.value,
+                )
                 .values(**values)
             )
 
@@ -907,16 +945,15 @@ def recover_runs(
     taken-but-not-started runs are released, executing ones are re-queued up to
     ``max_attempts`` times, then failed with the reason. Nothing stays ``running``."""
     result = Recovery()
-    owned = select(PipelineRun.id).where(
-        PipelineRun.status.in_(UNFINISHED), PipelineRun.owner.is_not(None)
-    )
+    owned = select(RUNS.c.id).where(RUNS.c.status.in_(UNFINISHED), RUNS.c.owner.is_not(None))
     if not _exists(store, owned):
         return result
     with store.write_engine.begin() as connection:
         live = leases.live_instances(connection, now) | {owner}
         rows = connection.execute(
-            select(PipelineRun.id, PipelineRun.status, PipelineRun.owner, PipelineRun.attempts)
-            .where(PipelineRun.status.in_(UNFINISHED), PipelineRun.owner.is_not(None))
+            select(RUNS.c.id, RUNS.c.status, RUNS.c.owner, RUNS.c.attempts).where(
+                RUNS.c.status.in_(UNFINISHED), RUNS.c.owner.is_not(None)
+            )
         ).all()
         for run_id, status, run_owner, attempts in rows:
             run_owner = str(run_owner)
@@ -928,13 +965,14 @@ def recover_runs(
                 continue
             else:
                 why = f"its owner {run_owner} stopped (no heartbeat)"
-            if str(getattr(status, "value", status)) == PipelineRunStatus.INITIAL.value:
+            if status_value(status) == PipelineRunStatus.INITIAL.value:
+                # Released, not a status change: the run stays initial for anyone to take.
                 connection.execute(
-                    update(PipelineRun)
+                    update(RUNS)
                     .where(
-                        PipelineRun.id == run_id,
-                        PipelineRun.status == PipelineRunStatus.INITIAL.value,
-                        PipelineRun.owner == run_owner,
+                        RUNS.c.id == run_id,
+                        RUNS.c.status == PipelineRunStatus.INITIAL.value,
+                        RUNS.c.owner == run_owner,
                     )
                     .values(owner=None, updated_at=now)
                 )
@@ -960,22 +998,19 @@ def detach_interrupted(store: Store, run_ids: Iterable[int], owner: str, now: da
     attempt is not counted against crash recovery."""
     with store.write_engine.begin() as connection:
         for run_id in run_ids:
-            detached = connection.execute(
-                update(PipelineRun)
-                .where(
-                    PipelineRun.id == run_id,
-                    PipelineRun.status.in_(UNFINISHED),
-                    PipelineRun.owner == owner,
-                )
-                .values(
-                    status=PipelineRunStatus.INITIAL.value,
-                    claim_token=None,
-                    started_at=None,
-                    updated_at=now,
-                )
-            )
-            if detached.rowcount == 1:
-                connection.execute(delete(BlockRun).where(BlockRun.pipeline_run_id == run_id))
+            # running → initial (the requeue path); a run still initial has no claim and no
+            # block runs yet: nothing to undo.
+            if set_run_status(
+                connection,
+                run_id,
+                PipelineRunStatus.INITIAL.value,
+                now=now,
+                from_statuses=(PipelineRunStatus.RUNNING.value,),
+                where=(RUNS.c.owner == owner,),
+                claim_token=None,
+                started_at=None,
+            ):
+                connection.execute(delete(BLOCKS).where(BLOCKS.c.pipeline_run_id == run_id))
 
 
 def release_runs(store: Store, run_ids: Iterable[int], owner: str, now: datetime) -> None:
@@ -983,34 +1018,28 @@ def release_runs(store: Store, run_ids: Iterable[int], owner: str, now: datetime
     with store.write_engine.begin() as connection:
         for run_id in run_ids:
             connection.execute(
-                update(PipelineRun)
+                update(RUNS)
                 .where(
-                    PipelineRun.id == run_id,
-                    PipelineRun.status == PipelineRunStatus.INITIAL.value,
-                    PipelineRun.owner == owner,
+                    RUNS.c.id == run_id,
+                    RUNS.c.status == PipelineRunStatus.INITIAL.value,
+                    RUNS.c.owner == owner,
                 )
                 .values(owner=None, updated_at=now)
             )
 
 
-def ended_elsewhere(
-    store: Store, run_ids: Iterable[int], owner: str | None = None
-) -> list[int]:
+def ended_elsewhere(store: Store, run_ids: Iterable[int], owner: str | None = None) -> list[int]:
     """Of runs an executor is executing, those already final in the database (cancelled via the
     API or a backfill cancel, timed out) — or, with ``owner``, no longer that owner's: the
     executor must stop them."""
     ids = list(run_ids)
     if not ids:
         return []
-    condition: Any = PipelineRun.status.not_in(UNFINISHED)
+    condition: Any = RUNS.c.status.not_in(UNFINISHED)
     if owner is not None:
-        condition = or_(
-            condition, PipelineRun.owner.is_(None), PipelineRun.owner != owner
-        )
+        condition = or_(condition, RUNS.c.owner.is_(None), RUNS.c.owner != owner)
     with store.engine.connect() as connection:
-        rows = connection.execute(
-            select(PipelineRun.id).where(PipelineRun.id.in_(ids), condition)
-        )
+        rows = connection.execute(select(RUNS.c.id).where(RUNS.c.id.in_(ids), condition))
         return [int(row[0]) for row in rows]
 
 
@@ -1031,23 +1060,23 @@ def delete_old_runs(store: Store, now: datetime, days: int, batch: int = 500) ->
         with store.write_engine.begin() as connection:
             rows = connection.execute(
                 select(
-                    PipelineRun.id,
-                    PipelineRun.pipeline_uuid,
-                    PipelineRun.pipeline_schedule_id,
-                    PipelineRun.execution_date,
+                    RUNS.c.id,
+                    RUNS.c.pipeline_uuid,
+                    RUNS.c.pipeline_schedule_id,
+                    RUNS.c.execution_date,
                 )
                 .where(
-                    PipelineRun.status.in_(FINISHED),
-                    PipelineRun.finalized_at.is_not(None),
-                    PipelineRun.completed_at < cutoff,
+                    RUNS.c.status.in_(FINISHED),
+                    RUNS.c.finalized_at.is_not(None),
+                    RUNS.c.completed_at < cutoff,
                 )
                 .limit(batch)
             ).all()
             if not rows:
                 return deleted
             ids = [row.id for row in rows]
-            connection.execute(delete(BlockRun).where(BlockRun.pipeline_run_id.in_(ids)))
-            connection.execute(delete(PipelineRun).where(PipelineRun.id.in_(ids)))
+            connection.execute(delete(BLOCKS).where(BLOCKS.c.pipeline_run_id.in_(ids)))
+            connection.execute(delete(RUNS).where(RUNS.c.id.in_(ids)))
         # Files after the commit: a crash in between leaves orphan files, never rows
         # pointing at deleted files. A partition is shared by every run of the same schedule
         # and execution date (a backfill re-run of an old day): kept runs keep their files.
@@ -1061,26 +1090,21 @@ def delete_old_runs(store: Store, now: datetime, days: int, batch: int = 500) ->
 
 def _partition_still_used(store: Store, row: Any) -> bool:
     schedule = (
-        PipelineRun.pipeline_schedule_id.is_(None)
+        RUNS.c.pipeline_schedule_id.is_(None)
         if row.pipeline_schedule_id is None
-        else PipelineRun.pipeline_schedule_id == row.pipeline_schedule_id
+        else RUNS.c.pipeline_schedule_id == row.pipeline_schedule_id
     )
     return _exists(
         store,
-        select(PipelineRun.id).where(
+        select(RUNS.c.id).where(
             schedule,
-            PipelineRun.pipeline_uuid == row.pipeline_uuid,
-            PipelineRun.execution_date == row.execution_date,
+            RUNS.c.pipeline_uuid == row.pipeline_uuid,
+            RUNS.c.execution_date == row.execution_date,
         ),
     )
 
 
 def _run_folders(project_dir: Path, row: Any) -> list[Path]:
-    probe = PipelineRun(
-        pipeline_uuid=row.pipeline_uuid,
-        pipeline_schedule_id=row.pipeline_schedule_id,
-        execution_date=_utc(row.execution_date),
-    )
-    partition = probe.execution_partition
+    partition = execution_partition(row.pipeline_schedule_id, _utc(row.execution_date))
     outputs = data_dir(project_dir) / ".variables" / "pipelines" / row.pipeline_uuid / partition
     return [run_dir(project_dir, row.pipeline_uuid, partition), outputs]

@@ -1,26 +1,34 @@
-"""Backfills: validate a date range, preview its runs, create them idempotently, cancel."""
+"""Backfills: validate a date range, preview its runs, create them idempotently, cancel.
+
+Every function takes its store explicitly and returns
+:class:`~mage_nb_sched.service.records.BackfillRecord` / ``RunRecord`` values.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Connection, delete, func, insert, select, update
 
-from mage_nb_sched.core import timing
+from mage_nb_sched.core import run_states, timing
 from mage_nb_sched.core.clock import utcnow
 from mage_nb_sched.core.datetimes import UTC
 from mage_nb_sched.core.enums import BackfillStatus, PipelineRunStatus
-from mage_nb_sched.core.errors import ValidationError
-from mage_nb_sched.core.project import (
-    normalize_pipeline_uuid,
-    require_notebook,
-    resolve_project_dir,
-)
-from mage_nb_sched.models import Backfill, PipelineRun, fresh_session
+from mage_nb_sched.core.errors import NotFoundError, ValidationError
+from mage_nb_sched.core.project import require_notebook
+from mage_nb_sched.core.settings import with_defaults
 from mage_nb_sched.service import fields
-from mage_nb_sched.service.schedules import get_schedule
-from mage_nb_sched.store.engine import current_store
+from mage_nb_sched.service.asynchronous import twin
+from mage_nb_sched.service.records import BackfillRecord, RunRecord, ScheduleRecord, from_row
+from mage_nb_sched.service.schedules import get_schedule, project_dir_of
+from mage_nb_sched.service.transitions import end_run
+from mage_nb_sched.store import schema
+from mage_nb_sched.store.engine import Store
+
+BACKFILLS = schema.backfill
+RUNS = schema.pipeline_run
+SCHEDULES = schema.pipeline_schedule
 
 BACKFILL_FIELDS = {
     "id",
@@ -37,19 +45,60 @@ BACKFILL_FIELDS = {
 }
 
 
-def _timezone_of(backfill: Backfill) -> str:
-    schedule = backfill.pipeline_schedule
-    return schedule.timezone if schedule is not None else "UTC"
+def _zone(schedule: ScheduleRecord | None) -> str:
+    return str(with_defaults(schedule.settings)["timezone"]) if schedule is not None else "UTC"
 
 
-def create_backfill(**values: Any) -> Backfill:
+def _timezone_of(connection: Connection, backfill: BackfillRecord) -> str:
+    if backfill.pipeline_schedule_id is None:
+        return "UTC"
+    settings = connection.execute(
+        select(SCHEDULES.c.settings).where(SCHEDULES.c.id == backfill.pipeline_schedule_id)
+    ).scalar()
+    return str(with_defaults(settings)["timezone"])
+
+
+def _read(connection: Connection, backfill_id: int) -> BackfillRecord | None:
+    row = connection.execute(select(BACKFILLS).where(BACKFILLS.c.id == backfill_id)).first()
+    return None if row is None else from_row(BackfillRecord, row)
+
+
+def _not_found(backfill_id: Any) -> NotFoundError:
+    return NotFoundError(
+        f"backfill_id={backfill_id!r}: no such backfill. List them with list_backfills(store) "
+        "or Backfill.query.all()."
+    )
+
+
+def get_backfill(store: Store, backfill_id: int) -> BackfillRecord:
+    """A backfill by id, or a :class:`NotFoundError`."""
+    with store.engine.connect() as connection:
+        record = _read(connection, backfill_id)
+    if record is None:
+        raise _not_found(backfill_id)
+    return record
+
+
+def list_backfills(
+    store: Store, *, pipeline_uuid: str | None = None, schedule_id: int | None = None
+) -> list[BackfillRecord]:
+    """Backfills matching the filters given, oldest first."""
+    statement = select(BACKFILLS).order_by(BACKFILLS.c.id)
+    if pipeline_uuid is not None:
+        statement = statement.where(BACKFILLS.c.pipeline_uuid == pipeline_uuid)
+    if schedule_id is not None:
+        statement = statement.where(BACKFILLS.c.pipeline_schedule_id == schedule_id)
+    with store.engine.connect() as connection:
+        return [from_row(BackfillRecord, row) for row in connection.execute(statement)]
+
+
+def create_backfill(store: Store, **values: Any) -> BackfillRecord:
     """Validate and insert a backfill; its runs are created by :func:`start_backfill`."""
     fields.unknown_fields(values, BACKFILL_FIELDS, "backfill")
-    store = current_store()
     cleaned: dict[str, Any] = {}
     schedule = None
     if values.get("pipeline_schedule_id") is not None:
-        schedule = get_schedule(values["pipeline_schedule_id"])
+        schedule = get_schedule(store, values["pipeline_schedule_id"])
         cleaned["pipeline_schedule_id"] = schedule.id
     pipeline_uuid = values.get("pipeline_uuid") or (schedule.pipeline_uuid if schedule else None)
     if pipeline_uuid is None:
@@ -59,8 +108,8 @@ def create_backfill(**values: Any) -> Backfill:
             "a backfill needs a schedule or a pipeline",
             "Give pipeline_schedule_id=schedule.id (or pipeline_uuid='my_pipeline').",
         )
-    cleaned["pipeline_uuid"] = normalize_pipeline_uuid(pipeline_uuid)
-    require_notebook(store.project_dir or resolve_project_dir(), cleaned["pipeline_uuid"])
+    cleaned["pipeline_uuid"] = fields.pipeline_uuid(pipeline_uuid)
+    require_notebook(project_dir_of(store), cleaned["pipeline_uuid"])
     cleaned["name"] = fields.name(values.get("name") or f"backfill {cleaned['pipeline_uuid']}")
     for key in ("start_datetime", "end_datetime"):
         if values.get(key) is None:
@@ -75,7 +124,7 @@ def create_backfill(**values: Any) -> Backfill:
         cleaned["start_datetime"],
         cleaned["end_datetime"],
         values.get("interval_type", "day"),
-        values.get("interval_units", 1),
+        fields.interval_units(values.get("interval_units", 1)),
     )
     cleaned["interval_type"], cleaned["interval_units"] = kind, units
     cleaned["variables"] = fields.variables(values.get("variables"))
@@ -88,54 +137,61 @@ def create_backfill(**values: Any) -> Backfill:
         cleaned["end_datetime"],
         kind,
         units,
-        schedule.timezone if schedule else "UTC",
+        _zone(schedule),
     )
-    session = store.session()
-    with store.write(session):
-        backfill = Backfill(status=BackfillStatus.INITIAL, **cleaned)
-        session.add(backfill)
-        session.flush()
-    return backfill
+    with store.write_engine.begin() as connection:
+        result = connection.execute(
+            insert(BACKFILLS).values(status=BackfillStatus.INITIAL, **cleaned)
+        )
+        primary = result.inserted_primary_key
+        assert primary is not None
+        record = _read(connection, int(primary[0]))
+    assert record is not None
+    return record
 
 
-def update_backfill(backfill: Backfill, **values: Any) -> Backfill:
+def update_backfill(store: Store, backfill_id: int, **values: Any) -> BackfillRecord:
     """Change a backfill's name, variables or settings (the range is fixed once created)."""
     allowed = {"name", "variables", "settings"}
     fields.unknown_fields(values, allowed, "changeable backfill")
-    store = current_store()
-    session = store.session()
-    with store.write(session):
-        backfill = session.merge(backfill)
-        if "name" in values:
-            backfill.name = fields.name(values["name"])
-        if "variables" in values:
-            backfill.variables = fields.variables(values["variables"])
-        if "settings" in values:
-            backfill.settings = fields.variables(values["settings"], "settings")
-    return backfill
+    cleaned: dict[str, Any] = {}
+    if "name" in values:
+        cleaned["name"] = fields.name(values["name"])
+    if "variables" in values:
+        cleaned["variables"] = fields.variables(values["variables"])
+    if "settings" in values:
+        cleaned["settings"] = fields.variables(values["settings"], "settings")
+    with store.write_engine.begin() as connection:
+        if cleaned:
+            connection.execute(
+                update(BACKFILLS).where(BACKFILLS.c.id == backfill_id).values(**cleaned)
+            )
+        record = _read(connection, backfill_id)
+    if record is None:
+        raise _not_found(backfill_id)
+    return record
 
 
-def delete_backfill(backfill: Backfill) -> None:
+def delete_backfill(store: Store, backfill_id: int) -> None:
     """Delete a backfill and its runs."""
-    store = current_store()
-    session = store.session()
-    with store.write(session):
-        session.execute(
-            delete(PipelineRun).where(PipelineRun.backfill_id == backfill.id)
-        )
-        session.delete(session.merge(backfill))
+    with store.write_engine.begin() as connection:
+        connection.execute(delete(RUNS).where(RUNS.c.backfill_id == backfill_id))
+        connection.execute(delete(BACKFILLS).where(BACKFILLS.c.id == backfill_id))
 
 
-def preview_run_dates(backfill: Backfill) -> list[dict[str, Any]]:
+def preview_run_dates(store: Store, backfill: BackfillRecord | int) -> list[dict[str, Any]]:
     """One dict per run of the range: ``execution_date`` and its variables (datetimes)."""
+    record = get_backfill(store, backfill) if isinstance(backfill, int) else backfill
+    with store.engine.connect() as connection:
+        zone = _timezone_of(connection, record)
     return [
         run.as_dict()
         for run in timing.expand_backfill(
-            backfill.start_datetime,
-            backfill.end_datetime,
-            str(backfill.interval_type),
-            backfill.interval_units,
-            _timezone_of(backfill),
+            record.start_datetime,
+            record.end_datetime,
+            str(record.interval_type),
+            record.interval_units,
+            zone,
         )
     ]
 
@@ -144,95 +200,128 @@ def backfill_run_key(backfill_id: int, execution_date: datetime) -> str:
     return f"backfill:{backfill_id}:{execution_date.astimezone(UTC).isoformat()}"
 
 
-def start_backfill(backfill: Backfill, now: datetime | None = None) -> list[PipelineRun]:
+def start_backfill(
+    store: Store, backfill_id: int, now: datetime | None = None
+) -> list[RunRecord]:
     """Create every run of the range (one transaction; a repeated call creates nothing new) and
     mark the backfill running. The scheduler executes the runs oldest first."""
-    store = current_store()
-    session = store.session()
-    backfill = session.merge(backfill)
-    if backfill.status == BackfillStatus.CANCELLED:
-        raise ValidationError(
-            "status",
-            str(backfill.status),
-            "a cancelled backfill cannot be started again",
-            "Create a new backfill for the same range.",
-        )
-    dates = timing.expand_backfill(
-        backfill.start_datetime,
-        backfill.end_datetime,
-        str(backfill.interval_type),
-        backfill.interval_units,
-        _timezone_of(backfill),
-    )
-    with store.write(session):
-        existing = set(
-            session.scalars(
-                select(PipelineRun.run_key).where(PipelineRun.backfill_id == backfill.id)
+    with store.write_engine.begin() as connection:
+        backfill = _read(connection, backfill_id)
+        if backfill is None:
+            raise _not_found(backfill_id)
+        if backfill.status == BackfillStatus.CANCELLED:
+            raise ValidationError(
+                "status",
+                str(backfill.status),
+                "a cancelled backfill cannot be started again",
+                "Create a new backfill for the same range.",
             )
+        dates = timing.expand_backfill(
+            backfill.start_datetime,
+            backfill.end_datetime,
+            str(backfill.interval_type),
+            backfill.interval_units,
+            _timezone_of(connection, backfill),
         )
+        existing = set(
+            connection.execute(
+                select(RUNS.c.run_key).where(RUNS.c.backfill_id == backfill_id)
+            ).scalars()
+        )
+        rows = []
         for run_date in dates:
-            key = backfill_run_key(backfill.id, run_date.execution_date)
+            key = backfill_run_key(backfill_id, run_date.execution_date)
             if key in existing:
                 continue
             variables = dict(backfill.variables or {})
             for name, value in run_date.as_dict().items():
                 if name != "execution_date":
                     variables[name] = value.isoformat() if isinstance(value, datetime) else value
-            session.add(
-                PipelineRun(
-                    pipeline_schedule_id=backfill.pipeline_schedule_id,
-                    pipeline_uuid=backfill.pipeline_uuid,
-                    execution_date=run_date.execution_date,
-                    status=PipelineRunStatus.INITIAL,
-                    variables=variables,
-                    backfill_id=backfill.id,
-                    run_key=key,
-                )
+            rows.append(
+                {
+                    "pipeline_schedule_id": backfill.pipeline_schedule_id,
+                    "pipeline_uuid": backfill.pipeline_uuid,
+                    "execution_date": run_date.execution_date,
+                    "status": PipelineRunStatus.INITIAL.value,
+                    "variables": variables,
+                    "backfill_id": backfill_id,
+                    "run_key": key,
+                }
             )
+        if rows:
+            connection.execute(insert(RUNS), rows)
         if backfill.status == BackfillStatus.INITIAL:
-            backfill.status = BackfillStatus.RUNNING
-            backfill.started_at = now or utcnow()
-    return list(
-        session.scalars(
-            select(PipelineRun)
-            .where(PipelineRun.backfill_id == backfill.id)
-            .order_by(PipelineRun.execution_date),
-            execution_options={"populate_existing": True},
-        )
-    )
-
-
-def cancel_backfill(backfill: Backfill, now: datetime | None = None) -> Backfill:
-    """Mark unfinished runs cancelled and the backfill cancelled (the scheduler stops kernels)."""
-    store = current_store()
-    session = store.session()
-    with store.write(session):
-        backfill = session.merge(backfill)
-        session.execute(
-            update(PipelineRun)
-            .where(
-                PipelineRun.backfill_id == backfill.id,
-                PipelineRun.status.in_(
-                    [PipelineRunStatus.INITIAL.value, PipelineRunStatus.RUNNING.value]
-                ),
+            connection.execute(
+                update(BACKFILLS)
+                .where(BACKFILLS.c.id == backfill_id)
+                .values(status=BackfillStatus.RUNNING.value, started_at=now or utcnow())
             )
-            .values(status=PipelineRunStatus.CANCELLED.value, completed_at=now or utcnow())
+        runs = connection.execute(
+            select(RUNS)
+            .where(RUNS.c.backfill_id == backfill_id)
+            .order_by(RUNS.c.execution_date)
         )
-        backfill.status = BackfillStatus.CANCELLED
-        backfill.completed_at = now or utcnow()
-    return backfill
+        return [from_row(RunRecord, row) for row in runs]
 
 
-def backfill_progress(backfill: Backfill) -> dict[str, int]:
+def cancel_backfill(
+    store: Store, backfill_id: int, now: datetime | None = None
+) -> BackfillRecord:
+    """Cancel every unfinished run of the backfill — each through the same path as a single
+    cancel (its block runs closed; the scheduler stops its kernel) — and the backfill."""
+    when = now or utcnow()
+    unfinished = sorted(run_states.RUN_UNFINISHED)
+    with store.write_engine.begin() as connection:
+        backfill = _read(connection, backfill_id)
+        if backfill is None:
+            raise _not_found(backfill_id)
+        run_ids = connection.execute(
+            select(RUNS.c.id).where(
+                RUNS.c.backfill_id == backfill_id, RUNS.c.status.in_(unfinished)
+            )
+        ).scalars()
+        reason = f"backfill {backfill_id} ({backfill.name}) was cancelled"
+        for run_id in list(run_ids):
+            end_run(
+                connection,
+                run_id,
+                PipelineRunStatus.CANCELLED.value,
+                reason,
+                when,
+                from_statuses=tuple(unfinished),
+            )
+        connection.execute(
+            update(BACKFILLS)
+            .where(BACKFILLS.c.id == backfill_id)
+            .values(status=BackfillStatus.CANCELLED.value, completed_at=when)
+        )
+        record = _read(connection, backfill_id)
+    assert record is not None
+    return record
+
+
+def backfill_progress(store: Store, backfill_id: int) -> dict[str, int]:
     """Run counts by status plus ``total`` and ``done`` (completed)."""
-    # A fresh snapshot, so polling shows the scheduler's progress from other processes.
-    rows = fresh_session().execute(
-        select(PipelineRun.status, func.count(PipelineRun.id))
-        .where(PipelineRun.backfill_id == backfill.id)
-        .group_by(PipelineRun.status)
-    )
-    counts = {str(status): int(count) for status, count in rows}
+    with store.engine.connect() as connection:
+        rows = connection.execute(
+            select(RUNS.c.status, func.count(RUNS.c.id))
+            .where(RUNS.c.backfill_id == backfill_id)
+            .group_by(RUNS.c.status)
+        )
+        counts = {str(getattr(status, "value", status)): int(count) for status, count in rows}
     result = {status.value: counts.get(status.value, 0) for status in PipelineRunStatus}
     result["total"] = sum(counts.values())
     result["done"] = counts.get(PipelineRunStatus.COMPLETED.value, 0)
     return result
+
+
+# Async twins: the same calls, with the database work off the caller's event loop.
+aget_backfill = twin(get_backfill)
+alist_backfills = twin(list_backfills)
+acreate_backfill = twin(create_backfill)
+aupdate_backfill = twin(update_backfill)
+adelete_backfill = twin(delete_backfill)
+apreview_run_dates = twin(preview_run_dates)
+astart_backfill = twin(start_backfill)
+acancel_backfill = twin(cancel_backfill)
+abackfill_progress = twin(backfill_progress)

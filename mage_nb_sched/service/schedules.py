@@ -1,31 +1,53 @@
-"""Creating, changing and deleting schedules: validation, activation and tokens."""
+"""Schedules: create, change, delete and read them; activation, tokens and Mage's statistics.
+
+Every function takes its :class:`~mage_nb_sched.store.engine.Store` explicitly and returns
+:class:`~mage_nb_sched.service.records.ScheduleRecord` values (never ORM rows). Nothing is written
+when any value is wrong. Each blocking function has an async twin (``acreate_schedule`` ...) that
+runs the database work off the caller's event loop.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from mage_nb_sched.core import timing
 from mage_nb_sched.core.clock import utcnow
 from mage_nb_sched.core.datetimes import to_utc
-from mage_nb_sched.core.enums import ScheduleStatus, ScheduleType
-from mage_nb_sched.core.errors import ConflictError, ValidationError
-from mage_nb_sched.core.project import (
-    normalize_pipeline_uuid,
-    require_notebook,
-    resolve_project_dir,
+from mage_nb_sched.core.enums import PipelineRunStatus, ScheduleStatus, ScheduleType
+from mage_nb_sched.core.errors import ConflictError, NotFoundError, ValidationError
+from mage_nb_sched.core.project import require_notebook, resolve_project_dir
+from mage_nb_sched.core.settings import with_defaults
+from mage_nb_sched.core.tokens import (
+    generate_token,
+    hash_token,
+    token_hint,
+    validate_token,
+    verify_token,
 )
-from mage_nb_sched.core.tokens import generate_token, hash_token, token_hint, validate_token
-from mage_nb_sched.models import Backfill, PipelineRun, PipelineSchedule, fresh_session
 from mage_nb_sched.service import fields
-from mage_nb_sched.store.engine import Store, current_store
+from mage_nb_sched.service.asynchronous import twin
+from mage_nb_sched.service.records import RunRecord, ScheduleRecord, from_row
+from mage_nb_sched.store import schema
+from mage_nb_sched.store.engine import Store
+
+SCHEDULES = schema.pipeline_schedule
+RUNS = schema.pipeline_run
+BACKFILLS = schema.backfill
 
 SCHEDULE_FIELDS = {*fields.SCHEDULE_VALUE_CHECKS, "id", "pipeline_uuid", "token", "in_code"}
+#: Runs Mage averages for landing time and ``runtime_average``.
+RUNTIME_SAMPLE = 7
 
 
-def _project_dir(store: Store) -> Any:
+def project_dir_of(store: Store) -> Path:
+    """The store's project dir (where notebooks and ``triggers.yaml`` files live)."""
     return store.project_dir or resolve_project_dir()
 
 
@@ -41,8 +63,8 @@ def clean_schedule_fields(values: dict[str, Any], store: Store) -> dict[str, Any
         elif key in fields.SCHEDULE_VALUE_CHECKS:
             cleaned[key] = fields.SCHEDULE_VALUE_CHECKS[key](value)
         elif key == "pipeline_uuid":
-            uuid = normalize_pipeline_uuid(value)
-            require_notebook(_project_dir(store), uuid)
+            uuid = fields.pipeline_uuid(value)
+            require_notebook(project_dir_of(store), uuid)
             cleaned[key] = uuid
         elif key == "token":
             cleaned[key] = None if value is None else validate_token(value)
@@ -70,16 +92,242 @@ def _check_whole(state: dict[str, Any]) -> None:
         )
 
 
-def _apply_token(schedule: PipelineSchedule, token: str | None) -> str:
+def _token_columns(token: str | None) -> tuple[str, dict[str, Any]]:
     clear = token or generate_token()
-    schedule.token_hash = hash_token(clear)
-    schedule.token_hint = token_hint(clear)
-    return clear
+    return clear, {"token_hash": hash_token(clear), "token_hint": token_hint(clear)}
 
 
-def create_schedule(*, now: datetime | None = None, **values: Any) -> PipelineSchedule:
-    """Validate and insert one schedule. Nothing is written when anything is wrong."""
-    store = current_store()
+def _read(connection: Connection, schedule_id: int) -> ScheduleRecord | None:
+    row = connection.execute(select(SCHEDULES).where(SCHEDULES.c.id == schedule_id)).first()
+    return None if row is None else from_row(ScheduleRecord, row)
+
+
+def _not_found(schedule_id: Any) -> NotFoundError:
+    return NotFoundError(
+        f"pipeline_schedule_id={schedule_id!r}: no such schedule. "
+        "List schedules with PipelineSchedule.query.all() or list_schedules(store)."
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Reads
+# --------------------------------------------------------------------------------------------
+
+
+def get_schedule(store: Store, schedule_id: int) -> ScheduleRecord:
+    """A schedule by id, or a :class:`NotFoundError` that says how to list them."""
+    with store.engine.connect() as connection:
+        record = _read(connection, schedule_id)
+    if record is None:
+        raise _not_found(schedule_id)
+    return record
+
+
+def find_schedule(store: Store, pipeline_uuid: str, name: str) -> ScheduleRecord | None:
+    """The schedule called ``name`` of pipeline ``pipeline_uuid``, if there is one."""
+    with store.engine.connect() as connection:
+        row = connection.execute(
+            select(SCHEDULES).where(
+                SCHEDULES.c.pipeline_uuid == pipeline_uuid, SCHEDULES.c.name == name
+            )
+        ).first()
+    return None if row is None else from_row(ScheduleRecord, row)
+
+
+def list_schedules(
+    store: Store,
+    *,
+    pipeline_uuid: str | None = None,
+    pipeline_uuids: Sequence[str] | None = None,
+    status: str | None = None,
+    schedule_type: str | None = None,
+    in_code: bool | None = None,
+) -> list[ScheduleRecord]:
+    """Schedules matching every filter given, oldest first."""
+    statement = select(SCHEDULES).order_by(SCHEDULES.c.id)
+    if pipeline_uuid is not None:
+        statement = statement.where(SCHEDULES.c.pipeline_uuid == pipeline_uuid)
+    if pipeline_uuids is not None:
+        statement = statement.where(SCHEDULES.c.pipeline_uuid.in_(list(pipeline_uuids)))
+    if status is not None:
+        value = fields.enum_value(status, ScheduleStatus, "status")
+        statement = statement.where(SCHEDULES.c.status == value.value)
+    if schedule_type is not None:
+        value = fields.enum_value(schedule_type, ScheduleType, "schedule_type")
+        statement = statement.where(SCHEDULES.c.schedule_type == value.value)
+    if in_code is not None:
+        statement = statement.where(SCHEDULES.c.in_code.is_(in_code))
+    with store.engine.connect() as connection:
+        return [from_row(ScheduleRecord, row) for row in connection.execute(statement)]
+
+
+@dataclass(frozen=True)
+class ScheduleStats:
+    """Mage's computed schedule fields, read in one round trip."""
+
+    pipeline_runs_count: int
+    pipeline_in_progress_runs_count: int
+    last_pipeline_run_status: PipelineRunStatus | None
+
+
+def schedule_stats(store: Store, schedule_id: int) -> ScheduleStats:
+    """Run count, runs in progress (initial or running) and the newest run's status."""
+    unfinished = [PipelineRunStatus.INITIAL.value, PipelineRunStatus.RUNNING.value]
+    of_schedule = RUNS.c.pipeline_schedule_id == schedule_id
+    with store.engine.connect() as connection:
+        counts = connection.execute(
+            select(
+                func.count(RUNS.c.id),
+                func.count(RUNS.c.id).filter(RUNS.c.status.in_(unfinished)),
+            ).where(of_schedule)
+        ).one()
+        last = connection.execute(
+            select(RUNS.c.status)
+            .where(of_schedule)
+            .order_by(RUNS.c.created_at.desc(), RUNS.c.id.desc())
+            .limit(1)
+        ).scalar()
+    status = None if last is None else PipelineRunStatus(last)
+    return ScheduleStats(int(counts[0] or 0), int(counts[1] or 0), status)
+
+
+def recently_completed_runs(
+    store: Store,
+    schedule_id: int,
+    *,
+    exclude_run_id: int | None = None,
+    sample_size: int | None = None,
+) -> list[RunRecord]:
+    """Completed runs of a schedule, newest execution date first (at most ``sample_size``)."""
+    statement = select(RUNS).where(
+        RUNS.c.pipeline_schedule_id == schedule_id,
+        RUNS.c.status == PipelineRunStatus.COMPLETED.value,
+    )
+    if exclude_run_id is not None:
+        statement = statement.where(RUNS.c.id != exclude_run_id)
+    statement = statement.order_by(RUNS.c.execution_date.desc(), RUNS.c.id.desc())
+    if sample_size:
+        statement = statement.limit(sample_size)
+    with store.engine.connect() as connection:
+        return [from_row(RunRecord, row) for row in connection.execute(statement)]
+
+
+def runtime_history(
+    store: Store,
+    schedule_id: int,
+    *,
+    run: RunRecord | None = None,
+    sample_size: int | None = None,
+) -> list[float]:
+    """Runtimes in seconds (creation → completion, Mage's measure) of up to ``sample_size``
+    (7) recent completed runs; ``run``'s own runtime first when given and completed."""
+    size = sample_size or RUNTIME_SAMPLE
+    exclude = None if run is None else run.id
+    runtimes = [
+        (done.completed_at - done.created_at).total_seconds()
+        for done in recently_completed_runs(
+            store, schedule_id, exclude_run_id=exclude, sample_size=size
+        )
+        if done.completed_at is not None
+    ]
+    if run is not None and run.completed_at is not None:
+        runtimes.insert(0, (run.completed_at - run.created_at).total_seconds())
+    return runtimes[:size]
+
+
+def timing_of(schedule: ScheduleRecord | Any) -> timing.ScheduleTiming:
+    """A schedule's time facts for :mod:`mage_nb_sched.core.timing` (pure maths)."""
+    settings = with_defaults(schedule.settings)
+    interval = schedule.schedule_interval
+    return timing.ScheduleTiming(
+        schedule_interval=interval,
+        timezone=str(settings["timezone"]),
+        start_time=schedule.start_time,
+        last_enabled_at=schedule.last_enabled_at,
+        landing_time_enabled=(
+            schedule.schedule_type == ScheduleType.TIME
+            and interval in timing.LANDING_INTERVALS
+            and bool(settings["landing_time_enabled"])
+        ),
+    )
+
+
+def _runtimes_for(store: Store, schedule: ScheduleRecord | Any) -> list[float]:
+    facts = timing_of(schedule)
+    if not facts.landing_time_enabled or schedule.id is None:
+        return []
+    return runtime_history(store, schedule.id)
+
+
+def current_execution_date(
+    store: Store, schedule: ScheduleRecord | Any, now: datetime
+) -> datetime | None:
+    """The execution date a run created at ``now`` would get."""
+    return timing.current_execution_date(timing_of(schedule), now, _runtimes_for(store, schedule))
+
+
+def next_execution_date(
+    store: Store, schedule: ScheduleRecord | Any, now: datetime
+) -> datetime | None:
+    """The execution date of the period after the current one (None if not periodic)."""
+    return timing.next_execution_date(timing_of(schedule), now, _runtimes_for(store, schedule))
+
+
+def should_schedule(
+    store: Store, schedule: ScheduleRecord | Any, now: datetime
+) -> timing.ScheduleDecision:
+    """Mage's ``should_schedule`` at ``now``: truthy when a run is due, ``.reason`` says why."""
+    if schedule.schedule_type != ScheduleType.TIME:
+        return timing.ScheduleDecision(
+            False,
+            None,
+            f"{schedule.schedule_type!s} schedules fire on events or API calls, not on time",
+        )
+    settings = with_defaults(schedule.settings)
+    stats = schedule_stats(store, schedule.id)
+
+    def run_exists_for(execution_date: datetime) -> bool:
+        with store.engine.connect() as connection:
+            found = connection.execute(
+                select(RUNS.c.id)
+                .where(
+                    RUNS.c.pipeline_schedule_id == schedule.id,
+                    RUNS.c.execution_date == execution_date,
+                )
+                .limit(1)
+            ).scalar()
+        return found is not None
+
+    last = stats.last_pipeline_run_status
+    return timing.decide(
+        timing_of(schedule),
+        now,
+        status=str(schedule.status),
+        create_initial_pipeline_run=bool(settings["create_initial_pipeline_run"]),
+        run_count=stats.pipeline_runs_count,
+        last_run_status=None if last is None else str(last),
+        run_exists_for=run_exists_for,
+        runtimes=_runtimes_for(store, schedule),
+    )
+
+
+def check_token(store: Store, schedule_id: int, token: str) -> bool:
+    """Whether ``token`` is the schedule's API token (constant-time comparison of hashes)."""
+    with store.engine.connect() as connection:
+        stored = connection.execute(
+            select(SCHEDULES.c.token_hash).where(SCHEDULES.c.id == schedule_id)
+        ).scalar()
+    return verify_token(token, stored)
+
+
+# --------------------------------------------------------------------------------------------
+# Writes
+# --------------------------------------------------------------------------------------------
+
+
+def create_schedule(store: Store, *, now: datetime | None = None, **values: Any) -> ScheduleRecord:
+    """Validate and insert one schedule; the record carries the clear ``token`` (shown once).
+    Nothing is written when anything is wrong."""
     for required in ("name", "pipeline_uuid"):
         if values.get(required) is None:
             raise ValidationError(
@@ -94,125 +342,131 @@ def create_schedule(*, now: datetime | None = None, **values: Any) -> PipelineSc
     cleaned.setdefault("status", ScheduleStatus.INACTIVE)
     _check_whole(cleaned)
     if cleaned["status"] == ScheduleStatus.ACTIVE and cleaned.get("last_enabled_at") is None:
+        # A schedule created active counts as activated (Mage's own API does the same).
         cleaned["last_enabled_at"] = to_utc(now) if now else utcnow()
-    token = cleaned.pop("token", None)
+    clear, token_columns = _token_columns(cleaned.pop("token", None))
     try:
-        with store.write() as session:
-            _refuse_duplicate_name(session, cleaned["pipeline_uuid"], cleaned["name"], None)
-            schedule = PipelineSchedule(**cleaned)
-            clear = _apply_token(schedule, token)
-            session.add(schedule)
-            session.flush()
+        with store.write_engine.begin() as connection:
+            _refuse_duplicate_name(connection, cleaned["pipeline_uuid"], cleaned["name"], None)
+            result = connection.execute(insert(SCHEDULES).values(**cleaned, **token_columns))
+            key = result.inserted_primary_key
+            assert key is not None
+            record = _read(connection, int(key[0]))
     except IntegrityError as err:
         raise _integrity_error(err, cleaned) from err
-    schedule.token = clear
-    return schedule
+    assert record is not None
+    return _with_token(record, clear)
+
+
+def _with_token(record: ScheduleRecord, token: str) -> ScheduleRecord:
+    return replace(record, token=token)
 
 
 def update_schedule(
-    schedule: PipelineSchedule,
+    store: Store,
+    schedule_id: int,
     *,
     now: datetime | None = None,
     sync_file: bool = True,
     **values: Any,
-) -> PipelineSchedule:
-    """Validate and apply changes to a schedule; activation stamps ``last_enabled_at``.
+) -> ScheduleRecord:
+    """Validate and apply changes to a schedule; activation stamps ``last_enabled_at``; a
+    change that may move its next due time makes the scheduler look at it again.
 
     A schedule defined in a ``triggers.yaml`` writes its new values back to the file unless
-    ``sync_file`` is False (the file sync itself passes False)."""
-    store = current_store()
+    ``sync_file`` is False (the file sync itself passes False). The record carries the new
+    clear ``token`` when one was given."""
     if "id" in values:
         raise ValidationError("id", values["id"], "the id cannot change", "Leave id out.")
     cleaned = clean_schedule_fields(values, store)
-    session = store.session()
-    if schedule not in session:
-        schedule = session.merge(schedule)
-    old_name, old_pipeline = schedule.name, schedule.pipeline_uuid
-    state = {key: getattr(schedule, key) for key in SCHEDULE_FIELDS - {"token", "id"}}
+    current = get_schedule(store, schedule_id)
+    state = {key: getattr(current, key) for key in SCHEDULE_FIELDS - {"token", "id"}}
     state.update(cleaned)
     _check_whole(state)
     activating = (
         cleaned.get("status") == ScheduleStatus.ACTIVE
-        and schedule.status != ScheduleStatus.ACTIVE
+        and current.status != ScheduleStatus.ACTIVE
         and "last_enabled_at" not in cleaned
     )
-    token = cleaned.pop("token", None)
+    clear: str | None = None
+    if "token" in cleaned:
+        clear, token_columns = _token_columns(cleaned.pop("token"))
+        cleaned.update(token_columns)
+    if activating:
+        cleaned["last_enabled_at"] = to_utc(now) if now else utcnow()
+    if any(key in cleaned for key in schema.TIMING_ATTRIBUTES):
+        # Whatever changed, the scheduler must look at the schedule again: its next due time
+        # may have moved.
+        cleaned["next_due_at"] = schema.EVALUATE_NOW
     try:
-        with store.write(session):
+        with store.write_engine.begin() as connection:
             if "name" in cleaned or "pipeline_uuid" in cleaned:
-                _refuse_duplicate_name(session, state["pipeline_uuid"], state["name"], schedule.id)
-            for key, value in cleaned.items():
-                setattr(schedule, key, value)
-            if activating:
-                schedule.last_enabled_at = to_utc(now) if now else utcnow()
-            if "token" in values:
-                schedule.token = _apply_token(schedule, token)
+                _refuse_duplicate_name(
+                    connection, state["pipeline_uuid"], state["name"], schedule_id
+                )
+            if cleaned:
+                written = connection.execute(
+                    update(SCHEDULES).where(SCHEDULES.c.id == schedule_id).values(**cleaned)
+                )
+                if written.rowcount != 1:
+                    raise _not_found(schedule_id)
+            record = _read(connection, schedule_id)
     except IntegrityError as err:
-        session.refresh(schedule)
         raise _integrity_error(err, state) from err
-    if sync_file and schedule.in_code:
-        from mage_nb_sched import triggers
+    if record is None:
+        raise _not_found(schedule_id)
+    if sync_file and record.in_code:
+        from mage_nb_sched.service import triggers
 
-        if (old_name, old_pipeline) != (schedule.name, schedule.pipeline_uuid):
-            triggers.remove_from_file(old_pipeline, old_name, _project_dir(store))
-        triggers.write_back(schedule, _project_dir(store))
-    return schedule
-
-
-def rotate_token(schedule: PipelineSchedule) -> str:
-    """Give the schedule a new random API token; the old one stops working at once."""
-    store = current_store()
-    session = store.session()
-    with store.write(session):
-        schedule = session.merge(schedule)
-        clear = _apply_token(schedule, None)
-    schedule.token = clear
-    return clear
+        if (current.name, current.pipeline_uuid) != (record.name, record.pipeline_uuid):
+            triggers.remove_from_file(project_dir_of(store), current.pipeline_uuid, current.name)
+        triggers.write_back(project_dir_of(store), record)
+    return record if clear is None else _with_token(record, clear)
 
 
-def delete_schedule(schedule: PipelineSchedule, *, sync_file: bool = True) -> None:
+def rotate_token(store: Store, schedule_id: int) -> ScheduleRecord:
+    """Give the schedule a new random API token; the old one stops working at once. The
+    record carries the new clear token (shown once)."""
+    clear, token_columns = _token_columns(None)
+    with store.write_engine.begin() as connection:
+        written = connection.execute(
+            update(SCHEDULES).where(SCHEDULES.c.id == schedule_id).values(**token_columns)
+        )
+        if written.rowcount != 1:
+            raise _not_found(schedule_id)
+        record = _read(connection, schedule_id)
+    assert record is not None
+    return _with_token(record, clear)
+
+
+def delete_schedule(store: Store, schedule_id: int, *, sync_file: bool = True) -> None:
     """Delete a schedule with its runs, block runs and backfills (in one transaction).
 
     A schedule defined in a ``triggers.yaml`` is removed from the file too (unless
     ``sync_file`` is False)."""
-    store = current_store()
-    session = store.session()
-    in_code, name, pipeline_uuid = schedule.in_code, schedule.name, schedule.pipeline_uuid
-    with store.write(session):
-        schedule_id = schedule.id
+    with store.write_engine.begin() as connection:
+        record = _read(connection, schedule_id)
+        if record is None:
+            raise _not_found(schedule_id)
         # Bulk deletes so this stays one statement per table however many runs there are; the
         # foreign keys cascade block runs.
-        session.execute(delete(PipelineRun).where(PipelineRun.pipeline_schedule_id == schedule_id))
-        session.execute(delete(Backfill).where(Backfill.pipeline_schedule_id == schedule_id))
-        session.execute(delete(PipelineSchedule).where(PipelineSchedule.id == schedule_id))
-    if schedule in session:
-        session.expunge(schedule)
-    if sync_file and in_code:
-        from mage_nb_sched import triggers
+        connection.execute(delete(RUNS).where(RUNS.c.pipeline_schedule_id == schedule_id))
+        connection.execute(delete(BACKFILLS).where(BACKFILLS.c.pipeline_schedule_id == schedule_id))
+        connection.execute(delete(SCHEDULES).where(SCHEDULES.c.id == schedule_id))
+    if sync_file and record.in_code:
+        from mage_nb_sched.service import triggers
 
-        triggers.remove_from_file(pipeline_uuid, name, _project_dir(store))
+        triggers.remove_from_file(project_dir_of(store), record.pipeline_uuid, record.name)
 
 
-def get_schedule(schedule_id: int) -> PipelineSchedule:
-    """A schedule by id, or a NotFoundError that says how to list them."""
-    from mage_nb_sched.core.errors import NotFoundError
-
-    # A fresh snapshot: a schedule another process created since our last read must be found.
-    schedule = fresh_session().get(PipelineSchedule, schedule_id, populate_existing=True)
-    if schedule is None:
-        raise NotFoundError(
-            f"pipeline_schedule_id={schedule_id!r}: no such schedule. "
-            "List schedules with PipelineSchedule.query.all()."
+def _refuse_duplicate_name(
+    connection: Connection, pipeline_uuid: str, name: str, own_id: int | None
+) -> None:
+    existing = connection.execute(
+        select(SCHEDULES.c.id).where(
+            SCHEDULES.c.pipeline_uuid == pipeline_uuid, SCHEDULES.c.name == name
         )
-    return schedule
-
-
-def _refuse_duplicate_name(session: Any, pipeline_uuid: str, name: str, own_id: int | None) -> None:
-    existing = session.scalar(
-        select(PipelineSchedule.id).where(
-            PipelineSchedule.pipeline_uuid == pipeline_uuid, PipelineSchedule.name == name
-        )
-    )
+    ).scalar()
     if existing is not None and existing != own_id:
         raise ConflictError(
             "name",
@@ -245,3 +499,20 @@ def _integrity_error(err: IntegrityError, state: dict[str, Any]) -> ConflictErro
         f"the database refused the write ({message})",
         "Check the values and try again.",
     )
+
+
+# Async twins: the same calls, with the database work off the caller's event loop.
+aget_schedule = twin(get_schedule)
+afind_schedule = twin(find_schedule)
+alist_schedules = twin(list_schedules)
+aschedule_stats = twin(schedule_stats)
+arecently_completed_runs = twin(recently_completed_runs)
+aruntime_history = twin(runtime_history)
+acurrent_execution_date = twin(current_execution_date)
+anext_execution_date = twin(next_execution_date)
+ashould_schedule = twin(should_schedule)
+acheck_token = twin(check_token)
+acreate_schedule = twin(create_schedule)
+aupdate_schedule = twin(update_schedule)
+arotate_token = twin(rotate_token)
+adelete_schedule = twin(delete_schedule)

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from sqlalchemy import select
 
 from mage_nb_sched.core.datetimes import coerce_datetime, to_utc
 from mage_nb_sched.core.enums import ScheduleInterval, ScheduleStatus, ScheduleType
@@ -35,10 +34,11 @@ from mage_nb_sched.core.project import (
     normalize_pipeline_uuid,
     notebook_path,
     pipeline_uuid_for,
-    resolve_project_dir,
 )
+from mage_nb_sched.service import schedules
 from mage_nb_sched.service.fields import SCHEDULE_VALUE_CHECKS
-from mage_nb_sched.store.engine import current_store
+from mage_nb_sched.service.records import ScheduleRecord
+from mage_nb_sched.store.engine import Store
 
 #: Keys of a trigger entry, in the order they are written: the schedule's own value fields.
 TRIGGER_KEYS = tuple(SCHEDULE_VALUE_CHECKS)
@@ -46,7 +46,7 @@ TRIGGER_KEYS = tuple(SCHEDULE_VALUE_CHECKS)
 
 @dataclass
 class Trigger:
-    """Mage's trigger config: the YAML/dataclass form of a :class:`PipelineSchedule`."""
+    """Mage's trigger config: the YAML/dataclass form of a schedule."""
 
     name: str
     pipeline_uuid: str | None = None
@@ -147,16 +147,12 @@ def write_triggers_file(path: Path, entries: list[dict[str, Any]]) -> None:
     os.replace(temporary, path)
 
 
-def add_or_update_trigger_for_pipeline_and_persist(
-    trigger: Trigger, pipeline_uuid: str, project_dir: str | os.PathLike[str] | None = None
-) -> Trigger:
+def persist_trigger(store: Store, root: Path, trigger: Trigger, pipeline_uuid: str) -> Trigger:
     """Write ``trigger`` into the pipeline's ``triggers.yaml`` (replacing an entry of the same
     name) and apply it to the store right away. Returns the trigger as written."""
-    store = current_store()
-    root = Path(project_dir) if project_dir else (store.project_dir or resolve_project_dir())
     uuid = normalize_pipeline_uuid(pipeline_uuid)
     trigger.pipeline_uuid = uuid
-    schedule = _apply_trigger(trigger)
+    schedule = apply_trigger(store, trigger)
     path = triggers_path(root, uuid)
     entries = read_triggers_file(path) if path.exists() else []
     written = Trigger.from_schedule(schedule).to_yaml_entry()
@@ -170,23 +166,14 @@ def add_or_update_trigger_for_pipeline_and_persist(
     return Trigger.from_yaml_entry(written, uuid)
 
 
-def _apply_trigger(trigger: Trigger) -> Any:
+def apply_trigger(store: Store, trigger: Trigger) -> ScheduleRecord:
     """Create or update the schedule of a trigger; returns the schedule."""
-    from mage_nb_sched.models import PipelineSchedule
-    from mage_nb_sched.service import schedules
-
     assert trigger.pipeline_uuid is not None
-    session = current_store().session()
-    existing = session.scalar(
-        select(PipelineSchedule).where(
-            PipelineSchedule.pipeline_uuid == trigger.pipeline_uuid,
-            PipelineSchedule.name == trigger.name,
-        ),
-        execution_options={"populate_existing": True},
-    )
+    existing = schedules.find_schedule(store, trigger.pipeline_uuid, trigger.name)
     values = trigger.schedule_values()
     if existing is None:
         return schedules.create_schedule(
+            store,
             pipeline_uuid=trigger.pipeline_uuid,
             in_code=True,
             **{k: v for k, v in values.items() if v is not None},
@@ -199,7 +186,9 @@ def _apply_trigger(trigger: Trigger) -> Any:
     if "last_enabled_at" in changes and values.get("last_enabled_at") is None:
         del changes["last_enabled_at"]  # the file does not track activation stamps
     if changes or not existing.in_code:
-        schedules.update_schedule(existing, sync_file=False, in_code=True, **changes)
+        return schedules.update_schedule(
+            store, existing.id, sync_file=False, in_code=True, **changes
+        )
     return existing
 
 
@@ -261,20 +250,13 @@ def trigger_files(root: Path) -> dict[Path, int]:
     return found
 
 
-def sync_triggers(project_dir: str | os.PathLike[str] | None = None) -> SyncReport:
-    """Reconcile every ``*.triggers.yaml`` in the project with the store.
+def sync_triggers(store: Store, root: Path) -> SyncReport:
+    """Reconcile every ``*.triggers.yaml`` under ``root`` (the project dir) with the store.
 
     Entries create or update schedules; schedules that came from a file but are no longer in it
     (or whose file is gone) are deleted. A bad entry is reported in ``errors`` and the others still
     sync; a file that cannot be read at all leaves its pipeline's schedules untouched.
     """
-    from mage_nb_sched.models import PipelineSchedule
-    from mage_nb_sched.service import schedules
-
-    store = current_store()
-    root = (
-        Path(project_dir).resolve() if project_dir else (store.project_dir or resolve_project_dir())
-    )
     report = SyncReport()
     seen: set[tuple[str, str]] = set()
     unreadable: set[str] = set()
@@ -297,9 +279,9 @@ def sync_triggers(project_dir: str | os.PathLike[str] | None = None) -> SyncRepo
                 trigger = Trigger.from_yaml_entry(entry, uuid)
                 label = f"{uuid}:{trigger.name}"
                 seen.add((uuid, trigger.name))
-                before = _snapshot(uuid, trigger.name)
-                _apply_trigger(trigger)
-                after = _snapshot(uuid, trigger.name)
+                before = _snapshot(store, uuid, trigger.name)
+                apply_trigger(store, trigger)
+                after = _snapshot(store, uuid, trigger.name)
                 if before is None:
                     report.created.append(label)
                 elif before != after:
@@ -314,47 +296,34 @@ def sync_triggers(project_dir: str | os.PathLike[str] | None = None) -> SyncRepo
             cleaned_entries.append(entry)
         if rewrite:
             write_triggers_file(path, cleaned_entries)
-    session = store.session()
-    in_code = session.scalars(
-        select(PipelineSchedule).where(PipelineSchedule.in_code.is_(True)),
-        execution_options={"populate_existing": True},
-    ).all()
-    for schedule in in_code:
+    for schedule in schedules.list_schedules(store, in_code=True):
         key = (schedule.pipeline_uuid, schedule.name)
         if key in seen or schedule.pipeline_uuid in unreadable:
             continue
         report.deleted.append(f"{schedule.pipeline_uuid}:{schedule.name}")
-        schedules.delete_schedule(schedule, sync_file=False)
+        schedules.delete_schedule(store, schedule.id, sync_file=False)
     return report
 
 
-def _snapshot(pipeline_uuid: str, name: str) -> tuple[Any, ...] | None:
-    from mage_nb_sched.models import PipelineSchedule
-
-    row = (
-        current_store()
-        .session()
-        .execute(
-            select(
-                PipelineSchedule.schedule_type,
-                PipelineSchedule.schedule_interval,
-                PipelineSchedule.start_time,
-                PipelineSchedule.status,
-                PipelineSchedule.variables,
-                PipelineSchedule.sla,
-                PipelineSchedule.settings,
-                PipelineSchedule.description,
-                PipelineSchedule.token_hash,
-            ).where(PipelineSchedule.pipeline_uuid == pipeline_uuid, PipelineSchedule.name == name)
-        )
-        .first()
+def _snapshot(store: Store, pipeline_uuid: str, name: str) -> tuple[Any, ...] | None:
+    record = schedules.find_schedule(store, pipeline_uuid, name)
+    if record is None:
+        return None
+    return (
+        record.schedule_type,
+        record.schedule_interval,
+        record.start_time,
+        record.status,
+        record.variables,
+        record.sla,
+        record.settings,
+        record.description,
+        record.token_hint,
     )
-    return None if row is None else tuple(row)
 
 
-def write_back(schedule: Any, project_dir: Path | None = None) -> None:
+def write_back(root: Path, schedule: ScheduleRecord | Any) -> None:
     """Write an in-code schedule's current values into its file (store → YAML)."""
-    root = project_dir or current_store().project_dir or resolve_project_dir()
     path = triggers_path(root, schedule.pipeline_uuid)
     entries = read_triggers_file(path) if path.exists() else []
     written = Trigger.from_schedule(schedule).to_yaml_entry()
@@ -367,9 +336,8 @@ def write_back(schedule: Any, project_dir: Path | None = None) -> None:
     write_triggers_file(path, entries)
 
 
-def remove_from_file(pipeline_uuid: str, name: str, project_dir: Path | None = None) -> None:
+def remove_from_file(root: Path, pipeline_uuid: str, name: str) -> None:
     """Remove a deleted schedule's entry from its file (deletions sync to code)."""
-    root = project_dir or current_store().project_dir or resolve_project_dir()
     path = triggers_path(root, pipeline_uuid)
     if not path.exists():
         return

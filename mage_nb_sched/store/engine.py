@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import re
 import threading
@@ -197,9 +198,20 @@ def _migration_lock(store: Store) -> Iterator[None]:
     yield
 
 
+def _quiet_alembic() -> None:
+    """Alembic logs several INFO lines (plugins, context, each revision) on every first open;
+    they say nothing a user can act on. Unless the application configured the ``alembic``
+    logger itself, only its warnings and errors are shown."""
+    logger = logging.getLogger("alembic")
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.WARNING)
+
+
 def migrate(store: Store, revision: str = "head") -> None:
     """Bring the database to ``revision`` (default: the latest). Safe to call concurrently."""
     from alembic import command
+
+    _quiet_alembic()
 
     try:
         if revision == "head" and current_revision(store.engine) == head_revision():

@@ -18,8 +18,8 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from mage_nb_sched.models import scheduler_lease
 from mage_nb_sched.store.engine import Store
+from mage_nb_sched.store.schema import scheduler_lease
 
 LEADER = "leader"
 _INSTANCE_PREFIX = "instance:"
@@ -99,9 +99,7 @@ def acquire(
         return True
 
 
-def take_over_from_dead(
-    store: Store, name: str, owner: str, now: datetime, seconds: float
-) -> bool:
+def take_over_from_dead(store: Store, name: str, owner: str, now: datetime, seconds: float) -> bool:
     """Take lease ``name`` before it expires if its holder is a scheduler process on this host
     that no longer exists (killed, crashed): no need to wait out the lease."""
     current = holder(store, name)

@@ -1,12 +1,25 @@
-"""The executor interface: submit a run id, get its final status back."""
+"""The executor interface: submit a run id, get its final status back.
+
+:class:`Executor` is the interface the scheduler loop (:class:`~mage_nb_sched.scheduling.loop.
+Scheduler`) drives; :class:`~mage_nb_sched.execution.executors.local.LocalExecutor` (a pool of
+local worker processes with warm kernels) is the implementation beside it. A Dask executor
+plugs in the same way: subclass :class:`Executor`, implement every abstract method, and name the
+class in config — ``c.Scheduler.executor_class`` or ``c.MageNbSchedApp.executor_class`` (a class
+or its dotted import path; anything that is not an :class:`Executor` subclass is refused).
+"""
 
 from __future__ import annotations
 
 import asyncio
+from abc import ABCMeta, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from traitlets import MetaHasTraits
 from traitlets.config import LoggingConfigurable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mage_nb_sched.store.artifacts import ArtifactStore
 
 
 @dataclass(frozen=True)
@@ -20,45 +33,101 @@ class RunResult:
     blocks: list[dict[str, Any]] = field(default_factory=list)
 
 
-class Executor(LoggingConfigurable):
+class _ExecutorMeta(MetaHasTraits, ABCMeta):
+    """Traitlets' metaclass and ``abc``'s together, so a traitlets ``Configurable`` can have
+    abstract methods (as jupyter_client's ``KernelProvisionerMeta`` does)."""
+
+
+class Executor(LoggingConfigurable, metaclass=_ExecutorMeta):
     """Executes pipeline runs somewhere other than the caller's event loop.
 
-    ``submit`` returns at once with a future that resolves to the run's :class:`RunResult`. An
-    executor never raises for a failure of user code: the run's status says what happened.
-    Executors are traitlets ``Configurable``: the server extension and the headless scheduler
-    pick the class and its options from Jupyter config (``c.LocalExecutor.workers = 4``).
+    **Construction.** The scheduler creates its executor as ``executor_class(store,
+    parent=scheduler)``: the first argument is the :class:`~mage_nb_sched.store.engine.Store`
+    the runs live in; keyword arguments are traitlets (options come from Jupyter config, e.g.
+    ``c.LocalExecutor.workers = 4``). A subclass that defines ``__init__`` takes ``store`` first
+    and passes the keyword arguments on to ``super().__init__``. Creating an executor starts
+    nothing: :meth:`start` does.
+
+    **Calls.** Every method is called on the caller's event loop (the Jupyter server's, in the
+    extension) and must return quickly: workers, kernels and database writes belong elsewhere
+    (processes, threads). The scheduler calls :meth:`start` once, then :meth:`submit` for at
+    most :attr:`capacity` runs at a time, :meth:`cancel` / :meth:`kill` for runs that must stop,
+    and :meth:`shutdown` once at the end.
+
+    **Runs.** The scheduler has already taken a run (its ``owner`` is the scheduler) when it
+    submits it; the executor executes it — claims it ``initial → running`` and writes its block
+    runs and final status through the runner (:mod:`mage_nb_sched.execution.runner`) — and
+    resolves the run's future with a :class:`RunResult`. An executor never raises for a failure
+    of user code: the run's status says what happened.
     """
 
-    #: Set by the scheduler that drives this executor (its instance id): runs it fails on its
-    #: own (a dead worker) are failed only while they still belong to that scheduler.
+    #: Set by the scheduler that drives this executor (its instance id) before :meth:`start`:
+    #: runs it fails on its own (a dead worker, an unstartable pool) are failed only while
+    #: they still belong to that owner in the database (another scheduler may have taken them
+    #: over). None: no such check (an executor used without a scheduler).
     owner: str | None = None
 
+    #: Set by the scheduler before :meth:`start`: where runs executed here put their outputs,
+    #: logs and executed notebooks. None means the local data dir
+    #: (:class:`~mage_nb_sched.store.artifacts.LocalArtifactStore`), which is also what
+    #: :class:`~mage_nb_sched.execution.executors.local.LocalExecutor`'s workers use today. An
+    #: executor whose workers run on other machines (Dask) needs a store they share (an
+    #: fsspec URL) and hands it to them.
+    artifacts: ArtifactStore | None = None
+
+    @abstractmethod
     async def start(self) -> None:
-        """Start workers (and their warm kernels)."""
-        raise NotImplementedError
+        """Start workers (and their warm kernels); return once they can take runs.
 
+        Called once, before any other method, on the event loop the executor then uses for
+        its lifetime. Raising here means the scheduler could not start (it is logged and the
+        scheduler does not run).
+        """
+
+    @abstractmethod
     async def submit(self, run_id: int) -> asyncio.Future[RunResult]:
-        """Queue a run for execution; the future resolves when it has finished."""
-        raise NotImplementedError
+        """Queue run ``run_id`` for execution and return at once with a future.
 
+        The future resolves (never raises) with the run's :class:`RunResult` when it has
+        finished — ``completed``, ``failed`` or ``cancelled``, or ``initial`` when
+        :meth:`shutdown` stopped it before it ended (the scheduler queues it again). Submitting
+        a run that is already queued or executing here returns the same future. Raises only if
+        the executor cannot take runs at all (e.g. it is shutting down); the scheduler then
+        leaves the run to recovery.
+        """
+
+    @abstractmethod
     async def cancel(self, run_id: int) -> None:
-        """Stop a queued or executing run (interrupt, then kill its kernel)."""
-        raise NotImplementedError
+        """Ask run ``run_id`` to stop: a queued run is cancelled at once (``initial →
+        cancelled``, its future resolves); an executing one is interrupted and its kernel shut
+        down, and its future resolves when it has ended. A run not here is ignored. Returns
+        without waiting for the run to end; if it has not ended ``kill_grace`` seconds later
+        the scheduler calls :meth:`kill`.
+        """
 
+    @abstractmethod
     async def kill(self, run_id: int) -> None:
-        """Stop a run that did not respond to :meth:`cancel`, by force (its worker is killed)."""
-        raise NotImplementedError
+        """Stop run ``run_id`` by force, because it did not respond to :meth:`cancel` (a hung
+        worker): kill what executes it (the local worker process and its kernels), fail the
+        runs that were executing there with the reason, resolve their futures and replace the
+        worker. A run not here is ignored.
+        """
 
+    @abstractmethod
     async def shutdown(self, grace: float = 10.0) -> None:
-        """Give executing runs ``grace`` seconds, then kill their kernels and stop."""
-        raise NotImplementedError
+        """Stop: give executing runs ``grace`` seconds to finish, then kill their kernels and
+        workers. Queued runs' futures resolve with status ``initial`` (not started); runs
+        killed while executing are failed with the reason. Returns when nothing is left
+        running; :meth:`submit` raises afterwards. Called once, last.
+        """
 
     @property
+    @abstractmethod
     def capacity(self) -> int:
-        """How many runs can execute at once (the scheduler hands over no more than this)."""
-        raise NotImplementedError
+        """How many runs can execute at once; the scheduler never has more than this many
+        submitted and unfinished. Read on every pass: it may change (workers lost or added)."""
 
     @property
+    @abstractmethod
     def active_runs(self) -> set[int]:
-        """Ids of runs queued or executing here."""
-        raise NotImplementedError
+        """Ids of runs queued or executing here (submitted, future not yet resolved)."""

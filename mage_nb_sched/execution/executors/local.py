@@ -31,10 +31,13 @@ from traitlets import Int, List, TraitError, Unicode, validate
 from mage_nb_sched.core.clock import utcnow
 from mage_nb_sched.core.enums import PipelineRunStatus
 from mage_nb_sched.execution.executors.base import Executor, RunResult
-from mage_nb_sched.models import PipelineRun
+from mage_nb_sched.service.transitions import end_run
+from mage_nb_sched.store import schema
 from mage_nb_sched.store.engine import Store
 
 log = logging.getLogger(__name__)
+
+RUNS = schema.pipeline_run
 
 
 # --------------------------------------------------------------------------------------------
@@ -315,13 +318,9 @@ class LocalExecutor(Executor):
 
     def _cancel_queued(self, run_id: int) -> None:
         """A run cancelled before any worker took it: ``initial → cancelled`` in the database."""
-        from mage_nb_sched.service.runs import end_run
-
         with self.store.write_engine.begin() as connection:
             if self.owner is not None:
-                owner = connection.execute(
-                    select(PipelineRun.owner).where(PipelineRun.id == run_id)
-                ).scalar()
+                owner = connection.execute(select(RUNS.c.owner).where(RUNS.c.id == run_id)).scalar()
                 if owner != self.owner:
                     return  # no longer ours (taken over): not ours to cancel
             end_run(
@@ -398,14 +397,13 @@ class LocalExecutor(Executor):
             )
 
     def _fail_waiting_runs(self, run_ids: list[int], reason: str) -> None:
-        from mage_nb_sched.service.runs import end_run
-
+        """Runs no worker will take: ``initial → failed`` with the reason."""
         for run_id in run_ids:
             try:
                 with self.store.write_engine.begin() as connection:
                     if self.owner is not None:
                         owner = connection.execute(
-                            select(PipelineRun.owner).where(PipelineRun.id == run_id)
+                            select(RUNS.c.owner).where(RUNS.c.id == run_id)
                         ).scalar()
                         if owner != self.owner:
                             continue
