@@ -15,11 +15,13 @@ assignment and saved by ``save()`` or the next ``update()`` (as in Mage's docs, 
 from __future__ import annotations
 
 import enum as _enum
-from collections.abc import Generator, Sequence
+import functools
+from collections.abc import Callable, Generator, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, TypeVar
 
 from sqlalchemy import func, inspect, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Query, Session, validates
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -45,7 +47,7 @@ from mage_nb_sched.service import schedules as schedule_service
 from mage_nb_sched.service.fields import SCHEDULE_VALUE_CHECKS
 from mage_nb_sched.service.records import Record, RunRecord, from_row
 from mage_nb_sched.store import schema
-from mage_nb_sched.store.engine import Store, current_store
+from mage_nb_sched.store.engine import Store, current_store, store_error
 
 # Module-level names for the enums that the model classes also expose as nested attributes
 # (``PipelineRun.PipelineRunStatus`` as in Mage), so annotations inside the classes resolve.
@@ -53,6 +55,22 @@ _RunStatus = PipelineRunStatus
 _BlockStatus = BlockRunStatus
 
 M = TypeVar("M", bound="Base")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _store_errors(method: F) -> F:
+    """Database trouble (read-only, locked past the busy timeout, full disk) reaches the user of
+    the Mage API as a :class:`~mage_nb_sched.core.errors.StoreError` that says what to do, not as
+    a raw SQLAlchemy traceback."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except OperationalError as err:
+            raise store_error(err, current_store()) from err
+
+    return wrapper  # type: ignore[return-value]
 
 
 def read_session() -> Session:
@@ -228,6 +246,9 @@ class PipelineSchedule(Base):
     token_hint: Mapped[str | None]
     #: True when the schedule is defined in ``<notebook stem>.triggers.yaml`` (synced both ways).
     in_code: Mapped[bool]
+    #: When the ``triggers.yaml`` that defined the schedule disappeared: the schedule is kept,
+    #: inactive, with its runs, until the file returns (None otherwise).
+    orphaned_at: Mapped[datetime | None]
     #: When the scheduler next has to look at this schedule (its next run's creation time;
     #: :data:`EVALUATE_NOW` after a change, :data:`NEVER` while waiting for a run to finish).
     next_due_at: Mapped[datetime]
@@ -249,6 +270,7 @@ class PipelineSchedule(Base):
     # ----- Mage's write API --------------------------------------------------------------
 
     @classmethod
+    @_store_errors
     def create(cls, **kwargs: Any) -> PipelineSchedule:
         """Validate and insert a schedule (see README: every field and setting)."""
         record = schedule_service.create_schedule(cls._store(), **kwargs)
@@ -256,6 +278,7 @@ class PipelineSchedule(Base):
         schedule.token = record.token
         return schedule
 
+    @_store_errors
     def update(self, **kwargs: Any) -> PipelineSchedule:
         """Validate and apply changes (and any values assigned directly since the last save).
         The result can be awaited (``await schedule.update()``)."""
@@ -273,10 +296,12 @@ class PipelineSchedule(Base):
         """Save values assigned directly to the object (validated as ``update`` does)."""
         return self.update()
 
+    @_store_errors
     def delete(self) -> None:
         """Delete the schedule with its runs, block runs and backfills."""
         schedule_service.delete_schedule(self._store(), self.id)
 
+    @_store_errors
     def rotate_token(self) -> str:
         """Replace the API token; returns the new clear-text token (shown once)."""
         record = schedule_service.rotate_token(self._store(), self.id)
@@ -466,12 +491,14 @@ class PipelineRun(Base):
         return from_row(RunRecord, self)
 
     @classmethod
+    @_store_errors
     def create(cls, **kwargs: Any) -> PipelineRun:
         """Create a run by hand (Mage's ``PipelineRun.create``); ``execution_date`` defaults
         to now."""
         record = run_service.create_run(cls._store(), **kwargs)
         return cls._load(record.id)
 
+    @_store_errors
     def update(self, **kwargs: Any) -> PipelineRun:
         """Change a run's status, timestamps, variables or metrics (status changes follow the
         run state machine)."""
@@ -490,6 +517,7 @@ class PipelineRun(Base):
         self.refresh()
         return outcome
 
+    @_store_errors
     def delete(self) -> None:
         """Delete the run and its block runs."""
         run_service.delete_run(self._store(), self.id)
@@ -631,17 +659,20 @@ class Backfill(Base):
         )
 
     @classmethod
+    @_store_errors
     def create(cls, **kwargs: Any) -> Backfill:
         """Validate and insert a backfill (no runs yet; see :meth:`start`)."""
         record = backfill_service.create_backfill(cls._store(), **kwargs)
         return cls._load(record.id)
 
+    @_store_errors
     def update(self, **kwargs: Any) -> Backfill:
         """Change the backfill's name, variables or settings."""
         values = {**self._pending(), **kwargs}
         self._adopt(backfill_service.update_backfill(self._store(), self.id, **values))
         return self
 
+    @_store_errors
     def delete(self) -> None:
         """Delete the backfill and its runs."""
         backfill_service.delete_backfill(self._store(), self.id)
@@ -667,12 +698,14 @@ class Backfill(Base):
         """One dict per run: ``execution_date`` and its ``interval_*``, ``ds``, ``hr`` variables."""
         return backfill_service.preview_run_dates(self._store(), self.id)
 
+    @_store_errors
     def start(self) -> list[PipelineRun]:
         """Create every run of the range (idempotently) and mark the backfill running."""
         backfill_service.start_backfill(self._store(), self.id)
         self.refresh()
         return self.pipeline_runs
 
+    @_store_errors
     def cancel(self) -> Backfill:
         """Cancel the runs that have not finished and mark the backfill cancelled."""
         self._adopt(backfill_service.cancel_backfill(self._store(), self.id))

@@ -471,3 +471,67 @@ def test_opening_a_new_database_logs_no_alembic_info(
         assert current_revision(store.engine) is not None  # it did migrate
     finally:
         store.dispose()
+
+
+def test_a_read_only_database_gives_a_store_error_that_names_the_file(
+    store: Store, project_dir: Path
+) -> None:
+    from mage_nb_sched import PipelineSchedule, StoreError
+    from mage_nb_sched.store.engine import use_store as use
+
+    PipelineSchedule.create(
+        name="before", pipeline_uuid="my_pipeline", schedule_interval="@daily"
+    )
+    database = project_dir / ".mage_nb_sched" / "scheduler.db"
+    # SQLite's read-only mode: the same refusal a read-only file or folder gives a writer (chmod
+    # does not stop root, who runs these tests in CI).
+    use(f"sqlite:///file:{database}?mode=ro&uri=true", project_dir)
+    with pytest.raises(StoreError) as caught:
+        PipelineSchedule.create(
+            name="after", pipeline_uuid="my_pipeline", schedule_interval="@daily"
+        )
+    message = str(caught.value)
+    assert "read-only" in message and str(database) in message and "writable" in message
+    assert [s.name for s in PipelineSchedule.query.all()] == ["before"]
+
+
+def test_a_database_locked_past_the_busy_timeout_gives_a_store_error(
+    store: Store, project_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    from mage_nb_sched import PipelineSchedule, StoreError
+    from mage_nb_sched.store import engine
+
+    monkeypatch.setattr(engine, "SQLITE_BUSY_TIMEOUT_MS", 100)
+    store.engine.dispose()  # new connections read the shortened timeout
+    database = project_dir / ".mage_nb_sched" / "scheduler.db"
+    holder = sqlite3.connect(database, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StoreError) as caught:
+            PipelineSchedule.create(
+                name="x", pipeline_uuid="my_pipeline", schedule_interval="@daily"
+            )
+        assert "locked" in str(caught.value) and "fuser" in str(caught.value)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    # Once the lock is gone the same call works.
+    assert PipelineSchedule.create(
+        name="x", pipeline_uuid="my_pipeline", schedule_interval="@daily"
+    )
+
+
+def test_store_errors_are_told_apart() -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from mage_nb_sched.store.engine import Store as StoreClass
+    from mage_nb_sched.store.engine import store_error
+
+    fake = StoreClass.__new__(StoreClass)
+    fake.url, fake.is_sqlite = "sqlite:////srv/x.db", True
+    full = store_error(OperationalError("INSERT", {}, Exception("database or disk is full")), fake)
+    assert "disk holding the database /srv/x.db is full" in str(full)
+    opened = store_error(OperationalError("x", {}, Exception("unable to open database file")), fake)
+    assert "cannot open the database /srv/x.db" in str(opened)

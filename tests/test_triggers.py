@@ -189,11 +189,13 @@ def test_sync_creates_updates_and_deletes_from_files(store: Store, project_dir: 
     assert report.deleted == ["my_pipeline:on_demand"]
     assert set(rows(store)) == {("my_pipeline", "hourly_sync")}
 
-    # Delete the file: all its schedules go.
+    # Delete the file: nothing is deleted; its schedules are kept, paused and marked orphaned.
     path.unlink()
     report = sync_triggers(project_dir)
-    assert report.deleted == ["my_pipeline:hourly_sync"]
-    assert rows(store) == {}
+    assert report.deleted == [] and report.orphaned == ["my_pipeline:hourly_sync"]
+    orphan = rows(store)[("my_pipeline", "hourly_sync")]
+    assert orphan.id == hourly.id and orphan.status == "inactive"
+    assert orphan.orphaned_at is not None
 
 
 def test_sync_twice_reports_nothing_the_second_time(store: Store, project_dir: Path) -> None:
@@ -395,12 +397,80 @@ def test_schedules_not_in_code_are_never_deleted_by_sync(
     sync_triggers(project_dir)
     path.unlink()
     report = sync_triggers(project_dir)
-    assert sorted(report.deleted) == ["my_pipeline:hourly_sync", "my_pipeline:on_demand"]
+    assert sorted(report.orphaned) == ["my_pipeline:hourly_sync", "my_pipeline:on_demand"]
+    assert report.deleted == []
     found = rows(store)
-    assert set(found) == {("my_pipeline", "made_by_hand"), ("etl/daily", "elsewhere")}
+    assert set(found) == {
+        ("my_pipeline", "made_by_hand"),
+        ("etl/daily", "elsewhere"),
+        ("my_pipeline", "hourly_sync"),
+        ("my_pipeline", "on_demand"),
+    }
+    assert found[("my_pipeline", "made_by_hand")].orphaned_at is None
     assert found[("my_pipeline", "made_by_hand")].id == made_in_code.id
     assert found[("etl/daily", "elsewhere")].id == other.id
     # A schedule made with the API does not create or touch any file.
     assert not (project_dir / "etl" / "daily.triggers.yaml").exists()
     made_in_code.update(sla=10)
     assert not path.exists()
+
+
+def test_a_vanished_file_keeps_its_schedules_runs_and_backfills(
+    store: Store, project_dir: Path
+) -> None:
+    from datetime import datetime, timezone
+
+    from mage_nb_sched import Backfill, PipelineRun
+
+    path = write(project_dir / "my_pipeline.triggers.yaml", MY_PIPELINE_FILE)
+    sync_triggers(project_dir)
+    hourly = rows(store)[("my_pipeline", "hourly_sync")]
+    assert hourly.status == "active"
+    runs = [PipelineRun.create(pipeline_schedule_id=hourly.id) for _ in range(3)]
+    backfill = Backfill.create(
+        pipeline_schedule_id=hourly.id,
+        start_datetime=datetime(2024, 1, 1, tzinfo=timezone.utc),
+        end_datetime=datetime(2024, 1, 2, tzinfo=timezone.utc),
+        interval_type="day",
+    )
+
+    saved = path.read_text(encoding="utf-8")
+    path.unlink()  # e.g. a branch switch
+    first = sync_triggers(project_dir)
+    again = sync_triggers(project_dir)
+    assert sorted(first.orphaned) == ["my_pipeline:hourly_sync", "my_pipeline:on_demand"]
+    assert again.orphaned == [] and again.deleted == []  # marked once
+    orphan = PipelineSchedule.query.get(hourly.id)
+    assert orphan.status == "inactive" and orphan.orphaned_at is not None
+    assert [run.id for run in orphan.pipeline_runs] == [run.id for run in runs]
+    assert Backfill.query.get(backfill.id) is not None
+
+    # The file comes back: the schedule is restored from it, same id, same history.
+    path.write_text(saved, encoding="utf-8")
+    back = sync_triggers(project_dir)
+    assert "my_pipeline:hourly_sync" in back.updated and back.deleted == []
+    restored = PipelineSchedule.query.get(hourly.id)
+    assert restored.status == "active" and restored.orphaned_at is None
+    assert len(restored.pipeline_runs) == 3
+
+    # Deleting it explicitly still deletes it (and its history).
+    path.unlink()
+    sync_triggers(project_dir)
+    PipelineSchedule.query.get(hourly.id).delete()
+    assert PipelineSchedule.query.get(hourly.id) is None
+    assert PipelineRun.query.filter_by(pipeline_schedule_id=hourly.id).all() == []
+
+
+def test_a_repeated_name_in_one_file_is_an_error_and_the_first_entry_wins(
+    store: Store, project_dir: Path
+) -> None:
+    write(
+        project_dir / "my_pipeline.triggers.yaml",
+        "triggers:\n"
+        "- name: twice\n  schedule_interval: '@hourly'\n"
+        "- name: twice\n  schedule_interval: '@daily'\n",
+    )
+    report = sync_triggers(project_dir)
+    assert report.created == ["my_pipeline:twice"]
+    assert len(report.errors) == 1 and "repeats a name" in report.errors[0]
+    assert rows(store)[("my_pipeline", "twice")].schedule_interval == "@hourly"

@@ -49,6 +49,8 @@ class ScheduleRecord:
     next_due_at: datetime
     created_at: datetime
     updated_at: datetime
+    #: When the ``triggers.yaml`` that defined it disappeared (kept inactive until it returns).
+    orphaned_at: datetime | None = None
     token: str | None = None
 
 

@@ -41,7 +41,14 @@ SCHEDULES = schema.pipeline_schedule
 RUNS = schema.pipeline_run
 BACKFILLS = schema.backfill
 
-SCHEDULE_FIELDS = {*fields.SCHEDULE_VALUE_CHECKS, "id", "pipeline_uuid", "token", "in_code"}
+SCHEDULE_FIELDS = {
+    *fields.SCHEDULE_VALUE_CHECKS,
+    "id",
+    "pipeline_uuid",
+    "token",
+    "in_code",
+    "orphaned_at",
+}
 #: Runs Mage averages for landing time and ``runtime_average``.
 RUNTIME_SAMPLE = 7
 
@@ -70,6 +77,8 @@ def clean_schedule_fields(values: dict[str, Any], store: Store) -> dict[str, Any
             cleaned[key] = None if value is None else validate_token(value)
         elif key == "in_code":
             cleaned[key] = bool(value)
+        elif key == "orphaned_at":
+            cleaned[key] = fields.optional_datetime(value, key)
     return cleaned
 
 

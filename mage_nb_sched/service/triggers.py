@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from mage_nb_sched.core.clock import utcnow
 from mage_nb_sched.core.datetimes import coerce_datetime, to_utc
 from mage_nb_sched.core.enums import ScheduleInterval, ScheduleStatus, ScheduleType
 from mage_nb_sched.core.errors import MageNbSchedError, ValidationError
@@ -185,6 +186,10 @@ def apply_trigger(store: Store, trigger: Trigger) -> ScheduleRecord:
     }
     if "last_enabled_at" in changes and values.get("last_enabled_at") is None:
         del changes["last_enabled_at"]  # the file does not track activation stamps
+    if existing.orphaned_at is not None:
+        # Its file is back: the schedule is restored from it (status included).
+        changes["orphaned_at"] = None
+        changes["status"] = values.get("status") or ScheduleStatus.INACTIVE
     if changes or not existing.in_code:
         return schedules.update_schedule(
             store, existing.id, sync_file=False, in_code=True, **changes
@@ -219,6 +224,8 @@ class SyncReport:
     created: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
+    #: Schedules whose file disappeared: kept, deactivated, with their runs (see README).
+    orphaned: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -253,16 +260,23 @@ def trigger_files(root: Path) -> dict[Path, int]:
 def sync_triggers(store: Store, root: Path) -> SyncReport:
     """Reconcile every ``*.triggers.yaml`` under ``root`` (the project dir) with the store.
 
-    Entries create or update schedules; schedules that came from a file but are no longer in it
-    (or whose file is gone) are deleted. A bad entry is reported in ``errors`` and the others still
-    sync; a file that cannot be read at all leaves its pipeline's schedules untouched.
+    Entries create or update schedules. An entry removed from a file that still exists deletes
+    its schedule. A file that disappeared (a branch switch, a renamed notebook) deletes nothing:
+    its schedules are deactivated and marked orphaned (``orphaned_at``), runs and backfills kept,
+    until the file comes back (they are restored from it) or they are deleted explicitly. A bad
+    entry — or a second entry with a name already used in the file — is reported in ``errors``
+    and the others still sync; a file that cannot be read at all leaves its pipeline's schedules
+    untouched.
     """
     report = SyncReport()
     seen: set[tuple[str, str]] = set()
     unreadable: set[str] = set()
+    present: set[str] = set()
     for path in sorted(trigger_files(root)):
         notebook = path.with_name(path.name[: -len(TRIGGERS_SUFFIX)] + ".ipynb")
         uuid = pipeline_uuid_for(root, notebook)
+        present.add(uuid)
+        names_in_file: set[str] = set()
         try:
             entries = read_triggers_file(path)
         except MageNbSchedError as err:
@@ -278,6 +292,14 @@ def sync_triggers(store: Store, root: Path) -> SyncReport:
             try:
                 trigger = Trigger.from_yaml_entry(entry, uuid)
                 label = f"{uuid}:{trigger.name}"
+                if trigger.name in names_in_file:
+                    raise ValidationError(
+                        "name",
+                        trigger.name,
+                        f"entry {position} repeats a name used earlier in {path.name}",
+                        "Give each trigger in a file its own name; the first entry is kept.",
+                    )
+                names_in_file.add(trigger.name)
                 seen.add((uuid, trigger.name))
                 before = _snapshot(store, uuid, trigger.name)
                 apply_trigger(store, trigger)
@@ -298,10 +320,25 @@ def sync_triggers(store: Store, root: Path) -> SyncReport:
             write_triggers_file(path, cleaned_entries)
     for schedule in schedules.list_schedules(store, in_code=True):
         key = (schedule.pipeline_uuid, schedule.name)
+        label = f"{schedule.pipeline_uuid}:{schedule.name}"
         if key in seen or schedule.pipeline_uuid in unreadable:
             continue
-        report.deleted.append(f"{schedule.pipeline_uuid}:{schedule.name}")
-        schedules.delete_schedule(store, schedule.id, sync_file=False)
+        try:
+            if schedule.pipeline_uuid in present:
+                # The file is there and no longer has the entry: the user removed it.
+                report.deleted.append(label)
+                schedules.delete_schedule(store, schedule.id, sync_file=False)
+            elif schedule.orphaned_at is None:
+                report.orphaned.append(label)
+                schedules.update_schedule(
+                    store,
+                    schedule.id,
+                    sync_file=False,
+                    status=ScheduleStatus.INACTIVE,
+                    orphaned_at=utcnow(),
+                )
+        except MageNbSchedError as err:
+            report.errors.append(f"{label}: {err}")
     return report
 
 

@@ -8,7 +8,6 @@ time it is needed, or set explicitly with :func:`use_store`.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import re
@@ -17,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
@@ -137,6 +137,40 @@ class Store:
         self.engine.dispose()
 
 
+def store_error(err: BaseException, store: Store) -> StoreError:
+    """The database error ``err`` as a :class:`StoreError` that says what to do: a read-only,
+    locked (busy), full or unreachable database are told apart. Front ends (the Mage API, the
+    CLI, REST) translate with this in one place; lower layers keep SQLAlchemy's errors so they
+    can retry."""
+    detail = str(getattr(err, "orig", None) or err)
+    lowered = detail.lower()
+    url = make_url(store.url)
+    where = url.database if store.is_sqlite and url.database else url.render_as_string(True)
+    if "readonly" in lowered or "read-only" in lowered or "read only" in lowered:
+        return StoreError(
+            f"the database {where} is read-only for this process ({detail}). Make the file and "
+            "its folder writable by this user (SQLite also writes -wal/-shm files beside it), "
+            "or point $MAGE_NB_SCHED_DB_URL at a writable database."
+        )
+    if "locked" in lowered or "busy" in lowered:
+        return StoreError(
+            f"the database {where} stayed locked by another process for longer than "
+            f"{SQLITE_BUSY_TIMEOUT_MS // 1000} s ({detail}). Something holds a write transaction "
+            f"open (find it with `fuser {where}`); retry when it has finished."
+        )
+    if "full" in lowered or "no space" in lowered:
+        return StoreError(
+            f"the disk holding the database {where} is full ({detail}). Free space there, "
+            "then retry; nothing was written."
+        )
+    if "unable to open" in lowered or "could not connect" in lowered:
+        return StoreError(
+            f"cannot open the database {where} ({detail}). Check that the folder exists and is "
+            "writable, or that the database server is reachable."
+        )
+    return StoreError(f"the database {where} refused the operation: {detail}")
+
+
 # --------------------------------------------------------------------------------------------
 # Migrations
 # --------------------------------------------------------------------------------------------
@@ -178,13 +212,10 @@ def _migration_lock(store: Store) -> Iterator[None]:
         if not database or database == ":memory:":
             yield
             return
-        lock_path = f"{database}.migrate.lock"
-        with open(lock_path, "a+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        # filelock: an OS lock where fcntl exists, msvcrt on Windows, and released if the
+        # process dies (a crashed migration never blocks the next start).
+        with FileLock(f"{database}.migrate.lock"):
+            yield
         return
     if store.engine.dialect.name == "postgresql":
         with store.engine.connect() as connection:

@@ -135,6 +135,10 @@ pipeline_schedule = Table(
     Column("token_hint", String(16)),
     # True when the schedule is defined in ``<notebook stem>.triggers.yaml`` (synced both ways).
     Column("in_code", Boolean, nullable=False, default=False),
+    # When the ``triggers.yaml`` that defined the schedule disappeared (a branch switch, a renamed
+    # notebook): the schedule is kept, inactive, with its runs, until the file comes back or it is
+    # deleted explicitly. None for every other schedule.
+    Column("orphaned_at", UTCDateTime),
     # When the scheduler next has to look at this schedule (its next run's creation time;
     # EVALUATE_NOW after a change, NEVER while waiting for a run to finish).
     Column("next_due_at", UTCDateTime, nullable=False, default=EVALUATE_NOW),
