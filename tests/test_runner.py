@@ -273,6 +273,7 @@ def test_kernel_that_kills_itself_fails_the_block_and_next_run_is_fine(
     assert outcome.status == "failed"
     block = first.block_runs[0]
     assert block.status == "failed" and "kernel died" in (block.error or "")
+    assert "killed by SIGKILL" in (block.error or "")  # the signal is named
     other = make_schedule(project_dir, ["x = 41 + 1\nprint(x)"], name="other")
     second = PipelineRun.create(pipeline_schedule_id=other.id)
     assert run_now(store, second).status == "completed"

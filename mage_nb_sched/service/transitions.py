@@ -10,6 +10,10 @@ learns it from the row count. Writes of an executor are also fenced on its claim
 The functions work in the caller's transaction (a :class:`~sqlalchemy.Connection`) unless they
 take a :class:`~mage_nb_sched.store.engine.Store`. The runner, the executors, the scheduler's
 passes and the service all use them.
+
+Because every writer is fenced, repeating one is harmless: :func:`database_unavailable` tells a
+database that could not answer (locked past its busy timeout, a dropped connection), after which
+the same write may be tried again, from an error that a retry would only repeat.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, delete, exists, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from mage_nb_sched.core import run_states
 from mage_nb_sched.core.enums import BlockRunStatus, PipelineRunStatus
@@ -36,6 +41,7 @@ __all__ = [
     "BLOCKS",
     "RUNS",
     "block_claimed_with",
+    "database_unavailable",
     "end_run",
     "end_runs",
     "insert_runs_ignoring_duplicates",
@@ -51,6 +57,46 @@ __all__ = [
 def status_value(status: object) -> str:
     """The plain string of a status (an enum member or a string)."""
     return str(getattr(status, "value", status))
+
+
+#: Driver messages (lower case) of a database that could not answer now: SQLite's lock errors
+#: (``SQLITE_BUSY`` past the busy timeout, ``SQLITE_LOCKED``) and lost or refused connections.
+_UNAVAILABLE_MESSAGES = (
+    "database is locked",
+    "database table is locked",
+    "database schema is locked",
+    "could not connect",
+    "connection refused",
+    "connection reset",
+    "connection timed out",
+    "server closed the connection",
+    "terminating connection",
+    "lost connection",
+    "server has gone away",
+)
+#: SQLSTATEs that mean "try again": serialization failure, deadlock, lock not available,
+#: administrator/crash shutdown, cannot connect now, too many connections (class 08 too).
+_UNAVAILABLE_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300"})
+
+
+def database_unavailable(err: BaseException) -> bool:
+    """Whether ``err`` means the database could not answer *now* — locked or busy past its
+    timeout, a dropped or refused connection, a serialization failure or deadlock, no pooled
+    connection free — so the same (fenced) write may be tried again. False for every other error
+    (a missing table, a constraint, a bug): retrying those would never end."""
+    if isinstance(err, PoolTimeoutError):
+        return True
+    if not isinstance(err, DBAPIError):
+        return False
+    if err.connection_invalidated:
+        return True
+    code = getattr(err.orig, "pgcode", None) or getattr(err.orig, "sqlstate", None)
+    if isinstance(code, str) and (code in _UNAVAILABLE_SQLSTATES or code.startswith("08")):
+        return True
+    if not isinstance(err, OperationalError):
+        return False
+    message = str(err.orig).lower()
+    return any(part in message for part in _UNAVAILABLE_MESSAGES)
 
 
 def block_claimed_with(token: str) -> ColumnElement[bool]:
