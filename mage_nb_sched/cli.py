@@ -2,7 +2,10 @@
 
 ``scheduler`` runs the scheduler loop headless (servers, systemd, containers) until SIGTERM or
 SIGINT, which stop it cleanly: in-flight runs get ``--shutdown-grace`` seconds, then their kernels
-are killed and the runs are queued to execute again on the next start.
+are killed and the runs are queued to execute again on the next start. It records due runs as
+soon as it holds its lease (workers start meanwhile), stops at once when signalled during
+start-up, and exits 2 with the reason when it cannot write its database, 1 when no worker
+process could start.
 
 ``run NOTEBOOK [--var k=v]...`` executes a notebook now as a manual pipeline run, prints each
 block's status and duration, and exits non-zero when the run did not complete. The other
@@ -103,6 +106,8 @@ def scheduler_config(args: argparse.Namespace) -> Any:
     flags = {
         ("LocalExecutor", "workers"): args.workers,
         ("LocalExecutor", "kernel_pool_size"): args.kernel_pool_size,
+        ("LocalExecutor", "lazy_workers"): args.lazy_workers,
+        ("LocalExecutor", "idle_timeout"): args.idle_timeout,
         ("Scheduler", "shutdown_grace"): args.shutdown_grace,
         ("Scheduler", "lease_seconds"): args.lease_seconds,
         ("Scheduler", "run_retention_days"): args.run_retention_days,
@@ -121,23 +126,37 @@ async def _serve(args: argparse.Namespace) -> int:
     from mage_nb_sched.scheduling.loop import Scheduler
     from mage_nb_sched.store.engine import use_store
 
-    store = use_store(args.db_url, project_dir=args.project_dir)
-    assert store.project_dir is not None
-    os.environ[PROJECT_DIR_ENV] = str(store.project_dir)
-    os.environ[DB_URL_ENV] = store.url
-    scheduler = Scheduler(store, config=scheduler_config(args))
+    # Before anything slow: a stop signal during start-up is honoured as soon as it can be.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    # Opening may migrate the schema: on a thread, so the loop keeps taking signals.
+    store = await asyncio.to_thread(use_store, args.db_url, args.project_dir)
+    if stop.is_set():
+        print("stopped", flush=True)
+        return 0
+    assert store.project_dir is not None
+    os.environ[PROJECT_DIR_ENV] = str(store.project_dir)
+    os.environ[DB_URL_ENV] = store.url
+    scheduler = Scheduler(store, config=scheduler_config(args))
+    # Takes the lease (or stands by) and returns: workers start in the background, and due
+    # runs are recorded meanwhile. A database it cannot write raises StoreError (exit 2).
     await scheduler.start()
-    # Whether it leads or stands by is logged once the first lease check has run.
     print(
         f"mage-nb-sched scheduler {scheduler.instance_id} serving {store.project_dir}", flush=True
     )
-    await stop.wait()
-    print("stopping: waiting for in-flight runs", flush=True)
+    stopping = asyncio.ensure_future(stop.wait())
+    failing = asyncio.ensure_future(scheduler.wait_failed())
+    await asyncio.wait({stopping, failing}, return_when=asyncio.FIRST_COMPLETED)
+    for waiter in (stopping, failing):
+        waiter.cancel()
+    if scheduler.failure is None:
+        print("stopping: waiting for in-flight runs", flush=True)
     await scheduler.stop()
+    if scheduler.failure is not None:
+        print(f"error: {scheduler.failure}", file=sys.stderr, flush=True)
+        return 1
     print("stopped", flush=True)
     return 0
 
@@ -149,6 +168,11 @@ def _command_scheduler(args: argparse.Namespace) -> int:
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Alembic logs INFO lines about its plugins as soon as it is imported (opening the store):
+    # nothing a user can act on.
+    alembic = logging.getLogger("alembic")
+    if alembic.level == logging.NOTSET:
+        alembic.setLevel(logging.WARNING)
     return asyncio.run(_serve(args))
 
 
@@ -188,6 +212,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=None, help="worker processes (default 2)")
     serve.add_argument(
         "--kernel-pool-size", type=int, default=None, help="warm kernels per worker (default 1)"
+    )
+    serve.add_argument(
+        "--lazy-workers",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="start worker processes only when a run needs one and stop them after "
+        "--idle-timeout seconds with nothing to run (default: kept warm)",
+    )
+    serve.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="with --lazy-workers: idle seconds before the workers stop (default 300)",
     )
     serve.add_argument(
         "--shutdown-grace",

@@ -12,15 +12,19 @@ Finer knobs live on the parts themselves (``c.Scheduler.lease_seconds``,
 (an :class:`~mage_nb_sched.execution.executors.base.Executor`), ``artifact_store_class`` (an
 :class:`~mage_nb_sched.store.artifacts.ArtifactStore`) and ``c.Scheduler.coordinator_class``.
 
-The scheduler starts once the server's event loop runs and stops with the server: in-flight
-runs get ``shutdown_grace`` seconds, then their kernels are killed and the runs are queued to
-execute again.
+The scheduler starts once the server's event loop runs, in the background — the store is
+opened (and migrated) on a thread, so the server answers at once — and stops with the server:
+in-flight runs get ``shutdown_grace`` seconds, then their kernels are killed and the runs are
+queued to execute again. Worker processes and their kernels start when the first run needs one
+and stop after ``idle_timeout`` seconds with nothing to run (``lazy_workers``), so an idle server
+pays no extra process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import os
 from pathlib import Path
 from typing import Any
@@ -29,12 +33,13 @@ from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Float, Int, Type, Unicode
 from traitlets.config import Config
 
-from mage_nb_sched.core.project import DB_URL_ENV, PROJECT_DIR_ENV
+from mage_nb_sched.core.project import DB_URL_ENV, PROJECT_DIR_ENV, default_database_url
 
 #: Extension traits forwarded to the part that owns them: (trait, section, name there).
 _FORWARDED = (
     ("workers", "LocalExecutor", "workers"),
     ("kernel_pool_size", "LocalExecutor", "kernel_pool_size"),
+    ("idle_timeout", "LocalExecutor", "idle_timeout"),
     ("shutdown_grace", "Scheduler", "shutdown_grace"),
     ("run_retention_days", "Scheduler", "run_retention_days"),
     ("executor_class", "Scheduler", "executor_class"),
@@ -42,6 +47,24 @@ _FORWARDED = (
     ("webhook_url", "Notifier", "webhook_url"),
     ("notify_on_success", "Notifier", "notify_on_success"),
 )
+
+
+class _LazyType(Type[Any, Any]):
+    """A ``Type`` trait given as dotted names that imports them when first needed — the trait
+    read or a configured value checked — rather than whenever the app is created: Jupyter
+    Server creates this app (twice) while it starts, and importing the executor and the store
+    (SQLAlchemy) there cost the server's start-up ~0.3 s."""
+
+    def instance_init(self, obj: Any) -> None:
+        pass  # Type resolves its names here
+
+    def validate(self, obj: Any, value: Any) -> Any:
+        self._resolve_classes()
+        return super().validate(obj, value)
+
+    def get(self, obj: Any, cls: Any = None) -> Any:
+        self._resolve_classes()
+        return super().get(obj, cls)
 
 
 class MageNbSchedApp(ExtensionApp):
@@ -61,9 +84,10 @@ class MageNbSchedApp(ExtensionApp):
         help="Run the scheduler loop in this server. Turn off when a headless "
         "`mage-nb-sched scheduler` executes the runs for this store.",
     ).tag(config=True)
-    # Dotted names rather than the classes: importing this module (``jupyter server extension
-    # list``, server start-up) does not import the executor; the app resolves them when created.
-    executor_class = Type(
+    # Dotted names rather than the classes, resolved on first use: importing this module or
+    # creating the app (``jupyter server extension list``, server start-up) imports neither
+    # the executor nor the store.
+    executor_class = _LazyType(
         default_value="mage_nb_sched.execution.executors.local.LocalExecutor",
         klass="mage_nb_sched.execution.executors.base.Executor",
         help="Executor that runs pipeline runs: a subclass of "
@@ -71,7 +95,7 @@ class MageNbSchedApp(ExtensionApp):
         "(default LocalExecutor: local worker processes with warm kernels). Forwarded to "
         "c.Scheduler.executor_class.",
     ).tag(config=True)
-    artifact_store_class = Type(
+    artifact_store_class = _LazyType(
         default_value="mage_nb_sched.store.artifacts.LocalArtifactStore",
         klass="mage_nb_sched.store.artifacts.ArtifactStore",
         help="Where runs' outputs, logs and executed notebooks are kept: a subclass of "
@@ -82,6 +106,19 @@ class MageNbSchedApp(ExtensionApp):
     workers = Int(2, help="Worker processes executing runs (LocalExecutor).").tag(config=True)
     kernel_pool_size = Int(
         1, help="Warm kernels each worker keeps started ahead of need (LocalExecutor)."
+    ).tag(config=True)
+    lazy_workers = Bool(
+        True,
+        help="Start worker processes (and their warm kernels) when the first run needs one, "
+        "and stop them after idle_timeout seconds with nothing to run: an idle server pays no "
+        "extra process. Off: the workers start with the server and stay up (the first run "
+        "starts sooner). Forwarded to c.LocalExecutor.lazy_workers.",
+    ).tag(config=True)
+    idle_timeout = Float(
+        300.0,
+        help="With lazy_workers: seconds without any run queued or executing after which the "
+        "workers and their kernels stop; the next run starts them again. Forwarded to "
+        "c.LocalExecutor.idle_timeout.",
     ).tag(config=True)
     shutdown_grace = Float(
         10.0,
@@ -103,18 +140,31 @@ class MageNbSchedApp(ExtensionApp):
         False, help="Also notify (webhook and server event) when a run completes."
     ).tag(config=True)
 
-    def initialize_settings(self) -> None:
-        from mage_nb_sched.store.engine import use_store
+    def _prepare_config(self) -> None:
+        """As ExtensionApp's (this app's traits as ``settings["mage_nb_sched_config"]``), with
+        the ``_LazyType`` traits as their dotted names: reading one imports it."""
+        values = {}
+        for name, trait in self.class_own_traits().items():
+            if isinstance(trait, _LazyType) and name not in self._trait_values:
+                values[name] = trait.default_value  # the dotted name while unresolved
+            else:
+                values[name] = getattr(self, name)
+        self.extension_config = Config(values)
+        self.settings[f"{self.name}_config"] = self.extension_config
 
+    def initialize_settings(self) -> None:
         assert self.serverapp is not None
         root = Path(self.serverapp.root_dir).resolve()
-        self.store = use_store(self.db_url or os.environ.get(DB_URL_ENV) or None, root)
+        self._root = root
+        self._db_url = self.db_url or os.environ.get(DB_URL_ENV) or None
         # Kernels this server starts (and so magics and the Python API in notebooks) use the
-        # same store as the scheduler.
+        # same store as the scheduler. Only the URL is needed for that: the store itself is
+        # opened (and migrated) in the background once the server runs.
         os.environ[PROJECT_DIR_ENV] = str(root)
-        os.environ[DB_URL_ENV] = self.store.url
-        self.settings["mage_nb_sched_store"] = self.store
+        os.environ[DB_URL_ENV] = self._db_url or default_database_url(root)
+        self.store: Any = None
         self.scheduler: Any = None
+        self._starting: asyncio.Future[None] | None = None
 
     def _part_config(self) -> Config:
         """The server's config, plus this app's shorthand traits forwarded to their parts (a
@@ -128,45 +178,69 @@ class MageNbSchedApp(ExtensionApp):
             # Always forwarded (the default too): the app's choice is the scheduler's.
             if trait not in config["Scheduler"]:
                 config["Scheduler"][trait] = getattr(self, trait)
+        # Always forwarded too: in a server, workers start on demand unless asked otherwise.
+        if "lazy_workers" not in config["LocalExecutor"]:
+            config["LocalExecutor"]["lazy_workers"] = self.lazy_workers
         return config
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        # Nothing slow here: the server starts listening right after this returns.
+        self._starting = asyncio.ensure_future(self._start(serverapp))
+
+    def _open(self) -> tuple[Any, Any]:
+        """On a thread: open (and migrate) the store, import the scheduler."""
+        from mage_nb_sched.store.engine import use_store
+
+        store = use_store(self._db_url, self._root)
+        loop_module = importlib.import_module("mage_nb_sched.scheduling.loop")
+        importlib.import_module("mage_nb_sched.scheduling.notifications")
+        return store, loop_module.Scheduler
+
+    async def _start(self, serverapp: Any) -> None:
+        try:
+            store, scheduler_class = await asyncio.to_thread(self._open)
+        except Exception:
+            self.log.exception("mage_nb_sched: could not open the schedule store")
+            return
+        self.store = store
+        self.settings["mage_nb_sched_store"] = store
+        # Extension settings were merged into the web app's at initialisation; add it there too.
+        serverapp.web_app.settings["mage_nb_sched_store"] = store
         if not self.scheduler_enabled:
             self.log.info("mage_nb_sched: scheduler disabled in this server (scheduler_enabled)")
             return
-        from mage_nb_sched.scheduling.loop import Scheduler
         from mage_nb_sched.scheduling.notifications import jupyter_event_sink
 
-        scheduler = Scheduler(self.store, config=self._part_config())
+        scheduler = scheduler_class(store, config=self._part_config(), log=self.log)
         event_logger = getattr(serverapp, "event_logger", None)
         if event_logger is not None and scheduler.notifier is not None:
             scheduler.notifier.add_sink(jupyter_event_sink(event_logger))
         self.scheduler = scheduler
         self.settings["mage_nb_sched_scheduler"] = scheduler
-        # Extension settings were merged into the web app's at initialisation; add it there too.
         serverapp.web_app.settings["mage_nb_sched_scheduler"] = scheduler
-        # Workers and warm kernels take a second or two to start: do it in the background so
-        # the server answers requests at once.
-        self._starting = asyncio.ensure_future(self._start(scheduler))
-
-    async def _start(self, scheduler: Any) -> None:
         try:
+            # Takes the lease and returns: workers start when the first run needs one. The
+            # scheduler logs a line when it serves.
             await scheduler.start()
         except Exception:
             self.log.exception("mage_nb_sched: the scheduler could not start")
-            raise
-        self.log.info(
-            "mage_nb_sched: scheduler %s started on %s",
-            scheduler.instance_id,
-            self.store.url if self.store.is_sqlite else "the configured database",
-        )
+            self.scheduler = None
+            self.settings.pop("mage_nb_sched_scheduler", None)
+            serverapp.web_app.settings.pop("mage_nb_sched_scheduler", None)
+
+    async def wait_started(self) -> None:
+        """Wait until the store is open and the scheduler started (or failed to: logged)."""
+        if self._starting is not None:
+            await asyncio.shield(self._starting)
 
     async def stop_extension(self) -> None:
-        scheduler, self.scheduler = self.scheduler, None
-        starting = getattr(self, "_starting", None)
+        starting = self._starting
         if starting is not None:
+            # Opening the store runs on a thread that cannot be interrupted; the scheduler's
+            # own start is one lease write. Then stop whatever started.
             with contextlib.suppress(Exception):
                 await starting
+        scheduler, self.scheduler = self.scheduler, None
         if self.serverapp is not None and self.serverapp.web_app is not None:
             self.serverapp.web_app.settings.pop("mage_nb_sched_scheduler", None)
         if scheduler is not None:

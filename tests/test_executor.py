@@ -14,6 +14,7 @@ from processes import alive, child_pids, wait_until
 
 from mage_nb_sched import PipelineRun, PipelineSchedule
 from mage_nb_sched.execution.executors import LocalExecutor
+from mage_nb_sched.execution.executors.base import ExecutorError
 from mage_nb_sched.store import Store
 
 pytestmark = pytest.mark.kernel
@@ -214,7 +215,8 @@ def test_spawned_kernels_die_with_their_owner(tmp_path: Path) -> None:
 
 def test_runs_fail_with_a_reason_when_no_worker_can_start(store: Store) -> None:
     """Workers that die at start (here: a database they cannot open) are not respawned
-    forever, and a run submitted then fails at once with a reason instead of waiting."""
+    forever: start() says so (it does not report ready), and a run submitted then fails at
+    once with a reason instead of waiting."""
     from types import SimpleNamespace
 
     from processes import until
@@ -229,9 +231,11 @@ def test_runs_fail_with_a_reason_when_no_worker_can_start(store: Store) -> None:
             project_dir=store.project_dir,
             write_engine=store.write_engine,
         )
-        await executor.start()
         try:
-            await until(lambda: executor._start_failures >= 3, 60, "workers given up")
+            with pytest.raises(ExecutorError, match="no worker process could start") as raised:
+                await executor.start()
+            assert "exit code 1" in str(raised.value)
+            assert executor.worker_pids == [] and executor.process_pids == []
             future = await executor.submit(run.id)
             result = await asyncio.wait_for(future, 10)
             await until(lambda: str(PipelineRun.query.get(run.id).status) == "failed", 10)
@@ -242,3 +246,44 @@ def test_runs_fail_with_a_reason_when_no_worker_can_start(store: Store) -> None:
     result = asyncio.run(scenario())
     assert result.status == "failed" and "no worker process could start" in (result.reason or "")
     assert "no worker process could start" in PipelineRun.query.get(run.id).metrics["error"]
+
+
+def test_lazy_workers_start_for_the_work_there_is_and_stop_when_idle(
+    store: Store, project_dir: Path
+) -> None:
+    """With ``lazy_workers``: no process until a run is submitted, as many workers as the runs
+    need (up to ``workers``), none again ``idle_timeout`` after the last run ended."""
+    from multiprocessing import resource_tracker
+
+    from processes import until
+
+    resource_tracker.ensure_running()  # not ours; started by other tests of this process
+    before = {pid for pid in child_pids() if alive(pid)}
+    schedule = schedule_for(project_dir, "quick", ["x = 1"])
+
+    async def scenario() -> tuple[list[str], list[str]]:
+        executor = LocalExecutor(
+            store, workers=2, kernel_pool_size=0, lazy_workers=True, idle_timeout=0.2
+        )
+        await executor.start()
+        try:
+            assert executor.process_pids == [] and executor.capacity == 2
+            statuses = []
+            for _ in range(2):  # the second run after the workers stopped for being idle
+                run = PipelineRun.create(pipeline_schedule_id=schedule.id)
+                result = await asyncio.wait_for(await executor.submit(run.id), 60)
+                statuses.append(result.status)
+                await until(lambda: not executor.process_pids, 30, "idle workers stop")
+                await until(
+                    lambda: not {pid for pid in child_pids() if alive(pid)} - before,
+                    30,
+                    "no worker process is left",
+                )
+            return statuses, [event.kind for event in executor.events]
+        finally:
+            await executor.shutdown(0)
+
+    statuses, kinds = asyncio.run(scenario())
+    assert statuses == ["completed", "completed"]
+    # One run at a time needs one worker (of two), started for it each time.
+    assert kinds == ["spawned", "ready", "retired", "exited"] * 2, kinds

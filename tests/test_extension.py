@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import pytest
 import pytest_jupyter.jupyter_server as jupyter_server_fixtures
 from conftest import write_notebook
-from processes import until
+from processes import alive, descendants, until
 from traitlets.config import Config
 
 from mage_nb_sched import PipelineRun, PipelineSchedule
@@ -100,7 +100,13 @@ def clean_env() -> Iterator[None]:
 
 
 @pytest.fixture
-def jp_server_config(clean_env: None) -> Config:
+def mage_settings() -> dict[str, Any]:
+    """Extra ``c.MageNbSchedApp`` settings; a test parametrizes this name to change them."""
+    return {}
+
+
+@pytest.fixture
+def jp_server_config(clean_env: None, mage_settings: dict[str, Any]) -> Config:
     return Config(
         {
             "ServerApp": {
@@ -108,24 +114,50 @@ def jp_server_config(clean_env: None) -> Config:
                 # A broken extension fails the test instead of only logging a warning.
                 "reraise_server_extension_failures": True,
             },
-            "MageNbSchedApp": {"workers": 1, "kernel_pool_size": 1, "shutdown_grace": GRACE},
+            "MageNbSchedApp": {
+                "workers": 1,
+                "kernel_pool_size": 1,
+                "shutdown_grace": GRACE,
+                **mage_settings,
+            },
         }
     )
 
 
 @pytest.fixture
+def children_before_start(jp_serverapp: Any) -> set[int]:
+    """Live child processes of this process (where the test server runs) before the extension
+    starts. multiprocessing's resource tracker, if another test started one, is among them."""
+    return {pid for pid in descendants(os.getpid()) if alive(pid)}
+
+
+@pytest.fixture
 def mage_app(
-    jp_serverapp: Any, jp_asyncio_loop: asyncio.AbstractEventLoop
+    jp_serverapp: Any,
+    jp_asyncio_loop: asyncio.AbstractEventLoop,
+    children_before_start: set[int],
 ) -> Iterator[MageNbSchedApp]:
     """The extension app, started the way the server starts extensions once its loop runs
-    (pytest-jupyter initialises the server but does not run that step); stopped afterwards."""
+    (pytest-jupyter initialises the server but does not run that step), then waited for: the
+    store opens and the scheduler starts in the background. Stopped afterwards."""
     manager = jp_serverapp.extension_manager
     assert "mage_nb_sched" in manager.extensions, "the extension was not found/linked"
     app = manager.extension_points["mage_nb_sched"].app
     assert isinstance(app, MageNbSchedApp)
     jp_asyncio_loop.run_until_complete(manager.start_all_extensions())
+    jp_asyncio_loop.run_until_complete(app.wait_started())
     yield app
     jp_asyncio_loop.run_until_complete(app.stop_extension())
+
+
+def retired(executor: Any, count: int) -> Callable[[], bool]:
+    """Whether ``executor`` has stopped its idle workers ``count`` times."""
+    return lambda: [event.kind for event in executor.events].count("retired") == count
+
+
+def extra_children(before: set[int]) -> set[int]:
+    """Live descendants of this process that were not there before the extension started."""
+    return {pid for pid in descendants(os.getpid()) if alive(pid)} - before
 
 
 @pytest.fixture
@@ -156,6 +188,9 @@ def test_extension_loads_and_its_scheduler_leads(
     assert scheduler.executor.workers == 1
     assert scheduler.executor.kernel_pool_size == 1
     assert scheduler.shutdown_grace == GRACE
+    # In a server, workers start on demand by default.
+    assert scheduler.executor.lazy_workers is True
+    assert scheduler.executor.idle_timeout == mage_app.idle_timeout == 300
     # The default store in the server's root dir, exported for kernels, and the one the model
     # API in this process uses.
     root = Path(jp_root_dir).resolve()
@@ -302,6 +337,53 @@ def test_stopping_the_server_requeues_a_run_in_flight_and_kills_its_kernel(
     assert str(run.status) == "initial"
     assert run.owner is None
     assert run.started_at is None
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("mage_settings", [{"idle_timeout": 0.5}])
+def test_workers_start_on_demand_and_stop_when_idle(
+    mage_app: MageNbSchedApp,
+    jp_root_dir: Path,
+    children_before_start: set[int],
+    on_server_loop: Any,
+) -> None:
+    write_notebook(Path(jp_root_dir) / "quick.ipynb", ["x = 1"])
+    scheduler = mage_app.scheduler
+    assert scheduler is not None
+    executor = scheduler.executor
+    assert executor.lazy_workers and executor.idle_timeout == 0.5  # forwarded from the app
+
+    async def scenario() -> list[int]:
+        await until(lambda: scheduler.is_leader and scheduler.passes, 15.0, "a first pass")
+        # Serving, with no schedule and no run: not one extra process.
+        assert extra_children(children_before_start) == set()
+        assert executor.process_pids == [] and executor.capacity == 1
+        ids = []
+        for _ in range(2):  # the second run comes after the workers stopped for being idle
+            run_id = int(PipelineRun.create(pipeline_uuid="quick").id)
+            await finished(run_id)
+            ids.append(run_id)
+            await until(
+                retired(executor, len(ids)),
+                30.0,
+                "idle workers are stopped after idle_timeout",
+            )
+            await until(
+                lambda: not extra_children(children_before_start) and not executor.process_pids,
+                30.0,
+                "no process of the extension is left once its workers stopped",
+            )
+        return ids
+
+    first, second = on_server_loop(scenario())
+    for run_id in (first, second):
+        run = PipelineRun.query.get(run_id)
+        assert str(run.status) == "completed", run.metrics
+        # The worker that executed it was started for it: after the run was recorded.
+        spawned = [e.at for e in executor.events if e.kind == "spawned" and e.at >= run.created_at]
+        assert spawned, (run.created_at, list(executor.events))
+    kinds = [event.kind for event in executor.events]
+    assert kinds.count("spawned") == 2 and kinds.count("retired") == 2, kinds
 
 
 def test_jupyter_server_extension_list_shows_it_enabled_and_ok(tmp_path: Path) -> None:

@@ -181,7 +181,8 @@ def test_upgrade_from_the_first_revision_keeps_the_data(
     first = base_revision()
 
     engine = create_engine(url)
-    migrate(SimpleNamespace(url=url, is_sqlite=True, engine=engine), first)  # type: ignore[arg-type]
+    fake = SimpleNamespace(url=url, is_sqlite=True, engine=engine, sqlite_path=str(path))
+    migrate(fake, first)  # type: ignore[arg-type]
     assert current_revision(engine) == first
     token = "old-database-token-0123456789"
     with engine.begin() as connection:
@@ -493,6 +494,17 @@ def test_a_read_only_database_gives_a_store_error_that_names_the_file(
     message = str(caught.value)
     assert "read-only" in message and str(database) in message and "writable" in message
     assert [s.name for s in PipelineSchedule.query.all()] == ["before"]
+    # The URI names the same file; nothing is created for its literal "file:..." spelling.
+    assert not any(p.name.startswith("file:") for p in Path.cwd().iterdir())
+
+
+def test_sqlite_file_understands_uri_filenames() -> None:
+    from mage_nb_sched.store.engine import sqlite_file
+
+    assert sqlite_file("sqlite:////abs/x.db") == "/abs/x.db"
+    assert sqlite_file("sqlite:///file:/abs/x.db?mode=ro&uri=true") == "/abs/x.db"
+    assert sqlite_file("sqlite://") is None
+    assert sqlite_file("sqlite:///:memory:") is None
 
 
 def test_a_database_locked_past_the_busy_timeout_gives_a_store_error(
@@ -530,7 +542,7 @@ def test_store_errors_are_told_apart() -> None:
     from mage_nb_sched.store.engine import store_error
 
     fake = StoreClass.__new__(StoreClass)
-    fake.url, fake.is_sqlite = "sqlite:////srv/x.db", True
+    fake.url, fake.is_sqlite, fake.sqlite_path = "sqlite:////srv/x.db", True, "/srv/x.db"
     full = store_error(OperationalError("INSERT", {}, Exception("database or disk is full")), fake)
     assert "disk holding the database /srv/x.db is full" in str(full)
     opened = store_error(OperationalError("x", {}, Exception("unable to open database file")), fake)

@@ -13,6 +13,13 @@ which scheduler may create and start runs. By default one scheduler per database
 holds the ``leader`` lease; others stand by and take over when the lease expires. Each
 scheduler also keeps a heartbeat so that runs it owned are recovered after it dies.
 
+Start-up does not wait for the executor: :meth:`Scheduler.start` writes the first heartbeat and
+lease (a database it cannot write is reported there, at once), starts the loop, and starts the
+executor in the background. Due runs are recorded by the first pass; they are handed to the
+executor as its capacity allows (0 until its workers are up; an executor that starts workers on
+demand reports its full capacity). Before the runs a pass took are handed over, the scheduler
+confirms with its coordinator that it still leads; otherwise it gives them back.
+
 The swappable parts are traitlets ``Type`` traits, set in config by class or dotted name:
 ``executor_class`` (:class:`~mage_nb_sched.execution.executors.base.Executor`),
 ``coordinator_class`` and ``artifact_store_class``
@@ -32,11 +39,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
-from traitlets import Float, Instance, Int, TraitError, Type, observe, validate
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from traitlets import Float, Instance, Int, TraitError, Type, default, observe, validate
 from traitlets.config import LoggingConfigurable
 
 from mage_nb_sched.core.clock import utcnow
-from mage_nb_sched.core.errors import ValidationError
+from mage_nb_sched.core.errors import MageNbSchedError, StoreError, ValidationError
 from mage_nb_sched.execution.executors.base import Executor, RunResult
 from mage_nb_sched.execution.executors.local import LocalExecutor
 from mage_nb_sched.scheduling import passes as scheduling
@@ -44,7 +53,7 @@ from mage_nb_sched.scheduling.notifications import Notification, Notifier
 from mage_nb_sched.store.artifacts import ArtifactStore, LocalArtifactStore
 from mage_nb_sched.store.changes import ChangeWatcher
 from mage_nb_sched.store.coordination import Coordinator, LeaderLeaseCoordinator
-from mage_nb_sched.store.engine import Store
+from mage_nb_sched.store.engine import Store, store_error
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -61,6 +70,9 @@ class PassReport:
     stopped: list[int] = field(default_factory=list)
     requeued: list[int] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)
+    #: Runs this pass took but gave back unstarted: the lease was lost (or could not be
+    #: confirmed) before they were handed to the executor.
+    released: list[int] = field(default_factory=list)
     notifications: list[Notification] = field(default_factory=list)
     next_wake: datetime | None = None
     seconds: float = 0.0
@@ -74,8 +86,32 @@ class PassReport:
             or self.stopped
             or self.requeued
             or self.failed
+            or self.released
             or self.notifications
         )
+
+
+def redacted_url(url: str) -> str:
+    """``url`` with its password masked, for log lines and messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not parseable: show only the scheme
+        return url.split(":", 1)[0] + ":…"
+
+
+def unwritable_store_error(store: Store, error: BaseException) -> StoreError:
+    """The scheduler could not write its first lease: the database error as a
+    :class:`StoreError` naming the database and what to do (:func:`store_error`), with the
+    scheduler's own hint for a URL that opens SQLite read-only (``mode=ro``)."""
+    translated = store_error(error, store)
+    message = f"the scheduler cannot write its database: {translated}"
+    try:
+        read_only_url = str(make_url(store.url).query.get("mode", "")).lower() == "ro"
+    except Exception:
+        read_only_url = False
+    if read_only_url:
+        message += " The URL itself opens it read-only (mode=ro): remove mode=ro from it."
+    return StoreError(message)
 
 
 class Scheduler(LoggingConfigurable):
@@ -155,6 +191,14 @@ class Scheduler(LoggingConfigurable):
     ).tag(config=True)
     notifier = Instance(Notifier, allow_none=True, help="Where failure/SLA alerts go.")
 
+    @default("log")
+    def _log_default(self) -> Any:
+        # This module's logger unless a parent (or ``log=``) gives one: the Jupyter extension
+        # passes the server's, so the serving/stopped lines land in the server's log.
+        if isinstance(self.parent, LoggingConfigurable):
+            return self.parent.log
+        return log
+
     @validate("lease_seconds", "shutdown_grace", "trigger_scan_interval")
     def _positive(self, proposal: Any) -> float:
         if proposal["value"] <= 0:
@@ -203,7 +247,14 @@ class Scheduler(LoggingConfigurable):
         self.instance_id = self.coordinator.instance_id
         self.executor.owner = self.instance_id
         self.executor.artifacts = self.artifacts
+        # More capacity (workers came up): hand waiting runs over now, not at the next pass.
+        self.executor.on_capacity = self.wake
         self.is_leader = False
+        #: Why the scheduler stopped on its own (the executor could not start), else None.
+        self.failure: BaseException | None = None
+        self._failed = asyncio.Event()
+        self._executor_task: asyncio.Task[None] | None = None
+        self._stop_task: asyncio.Future[None] | None = None
         self._in_flight: dict[int, asyncio.Future[RunResult]] = {}
         self._recently_done: dict[int, float] = {}
         self._stop_requested: dict[int, float] = {}
@@ -231,8 +282,23 @@ class Scheduler(LoggingConfigurable):
     # ----- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the executor, the notifier, the change watcher and the loop."""
-        await self.executor.start()
+        """Write the first heartbeat and take the lease (or stand by), then start the loop, the
+        notifier and the change watcher — and the executor, in the background: due runs are
+        recorded while its workers start, and executed once it has capacity.
+
+        Raises :class:`StoreError` (naming the database and the fix) if the database cannot be
+        written; nothing is started then."""
+        loop = asyncio.get_running_loop()
+        try:
+            leading = await loop.run_in_executor(self._lease_thread, self._heartbeat, self.clock())
+        except SQLAlchemyError as err:
+            self._close_threads()
+            raise unwritable_store_error(self.store, err) from err
+        except BaseException:
+            self._close_threads()
+            raise
+        self._last_renewed = loop.time()
+        self._leading_changed(leading)
         assert self.notifier is not None
         await self.notifier.start()
         self._watcher = ChangeWatcher(
@@ -243,11 +309,52 @@ class Scheduler(LoggingConfigurable):
         )
         self._watcher.start()
         self._main_task = self._spawn(self._main(), "loop")
+        self._executor_task = self._spawn(self._start_executor(), "executor start")
         self._tasks = [
             self._main_task,
             self._spawn(self._keep_leases(), "leases"),
             self._spawn(self._maintain(), "maintenance"),
+            self._executor_task,
         ]
+        self.log.info(
+            "mage_nb_sched: scheduler %s serving %s (store %s; executor: %s; %s)",
+            self.instance_id,
+            self.store.project_dir,
+            redacted_url(self.store.url),
+            self.executor.description,
+            "leading" if leading else "standing by: another scheduler leads",
+        )
+
+    async def _start_executor(self) -> None:
+        try:
+            await self.executor.start()
+        except Exception as err:
+            self.failure = err
+            log.error(
+                "the executor could not start, so this scheduler stops: %s",
+                err,
+                exc_info=not isinstance(err, MageNbSchedError),
+            )
+            self._failed.set()
+            # Release the lease at once so a standby can take over; runs already recorded
+            # stay waiting for it (or for the next start).
+            if self._stop_task is None:
+                self._stop_task = asyncio.ensure_future(self._stop(0.0))
+            return
+        log.debug("executor started: %s", self.executor.description)
+        self.wake()
+
+    async def wait_failed(self) -> BaseException:
+        """Wait until the scheduler stops on its own because its executor could not start
+        (:attr:`failure`); the scheduler is then stopped (or stopping). Never returns while
+        the scheduler works."""
+        await self._failed.wait()
+        assert self.failure is not None
+        return self.failure
+
+    def _close_threads(self) -> None:
+        for pool in (self._db, self._lease_thread, self._files_thread):
+            pool.shutdown(wait=False)
 
     def _spawn(self, coroutine: Any, name: str) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(coroutine)
@@ -268,11 +375,25 @@ class Scheduler(LoggingConfigurable):
         """Stop: no new runs; in-flight runs get ``grace`` (default ``shutdown_grace``) seconds,
         then their kernels are killed and the runs are queued to execute again; leases are
         released so a standby takes over at once. The heartbeat goes on until then, so no
-        standby takes these runs over while their kernels still run."""
+        standby takes these runs over while their kernels still run.
+
+        An executor still starting is stopped at once (nothing runs on it yet). Calling stop
+        again waits for the same stop."""
+        if self._stop_task is None:
+            self._stop_task = asyncio.ensure_future(self._stop(grace))
+        await asyncio.shield(self._stop_task)
+
+    async def _stop(self, grace: float | None) -> None:
         grace = self.shutdown_grace if grace is None else grace
         self._stopping = True
         self._wake.set()
+        leftover: list[int] = []
         try:
+            starting = self._executor_task
+            if starting is not None and not starting.done():
+                starting.cancel()
+                with contextlib.suppress(BaseException):
+                    await starting
             if self._main_task is not None:
                 with contextlib.suppress(Exception, asyncio.CancelledError):
                     await self._main_task
@@ -316,8 +437,12 @@ class Scheduler(LoggingConfigurable):
                 )
             assert self.notifier is not None
             await self.notifier.stop(timeout=1.0)
-            for pool in (self._db, self._lease_thread, self._files_thread):
-                pool.shutdown(wait=False)
+            self._close_threads()
+            self.log.info(
+                "mage_nb_sched: scheduler %s stopped%s",
+                self.instance_id,
+                f" ({len(leftover)} run(s) queued to execute again)" if leftover else "",
+            )
 
     def wake(self) -> None:
         """Make the loop run a pass now (the store changed, a run finished)."""
@@ -347,9 +472,11 @@ class Scheduler(LoggingConfigurable):
 
     async def _keep_leases(self) -> None:
         """Renew the heartbeat and the leader lease every ``lease_seconds / 3`` on a thread of
-        its own (until :meth:`stop` has dealt with every run)."""
+        its own (until :meth:`stop` has dealt with every run); :meth:`start` took them first."""
         loop = asyncio.get_running_loop()
+        pause = self.lease_seconds / 3
         while True:
+            await asyncio.sleep(pause)
             try:
                 leading = await loop.run_in_executor(
                     self._lease_thread, self._heartbeat, self.clock()
@@ -364,17 +491,56 @@ class Scheduler(LoggingConfigurable):
             else:
                 self._last_renewed = loop.time()
                 pause = self.lease_seconds / 3
-            if leading != self.is_leader:
-                if leading:
-                    log.info("scheduler %s is active", self.instance_id)
-                    self._next_recovery = 0.0  # recover a dead leader's runs at once
-                else:
-                    log.warning(
-                        "scheduler %s lost the leader lease; standing by", self.instance_id
-                    )
-                self.is_leader = leading
-                self.wake()
-            await asyncio.sleep(pause)
+            self._leading_changed(leading)
+
+    def _leading_changed(self, leading: bool) -> None:
+        """Note whether this scheduler leads (after any lease check); log and wake on change."""
+        if leading == self.is_leader:
+            return
+        if leading:
+            log.info("scheduler %s is active", self.instance_id)
+            self._next_recovery = 0.0  # recover a dead leader's runs at once
+        else:
+            log.warning("scheduler %s lost the leader lease; standing by", self.instance_id)
+        self.is_leader = leading
+        self.wake()
+
+    async def _confirm_leading(self, run_ids: list[int], report: PassReport) -> list[int]:
+        """The pass took ``run_ids``: confirm with the coordinator that this scheduler still
+        leads before they are handed to the executor (a scheduler that was paused — SIGSTOP, a
+        VM freeze — may have lost its lease while its loop still believed it led). If not,
+        give them back for the leader, unstarted."""
+        loop = asyncio.get_running_loop()
+        try:
+            leading = await loop.run_in_executor(
+                self._lease_thread, self.coordinator.acquire, self.clock()
+            )
+        except Exception:
+            log.exception("could not confirm the leader lease before starting runs")
+            leading = False
+        else:
+            if leading:
+                self._last_renewed = loop.time()
+        if leading and not self._stopping:
+            return run_ids
+        if not leading:
+            self._leading_changed(False)
+        try:
+            await self._db_call(
+                scheduling.release_runs, self.store, run_ids, self.instance_id, self.clock()
+            )
+        except Exception:
+            # Still ours in the database and not in flight: recovery releases them.
+            log.exception("could not give runs %s back", run_ids)
+        else:
+            report.released = list(run_ids)
+            log.warning(
+                "scheduler %s gave back %d run(s) it had taken, unstarted: %s",
+                self.instance_id,
+                len(run_ids),
+                "it no longer leads" if not leading else "it is stopping",
+            )
+        return []
 
     # ----- files: triggers.yaml and retention --------------------------------------------
 
@@ -415,7 +581,7 @@ class Scheduler(LoggingConfigurable):
     async def _main(self) -> None:
         loop = asyncio.get_running_loop()
         last_pass = -1.0
-        while not self._stopping:
+        while not self._stopping and self.failure is None:
             self.iterations += 1
             if not self.is_leader:
                 self._wake.clear()
@@ -491,6 +657,8 @@ class Scheduler(LoggingConfigurable):
         assert self.notifier is not None
         for notification in report.notifications:
             self.notifier.notify(notification)
+        if report.started:
+            report.started = await self._confirm_leading(report.started, report)
         for run_id in report.started:
             try:
                 future = await self.executor.submit(run_id)

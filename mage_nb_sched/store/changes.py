@@ -16,8 +16,6 @@ import sqlite3
 import threading
 from collections.abc import Callable
 
-from sqlalchemy.engine import make_url
-
 from mage_nb_sched.store.engine import Store
 
 log = logging.getLogger(__name__)
@@ -47,8 +45,7 @@ class ChangeWatcher:
     def _sqlite_path(self) -> str | None:
         if not self.store.is_sqlite:
             return None
-        database = make_url(self.store.url).database
-        return database if database and database != ":memory:" else None
+        return self.store.sqlite_path
 
     def start(self) -> None:
         """Start watching; must be called from the event loop ``on_change`` should run on."""

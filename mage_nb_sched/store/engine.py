@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from filelock import FileLock
 from sqlalchemy import Engine, create_engine, event, inspect, text
@@ -61,6 +62,20 @@ def _redact_password(url: str) -> str:
     return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
+def sqlite_file(url: str) -> str | None:
+    """The file a SQLite URL points at: ``sqlite:////abs/x.db`` → ``/abs/x.db``, and a URI
+    filename (``sqlite:///file:/abs/x.db?mode=ro&uri=true``) → ``/abs/x.db``; None for
+    in-memory databases."""
+    parsed = make_url(url)
+    database = parsed.database
+    if not database or database == ":memory:":
+        return None
+    if str(parsed.query.get("uri", "")).lower() in ("true", "1") and database.startswith("file:"):
+        path = urlsplit(database).path
+        return path or None
+    return database
+
+
 class Store:
     """An engine plus a thread-local session factory, migrated to the latest schema on open."""
 
@@ -78,9 +93,11 @@ class Store:
         self.project_dir = project_dir
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         kwargs: dict[str, Any] = {}
+        #: The SQLite database file (``file:`` URIs with ``?uri=true`` included), else None.
+        self.sqlite_path: str | None = sqlite_file(url) if self.is_sqlite else None
         if self.is_sqlite:
-            if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            if self.sqlite_path is not None:
+                Path(self.sqlite_path).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         else:
             kwargs["pool_pre_ping"] = True
@@ -145,7 +162,7 @@ def store_error(err: BaseException, store: Store) -> StoreError:
     detail = str(getattr(err, "orig", None) or err)
     lowered = detail.lower()
     url = make_url(store.url)
-    where = url.database if store.is_sqlite and url.database else url.render_as_string(True)
+    where = store.sqlite_path or url.render_as_string(True)
     if "readonly" in lowered or "read-only" in lowered or "read only" in lowered:
         return StoreError(
             f"the database {where} is read-only for this process ({detail}). Make the file and "
@@ -208,8 +225,8 @@ def current_revision(engine: Engine) -> str | None:
 def _migration_lock(store: Store) -> Iterator[None]:
     """Serialise migrations across processes: a file lock for SQLite, an advisory lock on PG."""
     if store.is_sqlite:
-        database = make_url(store.url).database
-        if not database or database == ":memory:":
+        database = store.sqlite_path
+        if database is None:
             yield
             return
         # filelock: an OS lock where fcntl exists, msvcrt on Windows, and released if the

@@ -12,14 +12,24 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABCMeta, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from traitlets import MetaHasTraits
 from traitlets.config import LoggingConfigurable
 
+from mage_nb_sched.core.errors import MageNbSchedError
+
 if TYPE_CHECKING:  # pragma: no cover
     from mage_nb_sched.store.artifacts import ArtifactStore
+
+
+class ExecutorError(MageNbSchedError):
+    """An executor cannot execute runs at all (e.g. no worker process could start). The
+    message says what failed and what to check."""
+
+    http_status = 503
 
 
 @dataclass(frozen=True)
@@ -50,9 +60,11 @@ class Executor(LoggingConfigurable, metaclass=_ExecutorMeta):
 
     **Calls.** Every method is called on the caller's event loop (the Jupyter server's, in the
     extension) and must return quickly: workers, kernels and database writes belong elsewhere
-    (processes, threads). The scheduler calls :meth:`start` once, then :meth:`submit` for at
-    most :attr:`capacity` runs at a time, :meth:`cancel` / :meth:`kill` for runs that must stop,
-    and :meth:`shutdown` once at the end.
+    (processes, threads). The scheduler calls :meth:`start` once — in the background: it
+    already records due runs while the executor starts, and hands them over as
+    :attr:`capacity` allows — then :meth:`submit` for at most :attr:`capacity` runs at a time,
+    :meth:`cancel` / :meth:`kill` for runs that must stop, and :meth:`shutdown` once at the end
+    (possibly while :meth:`start` is still under way: the scheduler cancels it first).
 
     **Runs.** The scheduler has already taken a run (its ``owner`` is the scheduler) when it
     submits it; the executor executes it — claims it ``initial → running`` and writes its block
@@ -75,13 +87,36 @@ class Executor(LoggingConfigurable, metaclass=_ExecutorMeta):
     #: fsspec URL) and hands it to them.
     artifacts: ArtifactStore | None = None
 
+    #: Set by the scheduler before :meth:`start`: call it (on the event loop) whenever
+    #: :attr:`capacity` may have grown — workers became ready, a lost worker was replaced — so
+    #: that runs waiting for capacity are handed over at once rather than at the next pass.
+    #: None: nobody listens.
+    on_capacity: Callable[[], None] | None = None
+
+    def capacity_changed(self) -> None:
+        """Tell the scheduler (:attr:`on_capacity`) that :attr:`capacity` may have grown."""
+        if self.on_capacity is not None:
+            self.on_capacity()
+
+    @property
+    def description(self) -> str:
+        """What executes the runs, in a few words, for the scheduler's start-up log line (e.g.
+        ``2 local workers, started on demand``). Default: the class name."""
+        return type(self).__name__
+
     @abstractmethod
     async def start(self) -> None:
-        """Start workers (and their warm kernels); return once they can take runs.
+        """Start workers (and their warm kernels), or get ready to start them on demand;
+        return once runs can be submitted.
 
         Called once, before any other method, on the event loop the executor then uses for
-        its lifetime. Raising here means the scheduler could not start (it is logged and the
-        scheduler does not run).
+        its lifetime. The scheduler does not wait for it before recording runs: it runs it in
+        the background and submits runs only up to :attr:`capacity`, so an executor whose
+        workers are still starting reports the capacity it has now (0 until the first worker
+        is up) and calls :meth:`capacity_changed` when that grows. An executor that starts its
+        workers on demand reports its full capacity at once and starts them in
+        :meth:`submit`. Raise :class:`ExecutorError` (saying why) if nothing could start:
+        the scheduler then logs it and stops handing out runs.
         """
 
     @abstractmethod
@@ -125,7 +160,9 @@ class Executor(LoggingConfigurable, metaclass=_ExecutorMeta):
     @abstractmethod
     def capacity(self) -> int:
         """How many runs can execute at once; the scheduler never has more than this many
-        submitted and unfinished. Read on every pass: it may change (workers lost or added)."""
+        submitted and unfinished. Read on every pass: it may change (workers still starting,
+        lost or added). Executors that start workers on demand count the workers they may
+        start, not only those running."""
 
     @property
     @abstractmethod

@@ -1,13 +1,21 @@
 """The default executor: a pool of local worker processes, each with warm kernels.
 
 Runs never execute on the caller's event loop (the Jupyter server's): each worker is a separate
-interpreter (multiprocessing ``spawn``) with its own asyncio loop, a :class:`KernelPool` and a
-:class:`PipelineRunner`. The parent talks to workers over pipes it watches with ``add_reader``, so
-submitting, cancelling and collecting results cost the caller's loop microseconds.
+interpreter (``python -c``, started with :mod:`subprocess`) with its own asyncio loop, a
+:class:`KernelPool` and a :class:`PipelineRunner`. The parent talks to workers over a socket
+pair it watches with ``add_reader``, so submitting, cancelling and collecting results cost the
+caller's loop microseconds. (Not :mod:`multiprocessing`: its ``spawn`` start method re-imports
+the caller's ``__main__`` in every worker and leaves a resource-tracker process behind for the
+rest of the caller's life — an idle Jupyter server would keep paying for it.)
+
+Workers are kept warm (started by :meth:`LocalExecutor.start`) or, with ``lazy_workers``,
+started when the first run needs one and stopped again after ``idle_timeout`` seconds with
+nothing to run — what the Jupyter server extension does, so an idle server pays no extra
+process.
 
 If a worker dies, its in-flight runs are marked failed with the reason, and its kernels die with
 it (they are tied to the worker's fork server by ``PR_SET_PDEATHSIG``); a replacement worker is
-started.
+started when there is work for it.
 """
 
 from __future__ import annotations
@@ -15,22 +23,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import multiprocessing
 import os
 import signal
+import socket
+import subprocess
 import sys
 from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from multiprocessing.connection import Connection
 from typing import Any
 
 from sqlalchemy import select
-from traitlets import Int, List, TraitError, Unicode, validate
+from traitlets import Bool, Float, Int, List, TraitError, Unicode, validate
 
 from mage_nb_sched.core.clock import utcnow
 from mage_nb_sched.core.enums import PipelineRunStatus
-from mage_nb_sched.execution.executors.base import Executor, RunResult
+from mage_nb_sched.execution.executors.base import Executor, ExecutorError, RunResult
 from mage_nb_sched.service.transitions import end_run
 from mage_nb_sched.store import schema
 from mage_nb_sched.store.engine import Store
@@ -38,35 +47,61 @@ from mage_nb_sched.store.engine import Store
 log = logging.getLogger(__name__)
 
 RUNS = schema.pipeline_run
+#: Workers that die before they are ready this many times in a row are not started again.
+MAX_START_FAILURES = 3
+#: Longest ``idle_timeout`` (one year, like every other duration setting).
+MAX_IDLE_TIMEOUT = 31_536_000.0
 
 
 # --------------------------------------------------------------------------------------------
 # Worker process
 # --------------------------------------------------------------------------------------------
 
+#: What a worker process runs (``python -c``): read its settings from the socket the parent
+#: passed (never from the command line, which every user can read: the database URL may hold
+#: a password), take the parent's ``sys.path``, then :func:`worker_main`.
+_BOOTSTRAP = (
+    "import sys\n"
+    "from multiprocessing.connection import Connection\n"
+    "conn = Connection(int(sys.argv[1]))\n"
+    "settings = conn.recv()\n"
+    "sys.path[:] = settings['sys_path']\n"
+    "from mage_nb_sched.execution.executors.local import worker_main\n"
+    "worker_main(conn, settings)\n"
+)
 
-def worker_main(
-    conn: Connection,
-    db_url: str,
-    project_dir: str,
-    kernel_pool_size: int,
-    preload: Sequence[str],
-    parent_pid: int,
-) -> None:
-    """Entry point of a worker process: execute the runs the parent sends, report results."""
+
+def worker_main(conn: Connection, settings: dict[str, Any]) -> None:
+    """Entry point of a worker process: execute the runs the parent sends, report results.
+
+    ``settings``: ``db_url``, ``project_dir``, ``kernel_pool_size``, ``preload`` and
+    ``parent_pid`` (see :meth:`LocalExecutor._spawn`)."""
     from mage_nb_sched.execution.kernel_forkserver import set_pdeathsig
 
     # Die with the scheduler, even on kill -9: its runs are then recovered from the database
     # (and this worker's kernels die with it in turn).
     set_pdeathsig(signal.SIGKILL)
-    if os.getppid() != parent_pid:
+    if os.getppid() != int(settings["parent_pid"]):
         os._exit(1)  # the parent died before the line above took effect
     # Our own process group: a Ctrl-C or a SIGTERM sent to the scheduler's whole group (a
     # terminal, `timeout`, `kill -- -PGID`) must not kill runs the scheduler wants to stop
     # gracefully; the scheduler stops us itself (and PDEATHSIG covers its death).
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)
-    asyncio.run(_worker_loop(conn, db_url, project_dir, kernel_pool_size, tuple(preload)))
+    # jsonschema (imported by nbformat, which the runner reads notebooks with) compiles a Lark
+    # grammar for the optional rfc3987-syntax package at import: ~0.7 s, most of a worker's
+    # start-up, for the "iri" string format that no notebook schema uses. Without the package
+    # jsonschema simply does not check that format. Worker processes only; kernels are separate.
+    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+    asyncio.run(
+        _worker_loop(
+            conn,
+            str(settings["db_url"]),
+            str(settings["project_dir"]),
+            int(settings["kernel_pool_size"]),
+            tuple(settings["preload"]),
+        )
+    )
     # Everything is in the database and the kernels are gone; a normal interpreter exit would
     # wait ~1 s more for ZeroMQ to linger on closed kernel sockets.
     sys.stdout.flush()
@@ -167,13 +202,31 @@ def _forget(tasks: dict[int, asyncio.Task[None]], run_id: int) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
+class ExecutorEvent:
+    """Something that happened to the worker pool (:attr:`LocalExecutor.events`): ``kind`` is
+    ``spawned``, ``ready``, ``retired`` (stopped for being idle) or ``exited``; ``at`` is the
+    UTC time, comparable with the times the store records."""
+
+    kind: str
+    at: datetime
+    pid: int
+
+
+@dataclass(eq=False)
 class _Worker:
-    process: Any
+    process: subprocess.Popen[bytes]
     conn: Connection
+    #: The worker's own report that it is ready (None while it starts).
     pid: int | None = None
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
     runs: set[int] = field(default_factory=set)
+    #: Asked to stop for being idle: takes no runs, is not replaced.
+    retiring: bool = False
+    exited: bool = False
+
+    @property
+    def starting(self) -> bool:
+        return self.pid is None and not self.exited
 
 
 class LocalExecutor(Executor):
@@ -181,6 +234,8 @@ class LocalExecutor(Executor):
 
     ``kernel_pool_size`` warm kernels are kept per worker. ``preload`` names modules the kernel
     fork server imports once so every kernel starts with them loaded (e.g. ``["pandas"]``).
+    With ``lazy_workers`` no worker runs until a run needs one, and workers stop again after
+    ``idle_timeout`` seconds with nothing to run.
     """
 
     workers = Int(2, help="Worker processes executing runs.").tag(config=True)
@@ -193,6 +248,20 @@ class LocalExecutor(Executor):
         help="Modules the kernel fork server imports once so every kernel starts with them "
         "loaded (e.g. ['pandas']). If one starts threads at import, the fork server is not "
         "used and kernels are started normally.",
+    ).tag(config=True)
+    lazy_workers = Bool(
+        False,
+        help="Start worker processes (and their warm kernels) only when a run needs one, and "
+        "stop them after idle_timeout seconds with nothing to run, so an idle process pays "
+        "for none. The first run after an idle spell waits for a worker to start (about half "
+        "a second). Off: the workers start with the scheduler and stay up. The Jupyter server "
+        "extension turns it on (c.MageNbSchedApp.lazy_workers).",
+    ).tag(config=True)
+    idle_timeout = Float(
+        300.0,
+        help="With lazy_workers: seconds without any run queued or executing after which the "
+        "workers and their kernels are stopped; the next run starts them again. 0 stops them "
+        "as soon as they are idle. At most one year.",
     ).tag(config=True)
 
     @validate("workers", "runs_per_worker")
@@ -207,16 +276,35 @@ class LocalExecutor(Executor):
             raise TraitError(f"kernel_pool_size must be >= 0, got {proposal['value']}")
         return int(proposal["value"])
 
+    @validate("idle_timeout")
+    def _idle_timeout_in_range(self, proposal: Any) -> float:
+        value = float(proposal["value"])
+        if not 0 <= value <= MAX_IDLE_TIMEOUT:  # also refuses NaN
+            raise TraitError(
+                f"idle_timeout must be between 0 and {MAX_IDLE_TIMEOUT:.0f} seconds (one year), "
+                f"got {proposal['value']}"
+            )
+        return value
+
     def __init__(self, store: Store, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         assert store.project_dir is not None
         self.store = store
-        self._context = multiprocessing.get_context("spawn")
         self._workers: list[_Worker] = []
         self._queue: deque[int] = deque()
         self._futures: dict[int, asyncio.Future[RunResult]] = {}
         self._closing = False
         self._start_failures = 0
+        self._last_start_exit: int | None = None
+        self._changed: asyncio.Event | None = None
+        self._idle_handle: asyncio.TimerHandle | None = None
+        self._reapers: set[asyncio.Future[None]] = set()
+        #: Workers that died before they were ready, whose exit status is still awaited.
+        self._judging = 0
+        #: What happened to the workers, oldest first (the last 1,000 events).
+        self.events: deque[ExecutorEvent] = deque(maxlen=1000)
+
+    # ----- what the scheduler reads ----------------------------------------------------------
 
     @property
     def active_runs(self) -> set[int]:
@@ -224,39 +312,117 @@ class LocalExecutor(Executor):
 
     @property
     def capacity(self) -> int:
-        return self.workers * self.runs_per_worker
+        if self._closing:
+            return 0
+        if self.lazy_workers or self._gave_up:
+            # On demand: submitting is what starts workers. Given up: runs submitted now fail
+            # at once with the reason instead of waiting forever.
+            return self.workers * self.runs_per_worker
+        return self.runs_per_worker * len(
+            [w for w in self._workers if w.pid is not None and not w.retiring]
+        )
+
+    @property
+    def description(self) -> str:
+        workers = f"{self.workers} local worker{'s' if self.workers != 1 else ''}"
+        if self.lazy_workers:
+            return f"{workers}, started on demand, stopped after {self.idle_timeout:g} s idle"
+        return f"{workers}, kept warm"
 
     @property
     def worker_pids(self) -> list[int]:
-        return [worker.pid for worker in self._workers if worker.pid is not None]
+        """Process ids of the workers that are up and take runs."""
+        return [w.pid for w in self._workers if w.pid is not None and not w.retiring]
+
+    @property
+    def process_pids(self) -> list[int]:
+        """Process ids of every worker process not yet seen exiting (starting and retiring
+        ones included)."""
+        return [w.process.pid for w in self._workers if not w.exited]
+
+    @property
+    def _gave_up(self) -> bool:
+        return self._start_failures >= MAX_START_FAILURES
+
+    # ----- start -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        for _ in range(self.workers):
+        """Warm workers: start them and return once none is still starting; raise
+        :class:`ExecutorError` if none came up. ``lazy_workers``: start nothing now."""
+        self._changed = asyncio.Event()
+        if self.lazy_workers:
+            return
+        self._ensure_workers()
+        while True:
+            if not any(w.starting for w in self._workers) and not self._judging:
+                if any(w.pid is not None for w in self._workers):
+                    return
+                if self._gave_up or not self._workers:
+                    raise ExecutorError(self._unstartable_reason())
+            self._changed.clear()
+            await self._changed.wait()
+
+    def _unstartable_reason(self) -> str:
+        code = self._last_start_exit
+        return (
+            f"no worker process could start: {self._start_failures} in a row exited before "
+            f"they were ready (last exit code {code}; the worker's error is printed above). "
+            "Check that the database URL can be opened from a new process and that kernels "
+            "can start (python -m ipykernel_launcher --help), then restart the scheduler."
+        )
+
+    def _ensure_workers(self) -> None:
+        """Start the workers the current work needs: all ``workers`` when kept warm; with
+        ``lazy_workers`` enough for the queued and executing runs."""
+        if self._closing or self._gave_up:
+            return
+        live = [w for w in self._workers if not w.retiring and not w.exited]
+        if self.lazy_workers:
+            demand = len(self._queue) + sum(len(w.runs) for w in live)
+            needed = min(self.workers, -(-demand // self.runs_per_worker))
+        else:
+            needed = self.workers
+        for _ in range(needed - len(live)):
             self._spawn()
-        await asyncio.gather(*(worker.ready.wait() for worker in self._workers))
 
     def _spawn(self) -> _Worker:
-        parent_conn, child_conn = self._context.Pipe()
-        process = self._context.Process(
-            target=worker_main,
-            args=(
-                child_conn,
-                self.store.url,
-                str(self.store.project_dir),
-                self.kernel_pool_size,
-                tuple(self.preload),
-                os.getpid(),
-            ),
-            name="mage-nb-sched-worker",
-            daemon=True,
+        ours, theirs = socket.socketpair()
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-c", _BOOTSTRAP, str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        conn = Connection(ours.detach())
+        conn.send(
+            {
+                "sys_path": list(sys.path),
+                "db_url": self.store.url,
+                "project_dir": str(self.store.project_dir),
+                "kernel_pool_size": self.kernel_pool_size,
+                "preload": list(self.preload),
+                "parent_pid": os.getpid(),
+            }
         )
-        process.start()
-        child_conn.close()
-        worker = _Worker(process, parent_conn)
+        worker = _Worker(process, conn)
         self._workers.append(worker)
-        loop = asyncio.get_running_loop()
-        loop.add_reader(parent_conn.fileno(), self._on_message, worker)
+        self._record("spawned", process.pid)
+        asyncio.get_running_loop().add_reader(conn.fileno(), self._on_message, worker)
         return worker
+
+    def _record(self, kind: str, pid: int) -> None:
+        self.events.append(ExecutorEvent(kind, utcnow(), pid))
+
+    def _changed_now(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+
+    # ----- messages from workers -----------------------------------------------------------
 
     def _on_message(self, worker: _Worker) -> None:
         try:
@@ -267,32 +433,43 @@ class LocalExecutor(Executor):
         kind = message[0]
         if kind == "ready":
             worker.pid = int(message[1])
-            worker.ready.set()
+            self._start_failures = 0
+            self._record("ready", worker.pid)
+            self._changed_now()
             self._dispatch()
+            self._maybe_idle()
+            if not worker.retiring:
+                self.capacity_changed()
         elif kind == "done":
             run_id, payload = int(message[1]), message[2]
             worker.runs.discard(run_id)
             self._resolve(RunResult(run_id=run_id, **payload))
             self._dispatch()
+            self._maybe_idle()
 
     def _on_worker_exit(self, worker: _Worker) -> None:
-        if worker not in self._workers:
+        if worker.exited:
             return  # already handled
-        self._workers.remove(worker)
+        worker.exited = True
+        if worker in self._workers:
+            self._workers.remove(worker)
         loop = asyncio.get_running_loop()
         with contextlib.suppress(ValueError, OSError):
             loop.remove_reader(worker.conn.fileno())
         worker.conn.close()
-        worker.process.join(timeout=0)  # never block the caller's loop
-        code = worker.process.exitcode
+        self._record("exited", worker.process.pid)
+        self._changed_now()
+        reaped = self._reap(worker)
+        if worker.retiring and not worker.runs:
+            return  # stopped for being idle, as asked
+        code = worker.process.poll()  # never block the caller's loop
         reason = (
-            f"worker process {worker.pid} died"
+            f"worker process {worker.pid or worker.process.pid} died"
             + (f" (exit code {code})" if code is not None else "")
             + " while the run executed"
         )
         orphans = list(worker.runs)
         worker.runs.clear()
-        worker.ready.set()
         # Futures first (cheap, cannot fail), then the database off the loop.
         for run_id in orphans:
             self._resolve(RunResult(run_id, PipelineRunStatus.FAILED.value, reason))
@@ -301,20 +478,108 @@ class LocalExecutor(Executor):
         if self._closing:
             return
         if worker.pid is None:
-            # It died before it was ready (bad database URL, kernel pool failure): do not spin.
-            self._start_failures += 1
-            if self._start_failures >= 3:
-                log.error(
-                    "worker processes keep dying at start (last exit code %s); not starting "
-                    "more. Check the database URL and that kernels can start (the worker's "
-                    "error is printed above), then restart the scheduler.",
-                    code,
-                )
-                self._fail_unstartable(list(self._queue))
-                self._queue.clear()
+            # It died before it was ready (bad database URL, kernel pool failure): count it
+            # once its exit status is known, and do not spin.
+            self._judging += 1
+            reaped.add_done_callback(lambda _done: self._failed_start(worker))
+            return
+        self._replace(reason)
+
+    def _replace(self, reason: str) -> None:
+        before = len(self._workers)
+        self._ensure_workers()
+        if len(self._workers) > before:
+            log.warning("%s; starting a replacement", reason)
+        else:
+            log.warning("%s", reason)
+        self._maybe_idle()
+
+    def _failed_start(self, worker: _Worker) -> None:
+        self._judging -= 1
+        if self._closing:
+            self._changed_now()
+            return
+        code = worker.process.poll()
+        self._start_failures += 1
+        self._last_start_exit = code
+        self._changed_now()
+        if self._gave_up:
+            log.error(
+                "worker processes keep dying at start (last exit code %s); not starting "
+                "more. Check the database URL and that kernels can start (the worker's "
+                "error is printed above), then restart the scheduler.",
+                code,
+            )
+            self._fail_unstartable(list(self._queue))
+            self._queue.clear()
+            self.capacity_changed()  # runs waiting for capacity now fail with the reason
+            return
+        self._replace(
+            f"worker process {worker.process.pid} exited before it was ready (exit code {code})"
+        )
+
+    def _reap(self, worker: _Worker) -> asyncio.Future[None]:
+        """Collect the exit status of a worker whose connection closed (no zombie is left), in
+        the background; one that does not exit soon is killed."""
+
+        async def reap() -> None:
+            if worker.process.poll() is not None:
                 return
-        log.warning("%s; starting a replacement", reason)
-        self._spawn()
+            try:
+                await asyncio.to_thread(worker.process.wait, 10)
+            except subprocess.TimeoutExpired:
+                worker.process.kill()
+                await asyncio.to_thread(worker.process.wait)
+
+        task = asyncio.ensure_future(reap())
+        self._reapers.add(task)
+        task.add_done_callback(self._reapers.discard)
+        return task
+
+    # ----- idle workers ----------------------------------------------------------------------
+
+    def _busy(self) -> bool:
+        return bool(self._queue) or any(w.runs for w in self._workers)
+
+    def _cancel_idle_timer(self) -> None:
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+            self._idle_handle = None
+
+    def _maybe_idle(self) -> None:
+        """With ``lazy_workers``: nothing queued or executing → stop the workers after
+        ``idle_timeout`` (unless work arrives first)."""
+        if not self.lazy_workers or self._closing:
+            return
+        if self._busy():
+            self._cancel_idle_timer()
+            return
+        if self._idle_handle is None and any(not w.retiring for w in self._workers):
+            self._idle_handle = asyncio.get_running_loop().call_later(
+                self.idle_timeout, self._retire_idle
+            )
+
+    def _retire_idle(self) -> None:
+        self._idle_handle = None
+        if self._busy() or self._closing:
+            return
+        retiring = [w for w in self._workers if not w.retiring]
+        for worker in retiring:
+            worker.retiring = True
+            self._record("retired", worker.process.pid)
+            try:
+                worker.conn.send(("stop", 0.0))
+            except OSError:
+                worker.process.kill()  # its exit is noticed (EOF) and reaped as usual
+        if retiring:
+            log.info(
+                "stopped %d idle worker process(es): nothing to run for %g s; the next run "
+                "starts them again",
+                len(retiring),
+                self.idle_timeout,
+            )
+
+    # ----- runs ------------------------------------------------------------------------------
 
     def _cancel_queued(self, run_id: int) -> None:
         """A run cancelled before any worker took it: ``initial → cancelled`` in the database."""
@@ -355,7 +620,10 @@ class LocalExecutor(Executor):
             candidates = [
                 w
                 for w in self._workers
-                if w.ready.is_set() and w.pid is not None and len(w.runs) < self.runs_per_worker
+                if w.pid is not None
+                and not w.retiring
+                and not w.exited
+                and len(w.runs) < self.runs_per_worker
             ]
             if not candidates:
                 return
@@ -366,7 +634,7 @@ class LocalExecutor(Executor):
             except OSError:
                 # The worker just died; its exit handler replaces it. Keep the run queued.
                 self._queue.appendleft(run_id)
-                worker.ready.clear()
+                self._on_worker_exit(worker)
                 return
             worker.runs.add(run_id)
 
@@ -379,11 +647,13 @@ class LocalExecutor(Executor):
         future: asyncio.Future[RunResult] = asyncio.get_running_loop().create_future()
         self._futures[run_id] = future
         self._queue.append(run_id)
-        if not self._workers and self._start_failures >= 3:
+        self._cancel_idle_timer()
+        if self._gave_up and not any(not w.exited for w in self._workers):
             # Nothing will ever take it: fail it now rather than leave it queued forever.
             self._fail_unstartable([run_id])
             self._queue.remove(run_id)
             return future
+        self._ensure_workers()
         self._dispatch()
         return future
 
@@ -423,6 +693,7 @@ class LocalExecutor(Executor):
             self._queue.remove(run_id)
             await asyncio.get_running_loop().run_in_executor(None, self._cancel_queued, run_id)
             self._resolve(RunResult(run_id, PipelineRunStatus.CANCELLED.value, "cancelled"))
+            self._maybe_idle()
             return
         for worker in self._workers:
             if run_id in worker.runs:
@@ -432,36 +703,51 @@ class LocalExecutor(Executor):
         """Kill the worker executing ``run_id`` (and with it its kernels); its runs are failed
         with the reason and a replacement worker is started."""
         for worker in self._workers:
-            if run_id in worker.runs and worker.process.is_alive():
+            if run_id in worker.runs and worker.process.poll() is None:
                 log.warning("killing worker %s: run %s did not stop", worker.pid, run_id)
                 worker.process.kill()
 
     async def shutdown(self, grace: float = 10.0) -> None:
         self._closing = True
+        self._cancel_idle_timer()
         for run_id in list(self._queue):
             self._resolve(RunResult(run_id, PipelineRunStatus.INITIAL.value, "executor shut down"))
         self._queue.clear()
-        for worker in list(self._workers):
-            with contextlib.suppress(BrokenPipeError, OSError):
-                worker.conn.send(("stop", grace))
         loop = asyncio.get_running_loop()
         # The worker stops its runs right after ``grace``; a worker that does not exit soon
         # after is killed (its kernels die with it), so stopping never takes much over grace.
         deadline = loop.time() + grace + 1.5
-        for worker in list(self._workers):
-            remaining = max(0.1, deadline - loop.time())
-            await asyncio.to_thread(worker.process.join, remaining)
-            if worker.process.is_alive():
+        workers = list(self._workers)
+        for worker in workers:
+            if worker.pid is None and not worker.runs:
+                # Still starting (importing, or waiting for its database): it has nothing to
+                # finish, and would only read the request once it is up.
                 worker.process.kill()
-                await asyncio.to_thread(worker.process.join, 5)
-            with contextlib.suppress(ValueError, OSError):
-                loop.remove_reader(worker.conn.fileno())
-            for run_id in list(worker.runs):
-                await asyncio.to_thread(
-                    self._fail_orphaned_run, run_id, "executor shut down while the run executed"
-                )
-                self._resolve(
-                    RunResult(run_id, PipelineRunStatus.FAILED.value, "executor shut down")
-                )
-            worker.conn.close()
+                continue
+            with contextlib.suppress(BrokenPipeError, OSError):
+                worker.conn.send(("stop", grace))
+        await asyncio.gather(*(self._stop(worker, deadline) for worker in workers))
+        if self._reapers:
+            await asyncio.gather(*list(self._reapers), return_exceptions=True)
         self._workers.clear()
+
+    async def _stop(self, worker: _Worker, deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.to_thread(worker.process.wait, max(0.1, deadline - loop.time()))
+        except subprocess.TimeoutExpired:
+            worker.process.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                await asyncio.to_thread(worker.process.wait, 5)
+        with contextlib.suppress(ValueError, OSError):
+            loop.remove_reader(worker.conn.fileno())
+        for run_id in list(worker.runs):
+            await asyncio.to_thread(
+                self._fail_orphaned_run, run_id, "executor shut down while the run executed"
+            )
+            self._resolve(RunResult(run_id, PipelineRunStatus.FAILED.value, "executor shut down"))
+        worker.runs.clear()
+        if not worker.exited:
+            worker.exited = True
+            worker.conn.close()
+            self._record("exited", worker.process.pid)
