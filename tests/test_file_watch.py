@@ -54,3 +54,51 @@ def test_changes_to_watched_files_are_reported_and_others_are_not(tmp_path: Path
     finally:
         watcher.stop()
     assert watcher._thread is None
+
+
+def test_the_scheduler_syncs_a_new_triggers_file_without_waiting_for_a_rescan(
+    store: object, project_dir: Path
+) -> None:
+    import asyncio
+
+    from processes import until
+    from stub_executor import StubExecutor
+    from traitlets.config import Config
+
+    from mage_nb_sched.scheduling.loop import Scheduler
+    from mage_nb_sched.service import schedules
+
+    async def scenario() -> None:
+        config = Config()
+        config.Scheduler.trigger_scan_interval = 3600.0  # the rescan alone would take an hour
+        scheduler = Scheduler(store, executor=StubExecutor(store), config=config)
+        await scheduler.start()
+        try:
+            await until(lambda: scheduler.is_leader, 10, "the scheduler leads")
+            # The first maintenance round (the initial full scan) has run once the file thread
+            # has synced an empty project; from then on only the watcher can bring the file in.
+            await until(lambda: scheduler._trigger_files is not None, 10, "the initial scan")
+            path = project_dir / "my_pipeline.triggers.yaml"
+            found = None
+            for attempt in range(200):  # the OS watch comes up asynchronously: rewrite until seen
+                path.write_text(
+                    "triggers:\n- name: from_file\n  schedule_interval: '@daily'\n"
+                    f"  description: attempt {attempt}\n",
+                    encoding="utf-8",
+                )
+                try:
+                    await until(
+                        lambda: schedules.find_schedule(store, "my_pipeline", "from_file"),
+                        0.1,
+                        "synced",
+                    )
+                except AssertionError:
+                    continue
+                found = schedules.find_schedule(store, "my_pipeline", "from_file")
+                break
+            assert found is not None and found.in_code
+        finally:
+            await scheduler.stop(grace=0)
+        assert scheduler._file_watcher is None  # stopped with the scheduler
+
+    asyncio.run(scenario())

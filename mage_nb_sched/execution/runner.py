@@ -55,6 +55,12 @@ from mage_nb_sched.core.partitions import execution_partition
 from mage_nb_sched.core.project import DB_URL_ENV, PROJECT_DIR_ENV
 from mage_nb_sched.core.settings import with_defaults
 from mage_nb_sched.execution.kernels import KernelError, execute_silently
+from mage_nb_sched.execution.output_caps import (
+    DEFAULT_MAX_BLOCK_LOG_BYTES,
+    DEFAULT_MAX_CELL_OUTPUT_BYTES,
+    MAX_OUTPUT_CAP_BYTES,
+    MIN_OUTPUT_CAP_BYTES,
+)
 from mage_nb_sched.execution.pipelines import Block, Pipeline, load_pipeline
 from mage_nb_sched.execution.reaping import describe_exit
 from mage_nb_sched.execution.variables import (
@@ -96,12 +102,6 @@ NO_SUCH_RUN = "no such run (it was deleted, or never created)"
 #: The failure reason of a run whose driver (worker, ``await run.execute()``) stopped under it.
 WORKER_STOPPED = "the worker stopped while the run executed"
 
-#: Default caps on what a run keeps of a cell's outputs and of a block's log (bytes, UTF-8).
-DEFAULT_MAX_CELL_OUTPUT_BYTES = 10 * 1024 * 1024
-DEFAULT_MAX_BLOCK_LOG_BYTES = 10 * 1024 * 1024
-#: The range either cap accepts (every setting is bounded).
-MIN_OUTPUT_CAP_BYTES = 1024
-MAX_OUTPUT_CAP_BYTES = 1024 * 1024 * 1024
 #: An error output (the traceback) is always kept, trimmed to this (or the cell cap if smaller).
 MAX_ERROR_BYTES = 64 * 1024
 

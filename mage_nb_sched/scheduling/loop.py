@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
-from traitlets import Float, Instance, Int, TraitError, Type, default, observe, validate
+from traitlets import Bool, Float, Instance, Int, TraitError, Type, default, observe, validate
 from traitlets.config import LoggingConfigurable
 
 from mage_nb_sched.core.clock import utcnow
@@ -180,9 +180,16 @@ class Scheduler(LoggingConfigurable):
         "nothing is due earlier.",
     ).tag(config=True)
     trigger_scan_interval = Float(
-        2.0,
-        help="How often *.triggers.yaml files are checked for changes (seconds); changed files "
-        "are synced into the store.",
+        60.0,
+        help="Seconds between full rescans of the project's *.triggers.yaml files, the safety "
+        "net behind the file watcher (watch_files), which syncs a changed file within "
+        "milliseconds; without the watcher, how often files are checked.",
+    ).tag(config=True)
+    watch_files = Bool(
+        True,
+        help="Re-sync *.triggers.yaml files when the OS reports a change (watchfiles: inotify, "
+        "FSEvents, ReadDirectoryChangesW) instead of only walking the project every "
+        "trigger_scan_interval seconds.",
     ).tag(config=True)
     run_retention_days = Int(
         0,
@@ -270,6 +277,8 @@ class Scheduler(LoggingConfigurable):
         self._watcher: ChangeWatcher | None = None
         self._next_recovery = 0.0
         self._trigger_files: dict[Any, int] | None = None
+        self._file_watcher: Any = None
+        self._files_changed = asyncio.Event()
         self._next_retention = 0.0
         self._last_renewed = -1e18
         #: Durations (seconds) of recent passes, newest last.
@@ -308,6 +317,19 @@ class Scheduler(LoggingConfigurable):
             fallback_interval=self.fallback_poll_interval,
         )
         self._watcher.start()
+        if self.watch_files and self.store.project_dir is not None:
+            from mage_nb_sched.core.project import TRIGGERS_SUFFIX
+            from mage_nb_sched.store.file_watch import FileWatcher
+
+            def files_changed(_paths: set[Any]) -> None:
+                if not loop.is_closed():
+                    with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                        loop.call_soon_threadsafe(self._files_changed.set)
+
+            self._file_watcher = FileWatcher(
+                self.store.project_dir, (TRIGGERS_SUFFIX,), files_changed
+            )
+            self._file_watcher.start()
         self._main_task = self._spawn(self._main(), "loop")
         self._executor_task = self._spawn(self._start_executor(), "executor start")
         self._tasks = [
@@ -353,6 +375,9 @@ class Scheduler(LoggingConfigurable):
         return self.failure
 
     def _close_threads(self) -> None:
+        watcher, self._file_watcher = self._file_watcher, None
+        if watcher is not None:
+            watcher.stop()
         for pool in (self._db, self._lease_thread, self._files_thread):
             pool.shutdown(wait=False)
 
@@ -545,14 +570,18 @@ class Scheduler(LoggingConfigurable):
     # ----- files: triggers.yaml and retention --------------------------------------------
 
     async def _maintain(self) -> None:
-        """While leading: :meth:`maintain` every ``trigger_scan_interval``."""
+        """While leading: :meth:`maintain` when the file watcher reports a triggers.yaml change,
+        and every ``trigger_scan_interval`` regardless (the safety net: a change made while the
+        watcher was starting, a file system without events)."""
         while True:
             if self.is_leader and not self._stopping:
                 try:
                     await self.maintain()
                 except Exception:
                     log.exception("scheduler maintenance failed; trying again later")
-            await asyncio.sleep(self.trigger_scan_interval)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._files_changed.wait(), self.trigger_scan_interval)
+            self._files_changed.clear()
 
     async def maintain(self) -> None:
         """Sync changed triggers.yaml files, and apply retention (at most hourly) — on a thread
@@ -774,10 +803,11 @@ class Scheduler(LoggingConfigurable):
             return
         for error in report.errors:
             log.error("triggers.yaml: %s", error)
-        if not first or report.created or report.updated or report.deleted:
+        if not first or report.created or report.updated or report.deleted or report.orphaned:
             log.info(
-                "triggers.yaml synced: %d created, %d updated, %d deleted",
+                "triggers.yaml synced: %d created, %d updated, %d deleted, %d orphaned",
                 len(report.created),
                 len(report.updated),
                 len(report.deleted),
+                len(report.orphaned),
             )

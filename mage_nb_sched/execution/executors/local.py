@@ -39,7 +39,14 @@ from traitlets import Bool, Float, Int, List, TraitError, Unicode, validate
 
 from mage_nb_sched.core.clock import utcnow
 from mage_nb_sched.core.enums import PipelineRunStatus
+from mage_nb_sched.execution import reaping
 from mage_nb_sched.execution.executors.base import Executor, ExecutorError, RunResult
+from mage_nb_sched.execution.output_caps import (
+    DEFAULT_MAX_BLOCK_LOG_BYTES,
+    DEFAULT_MAX_CELL_OUTPUT_BYTES,
+    MAX_OUTPUT_CAP_BYTES,
+    MIN_OUTPUT_CAP_BYTES,
+)
 from mage_nb_sched.service.transitions import end_run
 from mage_nb_sched.store import schema
 from mage_nb_sched.store.engine import Store
@@ -88,6 +95,9 @@ def worker_main(conn: Connection, settings: dict[str, Any]) -> None:
     # gracefully; the scheduler stops us itself (and PDEATHSIG covers its death).
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)
+    # Orphans of a run's processes (a cell's double fork whose parent exited) come to this
+    # worker instead of init, so they can be killed below instead of outliving everything.
+    reaping.become_subreaper()
     # jsonschema (imported by nbformat, which the runner reads notebooks with) compiles a Lark
     # grammar for the optional rfc3987-syntax package at import: ~0.7 s, most of a worker's
     # start-up, for the "iri" string format that no notebook schema uses. Without the package
@@ -100,8 +110,12 @@ def worker_main(conn: Connection, settings: dict[str, Any]) -> None:
             str(settings["project_dir"]),
             int(settings["kernel_pool_size"]),
             tuple(settings["preload"]),
+            int(settings.get("max_cell_output_bytes", DEFAULT_MAX_CELL_OUTPUT_BYTES)),
+            int(settings.get("max_block_log_bytes", DEFAULT_MAX_BLOCK_LOG_BYTES)),
         )
     )
+    # Whatever runs left behind and was handed to this subreaper dies with the worker.
+    reaping.reap_strays(known=())
     # Everything is in the database and the kernels are gone; a normal interpreter exit would
     # wait ~1 s more for ZeroMQ to linger on closed kernel sockets.
     sys.stdout.flush()
@@ -115,6 +129,8 @@ async def _worker_loop(
     project_dir: str,
     kernel_pool_size: int,
     preload: tuple[str, ...],
+    max_cell_output_bytes: int = DEFAULT_MAX_CELL_OUTPUT_BYTES,
+    max_block_log_bytes: int = DEFAULT_MAX_BLOCK_LOG_BYTES,
 ) -> None:
     from pathlib import Path
 
@@ -127,7 +143,12 @@ async def _worker_loop(
         size=kernel_pool_size, cwd=project_dir, preload=("mage_nb_sched.execution.blocks", *preload)
     )
     await pool.start()
-    runner = PipelineRunner(store, pool)
+    runner = PipelineRunner(
+        store,
+        pool,
+        max_cell_output_bytes=max_cell_output_bytes,
+        max_block_log_bytes=max_block_log_bytes,
+    )
     warm_up(store)
     loop = asyncio.get_running_loop()
     inbox: asyncio.Queue[Any] = asyncio.Queue()
@@ -263,6 +284,27 @@ class LocalExecutor(Executor):
         "workers and their kernels are stopped; the next run starts them again. 0 stops them "
         "as soon as they are idle. At most one year.",
     ).tag(config=True)
+
+    max_cell_output_bytes = Int(
+        DEFAULT_MAX_CELL_OUTPUT_BYTES,
+        help="Most bytes of output one cell keeps in the executed notebook; the rest is dropped "
+        "as it streams in and a 'output truncated' marker says how much (1 KiB to 1 GiB).",
+    ).tag(config=True)
+    max_block_log_bytes = Int(
+        DEFAULT_MAX_BLOCK_LOG_BYTES,
+        help="Most bytes one block's log keeps (stdout, stderr, the error), with a marker at "
+        "the cut (1 KiB to 1 GiB).",
+    ).tag(config=True)
+
+    @validate("max_cell_output_bytes", "max_block_log_bytes")
+    def _cap_in_range(self, proposal: Any) -> int:
+        value = proposal["value"]
+        if isinstance(value, bool) or not MIN_OUTPUT_CAP_BYTES <= value <= MAX_OUTPUT_CAP_BYTES:
+            raise TraitError(
+                f"{proposal['trait'].name} must be between {MIN_OUTPUT_CAP_BYTES} and "
+                f"{MAX_OUTPUT_CAP_BYTES} bytes, got {value!r}"
+            )
+        return int(value)
 
     @validate("workers", "runs_per_worker")
     def _at_least_one(self, proposal: Any) -> int:
@@ -406,6 +448,8 @@ class LocalExecutor(Executor):
                 "project_dir": str(self.store.project_dir),
                 "kernel_pool_size": self.kernel_pool_size,
                 "preload": list(self.preload),
+                "max_cell_output_bytes": self.max_cell_output_bytes,
+                "max_block_log_bytes": self.max_block_log_bytes,
                 "parent_pid": os.getpid(),
             }
         )
