@@ -269,6 +269,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TraitError as err:  # a bad option value (e.g. --workers 0)
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:
+        # A database that is read-only, locked past the busy timeout or full: say which file and
+        # what to do instead of a SQLAlchemy traceback. (Imported here: --version stays fast.)
+        from sqlalchemy.exc import OperationalError
+
+        if not isinstance(err, OperationalError):
+            raise
+        from mage_nb_sched.store.engine import current_store, store_error
+
+        print(f"error: {store_error(err, current_store())}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

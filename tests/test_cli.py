@@ -79,3 +79,32 @@ def test_missing_project_dir_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "project_dir" in result.stderr and "Traceback" not in result.stderr
     assert not missing.exists()
+
+
+def test_run_on_a_read_only_database_says_which_file_and_exits_2(
+    tmp_path: Path,
+) -> None:
+    import os
+    import subprocess
+
+    from conftest import write_notebook
+
+    project = tmp_path / "proj"
+    write_notebook(project / "nb.ipynb")
+    # Create and migrate the database first, then open it read-only (chmod does not stop root).
+    from mage_nb_sched.store.engine import Store
+
+    database = project / ".mage_nb_sched" / "scheduler.db"
+    Store(f"sqlite:///{database}", project).dispose()
+    env = {
+        **os.environ,
+        "MAGE_NB_SCHED_PROJECT_DIR": str(project),
+        "MAGE_NB_SCHED_DB_URL": f"sqlite:///file:{database}?mode=ro&uri=true",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "mage_nb_sched.cli", "run", "nb"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "read-only" in result.stderr and str(database) in result.stderr
+    assert "Traceback" not in result.stderr
