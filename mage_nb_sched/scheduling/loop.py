@@ -50,6 +50,7 @@ from mage_nb_sched.execution.executors.base import Executor, RunResult
 from mage_nb_sched.execution.executors.local import LocalExecutor
 from mage_nb_sched.scheduling import passes as scheduling
 from mage_nb_sched.scheduling.notifications import Notification, Notifier
+from mage_nb_sched.service.transitions import database_unavailable
 from mage_nb_sched.store.artifacts import ArtifactStore, LocalArtifactStore
 from mage_nb_sched.store.changes import ChangeWatcher
 from mage_nb_sched.store.coordination import Coordinator, LeaderLeaseCoordinator
@@ -278,6 +279,7 @@ class Scheduler(LoggingConfigurable):
         self._next_recovery = 0.0
         self._trigger_files: dict[Any, int] | None = None
         self._file_watcher: Any = None
+        self._next_busy_warning = 0.0
         self._files_changed = asyncio.Event()
         self._next_retention = 0.0
         self._last_renewed = -1e18
@@ -626,10 +628,23 @@ class Scheduler(LoggingConfigurable):
             last_pass = loop.time()
             try:
                 report = await self.run_pass()
-            except Exception:
-                log.exception("scheduler pass failed; retrying in 1 s")
+            except Exception as err:
+                if database_unavailable(err):
+                    # Another process holds the database (or the server is away): a warning
+                    # while it lasts — every 10 s, not every retry — and no traceback.
+                    if loop.time() >= self._next_busy_warning:
+                        self._next_busy_warning = loop.time() + 10
+                        log.warning(
+                            "the database %s is not answering (%s); the scheduler retries "
+                            "every second and creates or starts nothing meanwhile",
+                            redacted_url(self.store.url),
+                            getattr(err, "orig", None) or err,
+                        )
+                else:
+                    log.exception("scheduler pass failed; retrying in 1 s")
                 await self._sleep(1.0)
                 continue
+            self._next_busy_warning = 0.0
             timeout = self.lease_seconds / 3  # a bound, in case a change signal is missed
             if report.next_wake is not None:
                 timeout = min(timeout, (report.next_wake - self.clock()).total_seconds())
