@@ -685,10 +685,15 @@ class Scheduler(LoggingConfigurable):
         for run_id, future in list(self._in_flight.items()):
             if future.done():  # its done-callback may not have run yet
                 self._in_flight.pop(run_id)
-                self._recently_done[run_id] = mono
-        for run_id, done_at in list(self._recently_done.items()):
-            if mono - done_at > 2 * self.lease_seconds:
-                del self._recently_done[run_id]
+                self._mark_done(run_id, mono)
+        # Kept in finish order, so expiring is popping from the front: a pass costs what
+        # expired, not every run that finished lately.
+        horizon = mono - 2 * self.lease_seconds
+        while self._recently_done:
+            oldest, done_at = next(iter(self._recently_done.items()))
+            if done_at > horizon:
+                break
+            del self._recently_done[oldest]
         report = await self._db_call(
             self._plan,
             now,
@@ -737,10 +742,14 @@ class Scheduler(LoggingConfigurable):
         except Exception:
             log.exception("could not %s run %s in the executor", what, run_id)
 
+    def _mark_done(self, run_id: int, when: float) -> None:
+        self._recently_done.pop(run_id, None)  # re-inserted at the end: finish order
+        self._recently_done[run_id] = when
+
     def _on_run_done(self, run_id: int) -> Callable[[asyncio.Future[RunResult]], None]:
         def done(_future: asyncio.Future[RunResult]) -> None:
             if self._in_flight.pop(run_id, None) is not None:
-                self._recently_done[run_id] = asyncio.get_running_loop().time()
+                self._mark_done(run_id, asyncio.get_running_loop().time())
             self.wake()
 
         return done

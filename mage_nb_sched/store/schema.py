@@ -3,7 +3,8 @@
 The columns follow Mage's ``pipeline_schedule`` / ``pipeline_run`` / ``block_run`` /
 ``backfill`` / ``event_matcher`` tables, plus ``run_key`` (one run per schedule period, enforced
 by a unique index), a hashed API token and the scheduler's bookkeeping (``next_due_at``,
-``owner``, ``claim_token``, ``finalized_at``, ``attempts``, ``scheduler_lease``).
+``owner``, ``claim_token``, ``finalized_at``, ``attempts``, ``scheduler_lease``,
+``scheduler_problem``).
 
 Everything below the front ends (service, execution, scheduling) reads and writes these tables
 with Core statements. The Mage model classes (:mod:`mage_nb_sched.models`) are mapped onto the
@@ -30,6 +31,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    text,
 )
 
 from mage_nb_sched.core.clock import utcnow
@@ -99,6 +101,14 @@ TIMING_ATTRIBUTES = (
     "last_enabled_at",
     "settings",
 )
+
+#: The WHERE terms of the scheduler's partial indexes on ``pipeline_run``, as SQL text. A query
+#: uses such an index only when it repeats the term literally (SQLite matches the expression, not
+#: its meaning; PostgreSQL must prove it), so the scheduler's queries add exactly this term —
+#: with the values inline, not as bound parameters. The indexes hold the live runs only: their
+#: size, and the cost of every scheduler query through them, does not grow with run history.
+UNFINISHED_RUNS_WHERE = "status IN ('initial', 'running')"
+UNFINALIZED_RUNS_WHERE = "finalized_at IS NULL"
 
 metadata = MetaData()
 
@@ -242,6 +252,30 @@ pipeline_run = Table(
     Index("ix_pipeline_run_status_created", "status", "created_at"),
     Index("ix_pipeline_run_status_owner", "status", "owner"),
     Index("ix_pipeline_run_finalized_status", "finalized_at", "status"),
+    # The scheduler's partial indexes (see UNFINISHED_RUNS_WHERE): live runs only, so a pass
+    # costs the same with a million finished runs in the store as with none — whatever the
+    # planner's statistics say (with ``ANALYZE`` statistics and every row finished, SQLite
+    # otherwise scans the table for ``status = 'initial'``).
+    Index(
+        "ix_pipeline_run_unfinished",
+        "status",
+        "owner",
+        sqlite_where=text(UNFINISHED_RUNS_WHERE),
+        postgresql_where=text(UNFINISHED_RUNS_WHERE),
+    ),
+    Index(
+        "ix_pipeline_run_schedule_unfinished",
+        "pipeline_schedule_id",
+        "status",
+        sqlite_where=text(UNFINISHED_RUNS_WHERE),
+        postgresql_where=text(UNFINISHED_RUNS_WHERE),
+    ),
+    Index(
+        "ix_pipeline_run_unfinalized",
+        "status",
+        sqlite_where=text(UNFINALIZED_RUNS_WHERE),
+        postgresql_where=text(UNFINALIZED_RUNS_WHERE),
+    ),
 )
 
 block_run = Table(
@@ -278,10 +312,34 @@ scheduler_lease = Table(
 """Leases: ``leader`` (the one active scheduler) and ``instance:<id>`` (each live scheduler's
 heartbeat, so runs of a dead one can be found)."""
 
+scheduler_problem = Table(
+    "scheduler_problem",
+    metadata,
+    # The scheduler step that raised on the row: create_due_runs, enforce_timeouts, ...
+    Column("step", String(32), primary_key=True),
+    # What the row is: ``schedule``, ``run`` or ``backfill`` (no foreign key: a flag outlives
+    # nothing, it is cleared when the row passes the step again or stops needing it).
+    Column("row_kind", String(16), primary_key=True),
+    Column("row_id", Integer, primary_key=True),
+    # The schedule the row belongs to (the row itself for a schedule), where known: what the
+    # user has to fix.
+    Column("schedule_id", Integer),
+    # ``ExceptionType: message`` (capped).
+    Column("error", Text, nullable=False),
+    Column("first_seen_at", UTCDateTime, nullable=False),
+    # When the scheduler tries the row again; None: on every pass that runs the step.
+    Column("retry_at", UTCDateTime),
+)
+"""Rows a scheduler step skipped because handling them raised (a stored value out of range, a
+settings JSON that is not an object, an unknown time zone, ...): one row that raises never
+stops the other schedules (DESIGN §7); this table is how the status API shows it."""
+
 __all__ = [
     "EVALUATE_NOW",
     "NEVER",
     "TIMING_ATTRIBUTES",
+    "UNFINALIZED_RUNS_WHERE",
+    "UNFINISHED_RUNS_WHERE",
     "StrEnumColumn",
     "UTCDateTime",
     "backfill",
@@ -292,4 +350,5 @@ __all__ = [
     "pipeline_schedule",
     "pipeline_schedule_event_matcher_association",
     "scheduler_lease",
+    "scheduler_problem",
 ]
