@@ -11,7 +11,9 @@ import contextlib
 import logging
 import os
 import re
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,23 @@ from mage_nb_sched.core.project import data_dir, default_database_url, resolve_p
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 #: How long a SQLite connection waits for another writer before failing (milliseconds).
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: Tries at switching a new database to WAL while other processes open it too (~5 s in all).
+WAL_SWITCH_ATTEMPTS = 15
+
+
+def _enable_wal(cursor: Any) -> None:
+    """Switch a new database to WAL. Switching needs an exclusive lock, and SQLite answers
+    "database is locked" at once (without its busy handler) while several processes open a new
+    database together; the switch is retried briefly then. On a database already in WAL mode the
+    pragma changes nothing and never waits."""
+    for attempt in range(WAL_SWITCH_ATTEMPTS):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or attempt == WAL_SWITCH_ATTEMPTS - 1:
+                raise
+            time.sleep(min(0.5, 0.01 * 2**attempt))
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -37,10 +56,10 @@ def _configure_sqlite(engine: Engine) -> None:
         # Let us emit BEGIN ourselves so write transactions can take the lock up front.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        _enable_wal(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
