@@ -92,3 +92,38 @@ def test_exit_descriptions_name_the_signal_or_the_code() -> None:
     assert reaping.describe_exit(3) == "exited with code 3"
     assert reaping.describe_exit(None) == "still running"
     assert reaping.describe_exit(-200) == "killed by signal 200"
+
+
+@pytest.mark.kernel
+def test_a_setsid_child_of_a_cell_dies_when_its_run_ends(store: object, project_dir: Path) -> None:
+    """A cell starts a detached sleeper (its own session, so the kernel's process group does not
+    hold it); when the run ends, the sleeper is gone too."""
+    import asyncio
+
+    from conftest import write_notebook
+
+    from mage_nb_sched import PipelineRun
+    from mage_nb_sched.execution.runner import run_with_fresh_kernel
+
+    marker = project_dir / "sleeper.pid"
+    write_notebook(
+        project_dir / "detached.ipynb",
+        [
+            "import subprocess, sys\n"
+            "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'],"
+            " start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+            f"open({str(marker)!r}, 'w').write(str(p.pid))",
+        ],
+    )
+    run = PipelineRun.create(pipeline_uuid="detached")
+    outcome = asyncio.run(run_with_fresh_kernel(store, run.id))  # type: ignore[arg-type]
+    assert outcome.status == "completed", outcome.reason
+    sleeper = int(marker.read_text())
+    try:
+        for _ in range(10_000):
+            if not _alive(sleeper):
+                break
+            os.sched_yield()
+        assert not _alive(sleeper), "the detached child outlived its run"
+    finally:
+        reaping.kill_quietly(sleeper)

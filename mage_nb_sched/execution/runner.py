@@ -54,6 +54,7 @@ from mage_nb_sched.core.errors import MageNbSchedError, ValidationError
 from mage_nb_sched.core.partitions import execution_partition
 from mage_nb_sched.core.project import DB_URL_ENV, PROJECT_DIR_ENV
 from mage_nb_sched.core.settings import with_defaults
+from mage_nb_sched.execution import reaping
 from mage_nb_sched.execution.kernels import KernelError, execute_silently
 from mage_nb_sched.execution.output_caps import (
     DEFAULT_MAX_BLOCK_LOG_BYTES,
@@ -578,6 +579,17 @@ def _write_cell_log(cell: Any, log_text: _BoundedText) -> None:
                 log_text.write(f"[{kind}] ")
                 log_text.write(str(text))
                 log_text.write("\n")
+
+
+async def _stop_kernel(handle: Any) -> None:
+    """Stop a run's kernel and everything it started. Stopping the kernel kills its process
+    group; a child a cell detached into a session of its own (``start_new_session=True``,
+    ``setsid``) is not in it, so the kernel's descendants are killed first, while they are
+    still its descendants (afterwards they would be re-parented away)."""
+    pid = getattr(handle, "pid", None)
+    if isinstance(pid, int) and pid > 0:
+        await asyncio.to_thread(reaping.kill_tree, pid, include_root=False)
+    await handle.shutdown()
 
 
 async def _kernel_exit(handle: Any) -> str | None:
@@ -1170,7 +1182,7 @@ class PipelineRunner:
                 outcome,
             )
         finally:
-            await handle.shutdown()
+            await _stop_kernel(handle)
             if one_off_pool is not None:
                 await one_off_pool.close()
         executed_path = artifacts.executed_notebook_path(
@@ -1360,7 +1372,7 @@ class PipelineRunner:
             except _RunStopped as stopped:
                 stop = stopped
             except cell_timeout:
-                await handle.shutdown()
+                await _stop_kernel(handle)
                 stop = _RunStopped(
                     limits.timeout_status,
                     f"block {block.uuid!r} timed out after {limits.block_timeout}s; kernel killed",
@@ -1374,7 +1386,7 @@ class PipelineRunner:
                 if exit_status is not None:
                     error += f" (the kernel {exit_status})"
                 kernel_gone = True
-                await handle.shutdown()
+                await _stop_kernel(handle)
             except cell_error as err:
                 error = _clip(strip_ansi(str(err)), MAX_ERROR_BYTES)
             else:
@@ -1521,7 +1533,7 @@ async def _stop_cell(handle: Any, task: asyncio.Future[Any], grace: float, inter
             await asyncio.wait({task}, timeout=grace)
         except Exception:  # the kernel may already be gone
             log.debug("interrupt failed", exc_info=True)
-    await handle.shutdown()
+    await _stop_kernel(handle)
     if not task.done():
         task.cancel()
     await asyncio.gather(task, return_exceptions=True)
