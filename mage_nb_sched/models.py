@@ -181,6 +181,14 @@ class Base(DeclarativeBase):
         return loaded
 
     @classmethod
+    def _get(cls: type[M], row_id: int | None) -> M | None:
+        """The row with ``row_id`` read fresh (detached), or None for no id or no row."""
+        if row_id is None:
+            return None
+        with read_session() as session:
+            return session.get(cls, row_id)
+
+    @classmethod
     def _load_all(cls: type[M], statement: Any) -> list[M]:
         with read_session() as session:
             return list(session.scalars(statement))
@@ -525,18 +533,12 @@ class PipelineRun(Base):
     @property
     def pipeline_schedule(self) -> PipelineSchedule | None:
         """The run's schedule (None for a run made without one)."""
-        if self.pipeline_schedule_id is None:
-            return None
-        with read_session() as session:
-            return session.get(PipelineSchedule, self.pipeline_schedule_id)
+        return PipelineSchedule._get(self.pipeline_schedule_id)
 
     @property
     def backfill(self) -> Backfill | None:
         """The backfill that made this run, if any."""
-        if self.backfill_id is None:
-            return None
-        with read_session() as session:
-            return session.get(Backfill, self.backfill_id)
+        return Backfill._get(self.backfill_id)
 
     @property
     def execution_partition(self) -> str:
@@ -680,10 +682,7 @@ class Backfill(Base):
     @property
     def pipeline_schedule(self) -> PipelineSchedule | None:
         """The backfill's schedule, if it has one."""
-        if self.pipeline_schedule_id is None:
-            return None
-        with read_session() as session:
-            return session.get(PipelineSchedule, self.pipeline_schedule_id)
+        return PipelineSchedule._get(self.pipeline_schedule_id)
 
     @property
     def pipeline_runs(self) -> list[PipelineRun]:
