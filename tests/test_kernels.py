@@ -32,7 +32,7 @@ from nbclient.exceptions import CellExecutionError
 from nbformat.v4 import new_code_cell, new_notebook
 
 from mage_nb_sched.core.errors import ValidationError
-from mage_nb_sched.execution import kernels
+from mage_nb_sched.execution import kernels, provisioner
 from mage_nb_sched.execution.kernels import (
     ForkServer,
     KernelError,
@@ -137,11 +137,13 @@ def test_fork_plan_accepts_only_kernels_the_server_can_produce() -> None:
     env = dict(server.env)
     connection = ["-f", "/tmp/kernel-1.json"]
     launch = [sys.executable, "-m", "ipykernel_launcher", *connection]
-    assert kernels._fork_plan(launch, env, server) == (connection, "ipykernel_launcher")
-    assert isinstance(kernels._fork_plan(["R", "--slave", "-e", "x"], env, server), str)
-    other_python = kernels._fork_plan(["/usr/bin/false", "-m", "ipykernel_launcher"], env, server)
+    assert provisioner.fork_plan(launch, env, server) == (connection, "ipykernel_launcher")
+    assert isinstance(provisioner.fork_plan(["R", "--slave", "-e", "x"], env, server), str)
+    other_python = provisioner.fork_plan(
+        ["/usr/bin/false", "-m", "ipykernel_launcher"], env, server
+    )
     assert isinstance(other_python, str) and "interpreter" in other_python
-    moved = kernels._fork_plan(launch, {**env, "PYTHONPATH": "/b"}, server)
+    moved = provisioner.fork_plan(launch, {**env, "PYTHONPATH": "/b"}, server)
     assert isinstance(moved, str) and "PYTHONPATH" in moved
 
 

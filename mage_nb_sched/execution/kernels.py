@@ -1,24 +1,24 @@
-"""Warm IPython kernels for pipeline runs: a fork server, a jupyter_client hook and a kernel pool.
+"""Warm IPython kernels for pipeline runs: kernel handles and a warm kernel pool.
 
-Why: a run must not wait for a kernel to start (~1 s wall, ~0.6 s CPU the normal way), and on two
+Why: a run must not wait for a kernel to start (~0.5 s wall, ~0.2 s CPU the normal way), and on two
 cores plain spawning cannot keep up with several runs a second. So:
 
-* :class:`ForkServer` starts ``kernel_forkserver.py`` in a *fresh* interpreter that imports
-  IPython/ipykernel once (plus ``preload`` modules) without creating zmq contexts or threads, and
-  then ``fork()``\\ s kernels on request (~0.1 s CPU each). Every kernel and the server itself carry
-  ``PR_SET_PDEATHSIG(SIGKILL)``: if the process owning the pool dies, even by ``kill -9``, the
-  server dies and its kernels with it.
-* :class:`ForkServerProvisioner` is a :class:`~jupyter_client.provisioning.LocalProvisioner` whose
-  ``launch_kernel`` asks the fork server instead of ``Popen`` and whose ``poll``/``wait``/
-  ``send_signal``/``kill``/``terminate`` act on the forked pid (via a pidfd, so a signal can never
-  hit a recycled pid). :class:`PooledKernelManager` is an ``AsyncKernelManager`` that attaches that
-  provisioner in ``pre_start_kernel`` — jupyter_client would otherwise look provisioners up by entry
-  point name. nbclient and the rest of jupyter_client see an ordinary kernel manager:
-  ``interrupt_kernel`` sends SIGINT to the kernel's process group, ``is_alive`` polls the pid,
-  ``shutdown_kernel(now=True)`` kills it. Kernels the fork server cannot produce (another
-  interpreter or kernel, different ``PYTHONPATH``..., server dead or absent) are spawned the normal
-  way by the same provisioner, with a log line.
-* :class:`KernelHandle` is one started kernel with a connected, ready ``AsyncKernelClient``.
+* Kernels are started through jupyter_client's public API only — an ``AsyncKernelManager`` and a
+  kernel *provisioner* — never by overriding jupyter_client or ipykernel internals. On Linux a pool
+  starts a :class:`~mage_nb_sched.execution.provisioner.ForkServer` (a fresh interpreter that has
+  ipykernel, ``preload`` and — when installed and fork-safe — pandas/pyarrow imported) and, once its
+  fork-safety self-check has passed, starts every kernel with the
+  :class:`~mage_nb_sched.execution.provisioner.ForkServerProvisioner`, selected by the standard
+  kernelspec ``metadata.kernel_provisioner`` stanza and looked up by jupyter_client's
+  ``KernelProvisionerFactory`` through the ``jupyter_client.kernel_provisioners`` entry point
+  (``mage-nb-sched-forkserver``). Elsewhere (macOS, Windows, ``use_forkserver=False``), or when
+  the check fails (a preload that starts threads), or while the server is down, kernels are
+  started by jupyter_client's own ``LocalProvisioner`` — with a log line saying why.
+* Either way every kernel carries ``PR_SET_PDEATHSIG(SIGKILL)`` (Linux): if the process owning the
+  pool dies, even by ``kill -9``, its kernels die with it. Each kernel leads its own process group,
+  and a handle's shutdown kills that group, so processes a notebook started go too.
+* :class:`KernelHandle` is one started kernel with a connected, ready ``AsyncKernelClient`` that
+  has already run a first (silent) execution, so a run's first cell does not pay for warm-up.
 * :class:`KernelPool` keeps ``size`` of them warm, hands each out once, and refills in the
   background with at most ``max_concurrent_starts`` kernel starts at a time.
 
@@ -34,6 +34,9 @@ Driving a handle with nbclient (what the runner does)::
     finally:
         await handle.shutdown()
 
+When a kernel died, ``handle.exit_description()`` says how ("killed by SIGKILL", "exited with
+code 3").
+
 Warm kernels are started in the pool's ``cwd`` with the pool's ``env``. ``acquire(cwd, env)`` (or
 :func:`prepare`) then runs a silent snippet in the kernel that changes directory and updates
 ``os.environ`` before the handle is returned. Variables read only at interpreter start
@@ -47,46 +50,58 @@ ends.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
-import itertools
-import json
+import copy
 import logging
 import os
 import re
-import select
-import shutil
-import signal
-import socket
 import subprocess
-import sys
-import threading
 import time
 import uuid
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from queue import Empty
 from typing import Any
 
 import zmq
 import zmq.asyncio
 from jupyter_client.asynchronous.client import AsyncKernelClient
-from jupyter_client.connect import KernelConnectionInfo, LocalPortCache
+from jupyter_client.channels import major_protocol_version
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.provisioning.local_provisioner import LocalProvisioner
+from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from jupyter_core.paths import jupyter_runtime_dir
 
-from mage_nb_sched.core.errors import MageNbSchedError, ValidationError
-from mage_nb_sched.execution import kernel_forkserver as protocol
+from mage_nb_sched.core.errors import ValidationError
+from mage_nb_sched.execution import provisioner as provisioning
+from mage_nb_sched.execution.provisioner import (
+    EXIT_POLL,
+    PROVISIONER_NAME,
+    QUIET_DEBUGGER_ENV,
+    STARTUP_ENV_VARS,
+    ForkedProcess,
+    ForkServer,
+    ForkServerError,
+    ForkServerProvisioner,
+    KernelError,
+    describe_exit,
+    die_with_parent,
+    fork_supported,
+    kernelspec_stanza,
+    kill_group,
+    note_fallback,
+    pid_running,
+)
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_KERNEL_ARGS",
+    "DEFAULT_OPTIONAL_PRELOAD",
+    "STARTUP_ENV_VARS",
     "ForkServer",
     "ForkServerError",
     "ForkServerProvisioner",
@@ -97,7 +112,6 @@ __all__ = [
     "KernelPoolClosedError",
     "KernelStartError",
     "PoolStats",
-    "PooledKernelManager",
     "execute_silently",
     "prepare",
     "start_kernel",
@@ -107,49 +121,31 @@ __all__ = [
 #: Extra ``IPKernelApp`` arguments for every kernel (forked or spawned). Scheduled runs need no
 #: input history, and without it concurrent kernels do not contend for ``history.sqlite``.
 DEFAULT_KERNEL_ARGS: tuple[str, ...] = ("--HistoryManager.enabled=False",)
+#: What the first block of a run imports, preloaded by a pool's fork server when installed and
+#: fork-safe, so the first block that returns (and saves, as Parquet) a DataFrame costs what a later
+#: one does (measured: 1.26 s → 0.03 s; a later one takes ~0.015 s): pandas and its HTML repr,
+#: pyarrow's Parquet writer and pandas bridge, and the module that saves block outputs (it imports
+#: nbformat → jsonschema, ~0.75 s). pandas starts an OpenBLAS worker (numpy) and pyarrow jemalloc's
+#: purging thread, both fork-safe (see ``kernel_forkserver.fork_safety_problem``); a module that is
+#: not is left out, with the reason in the log. They are probed and imported while the server
+#: already forks, so they never delay a pool's first kernel (kernels forked in those first
+#: seconds have fewer modules preloaded).
+DEFAULT_OPTIONAL_PRELOAD: tuple[str, ...] = (
+    "pandas",
+    "pandas.io.formats.html",
+    "pyarrow",
+    "pyarrow.parquet",
+    "pyarrow.pandas_compat",
+    "mage_nb_sched.execution.variables",
+)
 #: Seconds a kernel gets to exit after a polite shutdown request before its group is SIGKILLed.
 DEFAULT_SHUTDOWN_GRACE = 0.5
 #: How long after SIGKILL we wait for the process to disappear before logging an error.
 KILL_WAIT = 5.0
 #: A dead fork server is restarted at most this often (seconds); in between kernels are spawned.
 FORKSERVER_RESTART_INTERVAL = 10.0
-#: Poll interval while waiting for a kernel process to exit (cheap: no syscall for forked ones).
-_EXIT_POLL = 0.005
-#: Environment variables an interpreter (or a preloaded module) reads once at start-up. A forked
-#: kernel inherits the server's values, so a kernel that needs different ones is spawned instead.
-STARTUP_ENV_VARS = (
-    "PYTHONPATH",
-    "PYTHONHOME",
-    "PYTHONSAFEPATH",
-    "PYTHONNOUSERSITE",
-    "PYTHONUSERBASE",
-    "PYTHONPLATLIBDIR",
-    "PYTHONHASHSEED",
-    "PYTHONOPTIMIZE",
-    "PYTHONWARNINGS",
-    "PYTHONDEVMODE",
-    "PYTHONUTF8",
-    "PYTHONIOENCODING",
-    "PYTHONMALLOC",
-    "PYTHONFAULTHANDLER",
-    "PYTHONTRACEMALLOC",
-    "LANG",
-    "LC_ALL",
-    "LC_CTYPE",
-    "OMP_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "MPLBACKEND",
-)
-_FORKSERVER_SCRIPT = str(Path(protocol.__file__).resolve())
 #: Longest unix socket path Linux accepts (``sun_path`` is 108 bytes including the NUL).
 _MAX_IPC_PATH = 107
-
-
-class KernelError(MageNbSchedError):
-    """A kernel could not be started, prepared or reached."""
-
-    http_status = 503
 
 
 class KernelStartError(KernelError):
@@ -160,676 +156,8 @@ class KernelPoolClosedError(KernelError):
     """The kernel pool was closed; create a new :class:`KernelPool`."""
 
 
-class ForkServerError(KernelError):
-    """The fork server is unavailable or refused a request; kernels are then spawned normally."""
-
-
 # --------------------------------------------------------------------------------------------
-# The fork server's client side
-
-
-class ForkedProcess:
-    """A kernel forked by a :class:`ForkServer`, with the subset of :class:`subprocess.Popen` that
-    jupyter_client uses.
-
-    The process is the *server's* child, so only the server can reap it: it reports every exit
-    status over its socket. Signals go through a pidfd when the platform has one, so they can
-    never reach an unrelated process that recycled the pid.
-    """
-
-    stdin = None
-    stdout = None
-    stderr = None
-
-    def __init__(self, pid: int, pidfd: int | None, server: ForkServer) -> None:
-        self.pid = pid
-        self.pidfd = pidfd
-        self.returncode: int | None = None
-        self._server = server
-        self._exited = threading.Event()
-        self._exit_futures: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, asyncio.Future[None]
-        ] = weakref.WeakKeyDictionary()
-
-    def _set_returncode(self, returncode: int) -> None:
-        self.returncode = returncode
-        self._exited.set()
-
-    def poll(self) -> int | None:
-        """The exit status once the process has ended (negative: killed by a signal), else None."""
-        if self.returncode is not None:
-            return self.returncode
-        if self._server.alive:
-            # The server reaps and reports each child within milliseconds of its exit; until then
-            # the process counts as running, like an unreaped Popen child.
-            return None
-        if not self._running():
-            # Nobody can tell us the real status any more. The server's death delivered SIGKILL to
-            # its kernels (PDEATHSIG), which is the likeliest cause.
-            self._set_returncode(-signal.SIGKILL)
-        return self.returncode
-
-    def _running(self) -> bool:
-        if self.pidfd is not None:
-            with contextlib.suppress(OSError, ValueError):
-                poller = select.poll()
-                poller.register(self.pidfd, select.POLLIN)
-                return not poller.poll(0)
-        return _pid_running(self.pid)
-
-    def wait(self, timeout: float | None = None) -> int:
-        """Block until the process has ended; ``subprocess.TimeoutExpired`` after ``timeout``."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while (code := self.poll()) is None:
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise subprocess.TimeoutExpired([str(self.pid)], timeout or 0.0)
-            self._exited.wait(0.05 if remaining is None else min(0.05, remaining))
-        return code
-
-    async def async_wait(self, timeout: float | None = None) -> int | None:
-        """Wait without blocking the loop; None if still running after ``timeout`` seconds."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        if self.poll() is None and self.pidfd is not None:
-            # A pidfd becomes readable the moment the process exits: no polling latency.
-            exited = self._exit_future()
-            try:
-                await asyncio.wait_for(asyncio.shield(exited), timeout)
-            except asyncio.TimeoutError:
-                pass
-            except asyncio.CancelledError:
-                if not exited.cancelled():
-                    raise  # we were cancelled, not the pidfd closed under us by close()
-        while (code := self.poll()) is None:
-            if deadline is not None and time.monotonic() >= deadline:
-                return None
-            # Exited (or no pidfd); the server's exit report follows within a millisecond.
-            await asyncio.sleep(0.001 if self.pidfd is not None else _EXIT_POLL)
-        return code
-
-    def _exit_future(self) -> asyncio.Future[None]:
-        """One future per event loop, resolved when the pidfd turns readable. Shared by all
-        waiters (a second ``add_reader`` on the fd would silently replace the first); the reader
-        stays registered until the process exits or :meth:`close`."""
-        loop = asyncio.get_running_loop()
-        future = self._exit_futures.get(loop)
-        if future is not None and not future.cancelled():
-            return future
-        future = loop.create_future()
-        self._exit_futures[loop] = future
-        fd = self.pidfd
-        if fd is None:
-            future.set_result(None)
-            return future
-
-        def readable() -> None:
-            _remove_reader(loop, fd)
-            if not future.done():
-                future.set_result(None)
-
-        try:
-            loop.add_reader(fd, readable)
-        except (OSError, ValueError, NotImplementedError):
-            future.set_result(None)  # callers fall back to polling
-        return future
-
-    def send_signal(self, signum: int) -> None:
-        """Signal the process (not its group); a no-op once it has ended, like ``Popen``."""
-        if self.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            if self.pidfd is not None:
-                signal.pidfd_send_signal(self.pidfd, signum)
-            else:
-                os.kill(self.pid, signum)
-
-    def terminate(self) -> None:
-        """SIGTERM."""
-        self.send_signal(signal.SIGTERM)
-
-    def kill(self) -> None:
-        """SIGKILL."""
-        self.send_signal(signal.SIGKILL)
-
-    def close(self) -> None:
-        """Release the pidfd (idempotent). The process itself is not touched."""
-        fd, self.pidfd = self.pidfd, None
-        if fd is None:
-            return
-        # Unregister before closing: the fd number is reused at once (often by a zmq socket),
-        # and a late remove_reader() would then unregister someone else's reader.
-        for loop, future in list(self._exit_futures.items()):
-            if not future.done():
-                _remove_reader(loop, fd)
-                future.cancel()
-        with contextlib.suppress(OSError):
-            os.close(fd)
-
-
-def _remove_reader(loop: asyncio.AbstractEventLoop, fd: int) -> None:
-    if not loop.is_closed():
-        with contextlib.suppress(Exception):
-            loop.remove_reader(fd)
-
-
-def _pid_running(pid: int) -> bool:
-    """Whether any thread of ``pid`` runs. A zombie leader ("Z") can still have live threads
-    that are tearing down, so every task counts; without /proc, fall back to kill(pid, 0)."""
-    tasks = Path(f"/proc/{pid}/task")
-    try:
-        names = os.listdir(tasks)
-    except FileNotFoundError:
-        return False
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    for name in names:
-        with contextlib.suppress(OSError, IndexError):
-            state = (tasks / name / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            if state not in {"Z", "X"}:
-                return True
-    return False
-
-
-class ForkServer:
-    """Client of one fork-server process (see :mod:`mage_nb_sched.execution.kernel_forkserver`).
-
-    ``start()`` launches the server and returns at once; the server is usable after its imports
-    (``await wait_ready()``). ``env`` is the server's environment (default: ``os.environ``); kernels
-    are forked with the *difference* between it and the environment they ask for. Thread-safe: a
-    reader thread dispatches replies, so forks can be requested from any thread or event loop.
-    """
-
-    def __init__(
-        self,
-        preload: Sequence[str] = (),
-        env: Mapping[str, str] | None = None,
-        cwd: str | None = None,
-        python: str | None = None,
-    ) -> None:
-        self.preload = tuple(preload)
-        self.python = python or sys.executable
-        self.env = dict(os.environ if env is None else env)
-        # This variable names the process a kernel watches; the server must not inherit ours.
-        self.env.pop("JPY_PARENT_PID", None)
-        self.cwd = cwd
-        self.process: subprocess.Popen[bytes] | None = None
-        self.hello: dict[str, Any] | None = None
-        self.death_reason: str | None = None
-        self.fallback_logged = False
-        self._sock: socket.socket | None = None
-        self._lock = threading.Lock()
-        self._ids = itertools.count(1)
-        self._pending: dict[int, concurrent.futures.Future[ForkedProcess]] = {}
-        self._children: dict[int, ForkedProcess] = {}
-        self._hello: concurrent.futures.Future[dict[str, Any]] = concurrent.futures.Future()
-        self._reader: threading.Thread | None = None
-        self._dead = False
-        self._stopping = False
-
-    @property
-    def pid(self) -> int | None:
-        """The server's pid once started."""
-        return self.process.pid if self.process is not None else None
-
-    @property
-    def alive(self) -> bool:
-        """Started and not known to be dead (it may still be importing)."""
-        return self.process is not None and not self._dead
-
-    @property
-    def ready(self) -> bool:
-        """Serving fork requests."""
-        return self.alive and self.hello is not None
-
-    def start(self) -> ForkServer:
-        """Launch the server process (a fresh interpreter, in its own session)."""
-        if self.process is not None:
-            return self
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            self.process = subprocess.Popen(
-                [
-                    self.python,
-                    _FORKSERVER_SCRIPT,
-                    "--fd",
-                    str(theirs.fileno()),
-                    "--parent-pid",
-                    str(os.getpid()),
-                    "--preload",
-                    json.dumps(list(self.preload)),
-                ],
-                pass_fds=(theirs.fileno(),),
-                stdin=subprocess.DEVNULL,
-                env=self.env,
-                cwd=self.cwd,
-                # Its own session: a Ctrl-C meant for the pool's terminal must not reach kernels.
-                start_new_session=True,
-            )
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
-        self._sock = ours
-        self._reader = threading.Thread(
-            target=self._read_loop, name=f"mage-nb-sched-forkserver-{self.process.pid}", daemon=True
-        )
-        self._reader.start()
-        return self
-
-    async def wait_ready(self, timeout: float = 60.0) -> bool:
-        """Wait for the server's imports; False if it failed or died (see ``death_reason``)."""
-        if self.process is None or self._dead:
-            return self.ready
-        try:
-            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(self._hello)), timeout)
-        except asyncio.TimeoutError:
-            self.death_reason = f"not ready within {timeout:g}s"
-            return False
-        except ForkServerError:
-            return False
-        return self.ready
-
-    def submit(
-        self,
-        argv: Sequence[str],
-        *,
-        cwd: str | None = None,
-        env: Mapping[str, str] | None = None,
-        module: str = "ipykernel_launcher",
-    ) -> concurrent.futures.Future[ForkedProcess]:
-        """Ask for one kernel; the future resolves to its :class:`ForkedProcess`.
-
-        ``argv`` are ``IPKernelApp`` arguments (``["-f", connection_file, ...]``), ``env`` the
-        kernel's complete environment. Cancelling the future before the reply makes the reader
-        kill the kernel as soon as it is born, so an abandoned request never leaks a process.
-        """
-        if not self.ready or self._sock is None:
-            raise ForkServerError(f"fork server not available: {self.death_reason or 'not ready'}")
-        target = dict(self.env if env is None else env)
-        request: dict[str, Any] = {
-            "type": "fork",
-            "argv": [str(arg) for arg in argv],
-            "cwd": cwd,
-            "env_set": {key: value for key, value in target.items() if self.env.get(key) != value},
-            "env_unset": [key for key in self.env if key not in target],
-            "module": module,
-        }
-        future: concurrent.futures.Future[ForkedProcess] = concurrent.futures.Future()
-        with self._lock:
-            if self._dead:
-                raise ForkServerError(f"fork server died: {self.death_reason}")
-            request_id = next(self._ids)
-            request["id"] = request_id
-            self._pending[request_id] = future
-            try:
-                protocol.send_message(self._sock, request)
-            except (OSError, ValueError) as error:
-                del self._pending[request_id]
-                raise ForkServerError(f"fork request failed: {error}") from error
-        return future
-
-    async def fork(
-        self,
-        argv: Sequence[str],
-        *,
-        cwd: str | None = None,
-        env: Mapping[str, str] | None = None,
-        module: str = "ipykernel_launcher",
-        timeout: float = 10.0,
-    ) -> ForkedProcess:
-        """:meth:`submit` and await the reply (a fork takes about a millisecond)."""
-        future = self.submit(argv, cwd=cwd, env=env, module=module)
-        try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
-        except asyncio.TimeoutError as error:
-            future.cancel()
-            raise ForkServerError(f"no reply to a fork request within {timeout:g}s") from error
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the server (it SIGKILLs its kernels first) and reap it. Idempotent, blocking."""
-        self._request_stop()
-        process = self.process
-        if process is not None:
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        self._close_socket()
-
-    async def aclose(self, timeout: float = 5.0) -> None:
-        """:meth:`stop` without blocking the event loop."""
-        self._request_stop()
-        process = self.process
-        if process is not None:
-            deadline = time.monotonic() + timeout
-            while process.poll() is None and time.monotonic() < deadline:
-                await asyncio.sleep(_EXIT_POLL)
-            if process.poll() is None:
-                process.kill()
-                await asyncio.to_thread(process.wait)
-        self._close_socket()
-
-    def _request_stop(self) -> None:
-        with self._lock:
-            self._stopping = True
-            sock = self._sock
-            if sock is not None and not self._dead:
-                with contextlib.suppress(OSError, ValueError):
-                    protocol.send_message(sock, {"type": "stop"})
-
-    def _close_socket(self) -> None:
-        sock = self._sock
-        if sock is not None:
-            # shutdown() wakes the reader thread's blocking recv; close() alone would not.
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-        if self._reader is not None and self._reader is not threading.current_thread():
-            self._reader.join(5.0)
-        if sock is not None:
-            sock.close()
-        self._sock = None
-        self._mark_dead("stopped")
-
-    # -- reader thread --------------------------------------------------------------------
-
-    def _read_loop(self) -> None:
-        sock = self._sock
-        reason = "connection closed"
-        try:
-            while sock is not None:
-                message, fds = protocol.receive_message(sock)
-                if message is None:
-                    break
-                self._dispatch(message, fds)
-        except (OSError, ValueError) as error:
-            reason = f"connection error: {error}"
-        finally:
-            process = self.process
-            code = process.poll() if process is not None else None
-            if not self._stopping:
-                if code is None and process is not None:
-                    with contextlib.suppress(subprocess.TimeoutExpired):
-                        code = process.wait(0.5)
-                reason = f"{reason}; server exit status {code}"
-            self._mark_dead(reason)
-
-    def _dispatch(self, message: dict[str, Any], fds: list[int]) -> None:
-        kind = message.get("type")
-        if kind == "hello":
-            self._on_hello(message)
-        elif kind == "forked":
-            self._on_forked(message, fds[0] if fds else None)
-            fds = fds[1:]
-        elif kind == "exit":
-            child = self._children.pop(int(message["pid"]), None)
-            if child is not None:
-                child._set_returncode(int(message["returncode"]))
-        elif kind == "error":
-            with self._lock:
-                future = self._pending.pop(int(message.get("id") or 0), None)
-            if future is not None and not future.done():
-                future.set_exception(ForkServerError(str(message.get("error"))))
-        for fd in fds:
-            os.close(fd)
-
-    def _on_hello(self, message: dict[str, Any]) -> None:
-        if message.get("error") or message.get("version") != protocol.PROTOCOL_VERSION:
-            error = message.get("error") or f"protocol version {message.get('version')!r}"
-            self.death_reason = str(error)
-            log.warning("kernel fork server unusable: %s", error)
-            with contextlib.suppress(concurrent.futures.InvalidStateError):
-                self._hello.set_exception(ForkServerError(str(error)))
-            return
-        if message.get("failed"):
-            log.warning("kernel fork server could not preload %s", message["failed"])
-        self.hello = message
-        with contextlib.suppress(concurrent.futures.InvalidStateError):
-            self._hello.set_result(message)
-
-    def _on_forked(self, message: dict[str, Any], pidfd: int | None) -> None:
-        child = ForkedProcess(int(message["pid"]), pidfd, self)
-        # Registered before anything else can happen: the exit event for this pid can only
-        # arrive after this message, on this same thread.
-        self._children[child.pid] = child
-        with self._lock:
-            future = self._pending.pop(int(message.get("id") or 0), None)
-        try:
-            if future is None:
-                raise concurrent.futures.InvalidStateError("nobody is waiting")
-            future.set_result(child)
-        except concurrent.futures.InvalidStateError:
-            # The request was abandoned (timeout, cancel): do not leave the kernel running.
-            _kill_group(child.pid)
-            child.kill()
-            child.close()
-
-    def _mark_dead(self, reason: str) -> None:
-        with self._lock:
-            if self._dead:
-                return
-            self._dead = True
-            if self.death_reason is None:
-                self.death_reason = reason
-            pending, self._pending = self._pending, {}
-        error = ForkServerError(f"fork server died: {self.death_reason}")
-        for future in pending.values():
-            with contextlib.suppress(concurrent.futures.InvalidStateError):
-                future.set_exception(error)
-        with contextlib.suppress(concurrent.futures.InvalidStateError):
-            self._hello.set_exception(error)
-        if not self._stopping:
-            log.warning("kernel fork server %s died: %s", self.pid, self.death_reason)
-
-
-def _die_with_parent(parent_pid: int) -> Callable[[], None]:
-    """A ``preexec_fn`` for spawned kernels: ``PR_SET_PDEATHSIG(SIGKILL)``, and exit at once if
-    the owner is already gone (it could die between fork and prctl)."""
-
-    # Imported here, in the parent: importing in the forked child could deadlock on the import
-    # lock held by another thread at fork time.
-    from mage_nb_sched.execution.kernel_forkserver import set_pdeathsig
-
-    def preexec() -> None:
-        set_pdeathsig(signal.SIGKILL)
-        if os.getppid() != parent_pid:
-            os._exit(1)
-
-    return preexec
-
-
-def _kill_group(pgid: int | None, signum: int = signal.SIGKILL) -> None:
-    if pgid is not None and pgid > 1:
-        with contextlib.suppress(OSError):
-            os.killpg(pgid, signum)
-
-
-# --------------------------------------------------------------------------------------------
-# jupyter_client integration
-
-
-def _fork_plan(
-    cmd: Sequence[str], env: Mapping[str, str], server: ForkServer
-) -> tuple[list[str], str] | str:
-    """``(IPKernelApp argv, module)`` if the server can produce this kernel, else the reason not."""
-    if len(cmd) < 3 or cmd[1] != "-m" or cmd[2] not in {"ipykernel_launcher", "ipykernel"}:
-        return f"kernel command {list(cmd[:3])} is not 'python -m ipykernel_launcher'"
-    executable = cmd[0] if os.path.isabs(cmd[0]) else shutil.which(cmd[0], path=env.get("PATH"))
-    if not executable or os.path.realpath(executable) != os.path.realpath(server.python):
-        return f"kernel interpreter {cmd[0]!r} is not the fork server's {server.python!r}"
-    for name in STARTUP_ENV_VARS:
-        if env.get(name) != server.env.get(name):
-            return f"{name} differs from the fork server's environment"
-    return list(cmd[3:]), cmd[2]
-
-
-class ForkServerProvisioner(LocalProvisioner):
-    """A :class:`LocalProvisioner` that forks kernels from the manager's :class:`ForkServer`.
-
-    Everything but the launch is inherited, so the connection file, ports, Curve keys and the
-    kernelspec's ``env`` are handled exactly as for a normal local kernel. Kernels the server
-    cannot produce (see :func:`_fork_plan`) or launched while it is down are spawned by the
-    inherited ``Popen`` path.
-    """
-
-    forked_process: ForkedProcess | None = None
-    #: Whether the current kernel came from the fork server.
-    forked: bool = False
-
-    @property
-    def has_process(self) -> bool:
-        return self.forked_process is not None or bool(super().has_process)
-
-    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
-        server: ForkServer | None = getattr(self.parent, "forkserver", None)
-        env: dict[str, str] = dict(kwargs.get("env") or os.environ)
-        plan = _fork_plan(cmd, env, server) if server is not None else "no fork server"
-        if isinstance(plan, tuple) and server is not None:
-            if not server.ready:
-                await server.wait_ready()
-            try:
-                child = await server.fork(plan[0], cwd=kwargs.get("cwd"), env=env, module=plan[1])
-            except ForkServerError as error:
-                plan = str(error)
-                _note_fallback(server, plan)
-            else:
-                self.forked_process = child
-                self.forked = True
-                self.pid = child.pid
-                # The server set the child's process group to its pid before replying.
-                self.pgid = child.pid
-                self.cwd = kwargs.get("cwd") or os.getcwd()
-                return self.connection_info
-        elif server is not None:
-            log.debug("kernel not forked: %s", plan)
-        self.forked = False
-        # A spawned kernel dies with its owner too (a forked one inherits that from the server).
-        kwargs.setdefault("preexec_fn", _die_with_parent(os.getpid()))
-        return await super().launch_kernel(cmd, **kwargs)
-
-    async def poll(self) -> int | None:
-        if self.forked_process is not None:
-            return self.forked_process.poll()
-        return await super().poll()
-
-    async def wait(self) -> int | None:
-        if self.forked_process is not None:
-            code = await self.forked_process.async_wait()
-            self.forked_process.close()
-            self.forked_process = None
-            return code
-        # The inherited wait polls every 100 ms; poll faster so shutdowns are not slowed down.
-        while await self.poll() is None:
-            await asyncio.sleep(_EXIT_POLL)
-        return await super().wait()
-
-    async def send_signal(self, signum: int) -> None:
-        child = self.forked_process
-        if child is None:
-            await super().send_signal(signum)
-            return
-        if child.poll() is not None:
-            return
-        # The group first, so processes the kernel started are interrupted/killed with it.
-        try:
-            os.killpg(child.pid, signum)
-        except OSError:
-            child.send_signal(signum)
-
-    async def kill(self, restart: bool = False) -> None:
-        if self.forked_process is not None:
-            await self.send_signal(signal.SIGKILL)
-        else:
-            await super().kill(restart=restart)
-
-    async def terminate(self, restart: bool = False) -> None:
-        if self.forked_process is not None:
-            await self.send_signal(signal.SIGTERM)
-        else:
-            await super().terminate(restart=restart)
-
-    async def cleanup(self, restart: bool = False) -> None:
-        await super().cleanup(restart=restart)
-        if not restart and self.forked_process is not None:
-            self.forked_process.close()
-
-    def kill_now(self) -> None:
-        """Synchronously SIGKILL the kernel's process group and the kernel itself."""
-        _kill_group(self.pgid if isinstance(self.pgid, int) else self.pid)
-        if self.forked_process is not None:
-            self.forked_process.kill()
-        elif self.process is not None:
-            with contextlib.suppress(OSError):
-                self.process.kill()
-
-    def exit_code(self) -> int | None:
-        """Synchronous poll: None while the kernel process runs (0 if there is none)."""
-        if self.forked_process is not None:
-            return self.forked_process.poll()
-        if self.process is not None:
-            code: int | None = self.process.poll()
-            return code
-        return 0
-
-    def return_ports(self) -> None:
-        """What ``cleanup()`` does for cached ports, synchronously (emergency path)."""
-        if self.ports_cached:
-            cache = LocalPortCache.instance()
-            for name in ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port"):
-                port = self.connection_info.get(name)
-                if isinstance(port, int):
-                    cache.return_port(port)
-            self.ports_cached = False
-
-
-def _note_fallback(server: ForkServer, reason: str) -> None:
-    # Once per server at WARNING: at hundreds of runs a minute every fallback would flood the log.
-    level = logging.DEBUG if server.fallback_logged else logging.WARNING
-    server.fallback_logged = True
-    log.log(level, "kernel fork server unavailable (%s); starting kernels normally", reason)
-
-
-class PooledKernelManager(AsyncKernelManager):
-    """An ``AsyncKernelManager`` whose kernels come from ``forkserver`` when it can produce them.
-
-    Set ``forkserver`` before ``start_kernel``; with None it behaves like its parent class (plus
-    faster exit polling).
-    """
-
-    forkserver: ForkServer | None = None
-
-    async def _async_pre_start_kernel(
-        self, *, transport_encryption: str | None = None, **kw: Any
-    ) -> tuple[list[str], dict[str, Any]]:
-        if self.provisioner is None:
-            # jupyter_client would pick a provisioner by entry-point name from the kernelspec;
-            # attaching ours here is the hook, and the parent method keeps it (restarts too).
-            self.kernel_id = self.kernel_id or kw.pop("kernel_id", None) or str(uuid.uuid4())
-            self.provisioner = ForkServerProvisioner(
-                kernel_id=self.kernel_id, kernel_spec=self.kernel_spec, parent=self
-            )
-        result: tuple[list[str], dict[str, Any]] = await super()._async_pre_start_kernel(
-            transport_encryption=transport_encryption, **kw
-        )
-        return result
-
-    pre_start_kernel = _async_pre_start_kernel
-
-    async def _async_wait(self, pollinterval: float = 0.1) -> None:
-        # The parent polls every 100 ms, which would add up to 100 ms to every shutdown.
-        provisioner = self.provisioner
-        if isinstance(provisioner, ForkServerProvisioner) and provisioner.forked_process:
-            await provisioner.forked_process.async_wait()
-            return
-        while await self._async_is_alive():
-            await asyncio.sleep(min(pollinterval, _EXIT_POLL))
+# jupyter_client plumbing (public API only)
 
 
 class _CachingKernelSpecManager(KernelSpecManager):
@@ -842,6 +170,86 @@ class _CachingKernelSpecManager(KernelSpecManager):
         return cache[kernel_name]
 
 
+class _ProvisionedSpecManager(KernelSpecManager):
+    """Serves one kernel manager ``source``'s kernelspecs with a ``kernel_provisioner`` stanza
+    added — the kernelspec field jupyter_client reads to pick a provisioner. A kernelspec that
+    names a provisioner of its own keeps it."""
+
+    def __init__(self, source: KernelSpecManager, stanza: dict[str, Any]) -> None:
+        super().__init__()
+        self.source = source
+        self.stanza = stanza
+
+    def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
+        spec: KernelSpec = self.source.get_kernel_spec(kernel_name)
+        if _own_provisioner(spec):
+            return spec
+        data = spec.to_dict()
+        data["metadata"] = {**(data.get("metadata") or {}), "kernel_provisioner": self.stanza}
+        return KernelSpec(resource_dir=spec.resource_dir, **copy.deepcopy(data))
+
+
+def _own_provisioner(spec: KernelSpec) -> str | None:
+    """The provisioner a kernelspec asks for itself, if not the local (default) one."""
+    stanza = (spec.metadata or {}).get("kernel_provisioner") or {}
+    name = stanza.get("provisioner_name") if isinstance(stanza, dict) else None
+    if name in (None, "local-provisioner", PROVISIONER_NAME):
+        return None
+    return str(name)
+
+
+def _kernel_process(
+    provisioner: KernelProvisionerBase | None,
+) -> ForkedProcess | subprocess.Popen[bytes] | None:
+    """The kernel's process object, for synchronous checks: forked or ``Popen``."""
+    if isinstance(provisioner, ForkServerProvisioner):
+        return provisioner.kernel_process
+    if isinstance(provisioner, LocalProvisioner):
+        process: subprocess.Popen[bytes] | None = provisioner.process
+        return process
+    return None
+
+
+def _complete_now(awaitable: Awaitable[Any]) -> None:
+    """Run a coroutine that never suspends to completion, without an event loop.
+
+    ``km.cleanup_resources()`` is a coroutine only because a provisioner's ``cleanup`` may be; for
+    local kernels it never awaits anything. Emergency paths (``kill_now``, a finalizer at
+    interpreter exit) are synchronous and use this; RuntimeError if it would have to wait.
+    """
+    if not isinstance(awaitable, Coroutine):
+        raise TypeError(f"not a coroutine: {awaitable!r}")
+    coroutine = awaitable
+    try:
+        coroutine.send(None)
+    except StopIteration:
+        return
+    coroutine.close()
+    raise RuntimeError(f"{coroutine!r} suspended")
+
+
+def _cleanup_now(km: AsyncKernelManager) -> None:
+    """``km.cleanup_resources()`` synchronously: connection file, ipc sockets, control socket,
+    cached ports. Falls back to removing the files."""
+    try:
+        _complete_now(km.cleanup_resources())
+    except Exception:
+        log.debug("synchronous kernel cleanup failed", exc_info=True)
+        with contextlib.suppress(Exception):
+            km.cleanup_connection_file()
+        with contextlib.suppress(Exception):
+            km.cleanup_ipc_files()
+
+
+def _adopt_protocol_version(kc: AsyncKernelClient, reply: dict[str, Any]) -> None:
+    """What ``wait_for_ready`` does with a ``kernel_info`` reply: talk to a kernel of another
+    major protocol version in its dialect (a no-op for ipykernel, which speaks ours)."""
+    with contextlib.suppress(KeyError, ValueError, AttributeError, TypeError):
+        major = int(str(reply["content"]["protocol_version"]).split(".")[0])
+        if major != major_protocol_version:
+            kc.session.adapt_version = major
+
+
 # --------------------------------------------------------------------------------------------
 # Handles
 
@@ -849,14 +257,15 @@ class _CachingKernelSpecManager(KernelSpecManager):
 class KernelHandle:
     """A started kernel with a connected, ready client.
 
-    ``km`` is a :class:`PooledKernelManager` (an ``AsyncKernelManager``), ``kc`` its
-    ``AsyncKernelClient`` with channels started and ``kernel_info`` answered, so the first
-    ``execute`` runs immediately. ``pid`` is the kernel process (also its process group).
+    ``km`` is an ``AsyncKernelManager``, ``kc`` its ``AsyncKernelClient`` with channels started
+    and ``kernel_info`` answered, so the first ``execute`` runs immediately. ``pid`` is the kernel
+    process (also its process group); ``forked`` whether the fork server produced it (else
+    jupyter_client's ``LocalProvisioner`` spawned it).
     """
 
     def __init__(
         self,
-        km: PooledKernelManager,
+        km: AsyncKernelManager,
         kc: AsyncKernelClient,
         *,
         shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
@@ -866,11 +275,15 @@ class KernelHandle:
         self.kc = kc
         provisioner = km.provisioner
         self.pid: int = int(getattr(provisioner, "pid", 0) or 0)
+        pgid = getattr(provisioner, "pgid", None)
+        self.pgid: int = pgid if isinstance(pgid, int) and pgid > 1 else self.pid
         self.forked: bool = bool(getattr(provisioner, "forked", False))
         self.connection_file: str = str(km.connection_file)
         self.shutdown_grace = shutdown_grace
         self.startup_seconds = startup_seconds
         self.closed = False
+        # Kept past the provisioner's wait() (which drops it): the exit status stays readable.
+        self._process = _kernel_process(provisioner)
         self._shutdown_task: asyncio.Future[None] | None = None
         self._on_closed: list[Callable[[KernelHandle], None]] = []
 
@@ -882,10 +295,25 @@ class KernelHandle:
         """Whether the kernel process is still running (synchronous, no messages)."""
         if self.closed:
             return False
-        provisioner = self.km.provisioner
-        if isinstance(provisioner, ForkServerProvisioner):
-            return provisioner.exit_code() is None
-        return provisioner is not None and provisioner.has_process
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        """The kernel process's exit status (negative: killed by that signal); None while it
+        runs."""
+        return self._process.poll() if self._process is not None else None
+
+    def exit_description(self) -> str | None:
+        """How the kernel process ended — ``"killed by SIGKILL"``, ``"exited with code 3"`` — or
+        None while it runs. For messages such as "kernel died while the block was running
+        (killed by SIGKILL)"."""
+        if self._process is None:
+            return "exit status unknown"
+        text = describe_exit(self._process.poll())
+        inferred = isinstance(self._process, ForkedProcess) and self._process.returncode_inferred
+        if text is not None and inferred:
+            text += " (presumably: its fork server died)"
+        return text
 
     async def shutdown(self, grace: float | None = None) -> None:
         """Stop the kernel; afterwards its process group is gone and its connection file removed.
@@ -924,33 +352,35 @@ class KernelHandle:
             await km.cleanup_resources()
         except Exception:
             log.warning("cleanup after kernel %s failed", self.pid, exc_info=True)
-            self._cleanup_files()
+            self._release()
         except BaseException:
             # Cancelled (e.g. a stopping event loop) before or while killing: kill now,
             # synchronously, so the handle is never marked closed with its kernel alive.
             self._kill_now_signals()
-            self._cleanup_files()
+            self._release()
             raise
         finally:
             self._finish()
 
     async def _wait_gone(self, timeout: float) -> bool:
-        provisioner = self.km.provisioner
-        if isinstance(provisioner, ForkServerProvisioner) and provisioner.forked_process:
-            return await provisioner.forked_process.async_wait(timeout) is not None
+        process = self._process
+        if isinstance(process, ForkedProcess) and process.pidfd is not None:
+            return await process.async_wait(timeout) is not None
         deadline = time.monotonic() + timeout
         while self.is_alive():
             if time.monotonic() >= deadline:
                 return False
-            await asyncio.sleep(_EXIT_POLL)
+            await asyncio.sleep(EXIT_POLL)
         return True
 
     def _kill_now_signals(self) -> None:
-        provisioner = self.km.provisioner
-        if isinstance(provisioner, ForkServerProvisioner):
-            provisioner.kill_now()
-        else:
-            _kill_group(self.pid)
+        """SIGKILL the kernel's process group, then the kernel itself (a pidfd for a forked one,
+        in case it left its group)."""
+        kill_group(self.pgid)
+        process = self._process
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(OSError):
+                process.kill()
 
     def kill_now(self) -> None:
         """SIGKILL the kernel's process group now and clean up, synchronously (emergencies,
@@ -961,23 +391,13 @@ class KernelHandle:
         deadline = time.monotonic() + 2.0
         while self.is_alive() and time.monotonic() < deadline:
             time.sleep(0.002)
-        self._cleanup_files()
+        self._release()
         self._finish()
 
-    def _cleanup_files(self) -> None:
-        km = self.km
-        with contextlib.suppress(Exception):
-            km.cleanup_connection_file()
-        with contextlib.suppress(Exception):
-            km.cleanup_ipc_files()
-        with contextlib.suppress(Exception):
-            km._close_control_socket()
-        provisioner = km.provisioner
-        if isinstance(provisioner, ForkServerProvisioner):
-            with contextlib.suppress(Exception):
-                provisioner.return_ports()
-            if provisioner.forked_process is not None:
-                provisioner.forked_process.close()
+    def _release(self) -> None:
+        _cleanup_now(self.km)
+        if isinstance(self._process, ForkedProcess):
+            self._process.close()
 
     def _finish(self) -> None:
         if self.closed:
@@ -1004,8 +424,10 @@ async def start_kernel(
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
     transport: str = "ipc",
 ) -> KernelHandle:
-    """Start one kernel (forked when ``forkserver`` can, else spawned) and wait until it is ready.
+    """Start one kernel and wait until it is ready (and has run a first, silent execution).
 
+    With a ``forkserver`` that is (or becomes, within ``startup_timeout``) ready, the kernel is
+    started by :class:`ForkServerProvisioner`; otherwise by jupyter_client's ``LocalProvisioner``.
     ``env`` is added to ``os.environ``. ``transport`` "ipc" (default) connects over unix sockets
     in the Jupyter runtime dir: no TCP ports to race for between workers, reachable only through
     file permissions, and no "running over TCP without encryption" warning per kernel; it falls
@@ -1016,8 +438,6 @@ async def start_kernel(
     options: dict[str, Any] = {"kernel_name": kernel_name, "transport": transport}
     if context is not None:
         options["context"] = context
-    if kernel_spec_manager is not None:
-        options["kernel_spec_manager"] = kernel_spec_manager
     # File names carry the owner (see sweep_stale_files), so a later pool can remove what a
     # killed one left behind.
     kernel_id = str(uuid.uuid4())
@@ -1034,19 +454,38 @@ async def start_kernel(
             options["ip"] = endpoint
         else:
             options["transport"] = "tcp"  # a unix socket path this long cannot be bound
-    km = PooledKernelManager(**options)
-    km.forkserver = forkserver
+    server = await _ready_forkserver(forkserver, startup_timeout)
+    specs = kernel_spec_manager or _CachingKernelSpecManager()
+    attach = server is not None and not provisioning.provisioner_registered()
+    if server is not None and not attach:
+        # The public route: the kernelspec names the provisioner, jupyter_client's
+        # KernelProvisionerFactory finds it through its entry point and instantiates it.
+        specs = _ProvisionedSpecManager(specs, kernelspec_stanza(server))
+    km = AsyncKernelManager(kernel_spec_manager=specs, **options)
+    launch: dict[str, Any] = {
+        "cwd": cwd or os.getcwd(),
+        # Unless the caller says otherwise: no pydevd "frozen modules" warning in every log.
+        "env": {**QUIET_DEBUGGER_ENV, **os.environ, **(env or {})},
+        "extra_arguments": list(extra_arguments),
+    }
+    preexec = die_with_parent(os.getpid())
+    if preexec is not None:
+        # Passed through to Popen by LocalProvisioner: a spawned kernel dies with its owner too
+        # (a forked one inherits that from the fork server).
+        launch["preexec_fn"] = preexec
     kc: AsyncKernelClient | None = None
     handle: KernelHandle | None = None
     try:
+        spec = km.kernel_spec
+        if attach and server is not None and spec is not None and not _own_provisioner(spec):
+            # No entry point installed (a source checkout): hand jupyter_client the provisioner
+            # directly; a kernel manager keeps a provisioner that is already set.
+            km.provisioner = ForkServerProvisioner(
+                kernel_id=kernel_id, kernel_spec=spec, parent=km, forkserver_id=server.id
+            )
         try:
             await asyncio.wait_for(
-                km.start_kernel(
-                    cwd=cwd or os.getcwd(),
-                    env={**os.environ, **(env or {})},
-                    extra_arguments=list(extra_arguments),
-                ),
-                startup_timeout,
+                km.start_kernel(**launch), max(0.0, startup_timeout - (time.monotonic() - started))
             )
         except asyncio.TimeoutError as error:
             raise KernelStartError(f"kernel did not start within {startup_timeout:g}s") from error
@@ -1072,6 +511,72 @@ async def start_kernel(
         raise
     handle.startup_seconds = time.monotonic() - started
     return handle
+
+
+async def _ready_forkserver(server: ForkServer | None, timeout: float) -> ForkServer | None:
+    """``server`` if it can fork kernels (waiting for its imports first), else None — then the
+    kernel is started by the standard LocalProvisioner, and the log says why (once per server)."""
+    if server is None:
+        return None
+    if server.alive and not server.ready:
+        await server.wait_ready(timeout)
+    if server.ready:
+        return server
+    note_fallback(server, server.death_reason or f"not ready within {timeout:g}s")
+    return None
+
+
+def _abandon(km: AsyncKernelManager, kc: AsyncKernelClient | None) -> None:
+    """Synchronous cleanup of a kernel that failed before it had a handle."""
+    provisioner = km.provisioner
+    process = _kernel_process(provisioner)
+    if process is not None:
+        kill_group(process.pid)
+        with contextlib.suppress(OSError):
+            process.kill()
+        deadline = time.monotonic() + 2.0
+        # poll() reaps a spawned kernel, so it does not linger as a zombie.
+        while process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+    if kc is not None:
+        with contextlib.suppress(Exception):
+            kc.stop_channels()
+    _cleanup_now(km)
+    if isinstance(process, ForkedProcess):
+        process.close()
+
+
+async def _wait_until_ready(km: AsyncKernelManager, kc: AsyncKernelClient, timeout: float) -> None:
+    """``kc.wait_for_ready`` without its fixed 0.2 s tail.
+
+    A ``kernel_info`` reply proves the shell channel works. IOPub is a PUB/SUB pair, which drops
+    messages until the subscription has reached the kernel; any IOPub message received proves it
+    has, and the busy/idle status around our ``kernel_info`` request is such a message. Stale
+    IOPub messages left behind are harmless: nbclient and :func:`execute_silently` filter by
+    parent message id.
+    """
+    deadline = time.monotonic() + max(timeout, 0.0)
+    sent: set[str] = set()
+    while True:
+        if not await km.is_alive():
+            provisioner = km.provisioner
+            code = await provisioner.poll() if provisioner is not None else None
+            raise KernelStartError(
+                f"kernel died during start-up ({describe_exit(code) or 'exit status unknown'})"
+            )
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise KernelStartError(f"kernel did not answer kernel_info within {timeout:g}s")
+        sent.add(kc.kernel_info())
+        reply = await _receive(kc.shell_channel, sent, min(remaining, 1.0))
+        if reply is None or reply.get("msg_type") != "kernel_info_reply":
+            continue
+        try:
+            await kc.iopub_channel.get_msg(timeout=0.25)
+        except Empty:
+            continue  # IOPub not subscribed yet: ask again, the next status will get through
+        _adopt_protocol_version(kc, reply)
+        return
 
 
 _OWNED_FILE = re.compile(r"^(?:kernel-)?mns-([0-9a-f]+)-(\d+)-[0-9a-f]+(?:-\d+|\.json)$")
@@ -1107,66 +612,12 @@ def sweep_stale_files(runtime_dir: str | None = None) -> int:
             continue
         owner = int(match.group(2))
         if owner not in owners:
-            owners[owner] = owner == os.getpid() or _pid_running(owner)
+            owners[owner] = owner == os.getpid() or pid_running(owner)
         if not owners[owner]:
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(directory, name))
                 removed += 1
     return removed
-
-
-def _abandon(km: PooledKernelManager, kc: AsyncKernelClient | None) -> None:
-    """Synchronous cleanup of a kernel that failed before it had a handle."""
-    provisioner = km.provisioner
-    if isinstance(provisioner, ForkServerProvisioner):
-        provisioner.kill_now()
-        deadline = time.monotonic() + 2.0
-        # exit_code() reaps a spawned kernel, so it does not linger as a zombie.
-        while provisioner.exit_code() is None and time.monotonic() < deadline:
-            time.sleep(0.002)
-        if provisioner.forked_process is not None:
-            provisioner.forked_process.close()
-    if kc is not None:
-        with contextlib.suppress(Exception):
-            kc.stop_channels()
-    with contextlib.suppress(Exception):
-        km.cleanup_connection_file()
-    with contextlib.suppress(Exception):
-        km._close_control_socket()
-    if isinstance(provisioner, ForkServerProvisioner):
-        with contextlib.suppress(Exception):
-            provisioner.return_ports()
-
-
-async def _wait_until_ready(km: PooledKernelManager, kc: AsyncKernelClient, timeout: float) -> None:
-    """``kc.wait_for_ready`` without its fixed 0.2 s tail.
-
-    A ``kernel_info`` reply proves the shell channel works. IOPub is a PUB/SUB pair, which drops
-    messages until the subscription has reached the kernel; any IOPub message received proves it
-    has, and the busy/idle status around our ``kernel_info`` request is such a message. Stale
-    IOPub messages left behind are harmless: nbclient and :func:`execute_silently` filter by
-    parent message id.
-    """
-    deadline = time.monotonic() + max(timeout, 0.0)
-    sent: set[str] = set()
-    while True:
-        if not await km.is_alive():
-            provisioner = km.provisioner
-            code = await provisioner.poll() if provisioner is not None else None
-            raise KernelStartError(f"kernel died during start-up (exit status {code})")
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise KernelStartError(f"kernel did not answer kernel_info within {timeout:g}s")
-        sent.add(kc.kernel_info())
-        reply = await _receive(kc.shell_channel, sent, min(remaining, 1.0))
-        if reply is None or reply.get("msg_type") != "kernel_info_reply":
-            continue
-        try:
-            await kc.iopub_channel.get_msg(timeout=0.25)
-        except Empty:
-            continue  # IOPub not subscribed yet: ask again, the next status will get through
-        kc._handle_kernel_info_reply(reply)
-        return
 
 
 async def _receive(channel: Any, parents: set[str], timeout: float) -> dict[str, Any] | None:
@@ -1252,6 +703,8 @@ class PoolStats:
     spawned: int
     forkserver_pid: int | None
     forkserver_ready: bool
+    #: Why kernels are not forked (fork server unusable or down), if they are not.
+    forkserver_problem: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-able dict."""
@@ -1280,10 +733,14 @@ class KernelPool:
     ``size`` kernels are kept started and ready (0: none — each ``acquire`` starts one). Warm
     kernels run in ``cwd`` (default: the current directory) with ``env`` added to ``os.environ``;
     ``acquire(cwd=..., env=...)`` moves a kernel to the run's directory/environment first (see
-    :func:`prepare`). With ``use_forkserver`` kernels are forked from a :class:`ForkServer` that
-    has ``preload`` imported (e.g. ``["pandas"]``) — a kernel then starts with those modules
-    already imported. At most ``max_concurrent_starts`` kernels start at once, so refills leave
-    CPU for running notebooks.
+    :func:`prepare`). With ``use_forkserver`` (on Linux) kernels are forked from a
+    :class:`ForkServer` that has ``preload`` imported (e.g. ``["mage_nb_sched.execution.blocks"]``)
+    plus each ``optional_preload`` module that is installed and keeps forking safe (default
+    :data:`DEFAULT_OPTIONAL_PRELOAD`: pandas, pyarrow, the output saver) — a kernel then starts
+    with those modules already imported. A ``preload`` that starts threads makes the server
+    unusable: kernels are then started by jupyter_client's ``LocalProvisioner`` (see
+    ``stats().forkserver_problem``). At most ``max_concurrent_starts`` kernels start at once, so
+    refills leave CPU for running notebooks.
 
     Use from one event loop. ``close()`` kills every kernel the pool started that is still
     running — warm or handed out — and the fork server.
@@ -1298,6 +755,7 @@ class KernelPool:
         use_forkserver: bool = True,
         preload: Sequence[str] = (),
         *,
+        optional_preload: Sequence[str] = DEFAULT_OPTIONAL_PRELOAD,
         max_concurrent_starts: int = 2,
         startup_timeout: float = 60.0,
         shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
@@ -1315,10 +773,11 @@ class KernelPool:
             raise ValidationError(
                 "max_concurrent_starts", max_concurrent_starts, "must be ≥ 1", "Use 1 or 2."
             )
-        if isinstance(preload, str):
-            raise ValidationError(
-                "preload", preload, "must be a list of module names", "Use e.g. ['pandas']."
-            )
+        for field, names in (("preload", preload), ("optional_preload", optional_preload)):
+            if isinstance(names, str):
+                raise ValidationError(
+                    field, names, "must be a list of module names", "Use e.g. ['pandas']."
+                )
         if transport not in {"tcp", "ipc"}:
             raise ValidationError("transport", transport, "must be 'ipc' or 'tcp'", "Use 'ipc'.")
         self.size = size
@@ -1327,6 +786,7 @@ class KernelPool:
         self.env = {str(key): str(value) for key, value in (env or {}).items()}
         self.use_forkserver = use_forkserver
         self.preload = tuple(preload)
+        self.optional_preload = tuple(optional_preload)
         self.max_concurrent_starts = max_concurrent_starts
         self.startup_timeout = startup_timeout
         self.shutdown_grace = shutdown_grace
@@ -1472,20 +932,25 @@ class KernelPool:
             spawned=self._counts["spawned"],
             forkserver_pid=server.pid if server is not None else None,
             forkserver_ready=bool(server is not None and server.ready),
+            forkserver_problem=server.death_reason if server is not None else None,
         )
 
     # -- internals ------------------------------------------------------------------------
 
     def _spawn_forkserver(self) -> None:
-        if not hasattr(os, "fork") or sys.platform == "win32":
-            log.info("no fork() on this platform; kernels are started normally")
+        if not fork_supported():
+            log.info("kernels are forked on Linux only; using jupyter_client's LocalProvisioner")
             return
         server_env = {**os.environ, **self.env}
         try:
-            self.forkserver = ForkServer(self.preload, env=server_env, cwd=self.cwd).start()
+            self.forkserver = ForkServer(
+                self.preload, env=server_env, cwd=self.cwd, optional_preload=self.optional_preload
+            ).start()
         except OSError as error:
             log.warning(
-                "could not start the kernel fork server (%s); starting kernels normally", error
+                "could not start the kernel fork server (%s); starting kernels with "
+                "jupyter_client's LocalProvisioner",
+                error,
             )
             self.forkserver = None
             return
