@@ -33,7 +33,12 @@ from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Float, Int, Type, Unicode
 from traitlets.config import Config
 
-from mage_nb_sched.core.project import DB_URL_ENV, PROJECT_DIR_ENV, default_database_url
+from mage_nb_sched.core.project import (
+    DB_URL_ENV,
+    INGEST_TOKEN_ENV,
+    PROJECT_DIR_ENV,
+    default_database_url,
+)
 
 #: Extension traits forwarded to the part that owns them: (trait, section, name there).
 _FORWARDED = (
@@ -68,7 +73,7 @@ class _LazyType(Type[Any, Any]):
 
 
 class MageNbSchedApp(ExtensionApp):
-    """Pipeline schedules for Jupyter: the scheduler loop (and, later, the REST API)."""
+    """Pipeline schedules for Jupyter: the scheduler loop and the REST API."""
 
     name = "mage_nb_sched"
     description = "Mage-style pipeline schedules for Jupyter notebooks."
@@ -139,6 +144,20 @@ class MageNbSchedApp(ExtensionApp):
     notify_on_success = Bool(
         False, help="Also notify (webhook and server event) when a run completes."
     ).tag(config=True)
+    ingest_token = Unicode(
+        None,
+        allow_none=True,
+        help="Bearer token that POST {base_url}mage/api/events accepts without Jupyter "
+        "authentication (for S3 / EventBridge forwarders and scripts): `Authorization: Bearer "
+        "<token>`. Default: $MAGE_NB_SCHED_INGEST_TOKEN; unset, events need Jupyter auth. At "
+        "least 16 URL-safe characters, e.g. python -c 'import secrets; "
+        "print(secrets.token_urlsafe(32))'.",
+    ).tag(config=True)
+    trigger_rate_limit = Float(
+        50.0,
+        help="API-trigger and ingest calls accepted per second and per token (a burst of "
+        "twice as many is allowed); more answer 429 with Retry-After. 0 turns the limit off.",
+    ).tag(config=True)
 
     def _prepare_config(self) -> None:
         """As ExtensionApp's (this app's traits as ``settings["mage_nb_sched_config"]``), with
@@ -165,6 +184,21 @@ class MageNbSchedApp(ExtensionApp):
         self.store: Any = None
         self.scheduler: Any = None
         self._starting: asyncio.Future[None] | None = None
+        # The REST handlers find the store (and wait for it to open) through the app.
+        self.settings["mage_nb_sched_app"] = self
+        ingest = self.ingest_token or os.environ.get(INGEST_TOKEN_ENV) or None
+        if ingest is not None:
+            from mage_nb_sched.core.tokens import validate_token
+
+            validate_token(ingest, field="ingest_token")
+        self.settings["mage_nb_sched_ingest_token"] = ingest
+        self.settings["mage_nb_sched_trigger_rate_limit"] = self.trigger_rate_limit
+
+    def initialize_handlers(self) -> None:
+        """The REST API under {base_url}mage/api/ (see mage_nb_sched.handlers)."""
+        from mage_nb_sched.handlers import routes
+
+        self.handlers.extend(routes())
 
     def _part_config(self) -> Config:
         """The server's config, plus this app's shorthand traits forwarded to their parts (a

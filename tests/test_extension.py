@@ -3,7 +3,6 @@ scheduler it starts, real worker processes and kernels, and ``jupyter server ext
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
@@ -11,48 +10,31 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-import pytest_jupyter.jupyter_server as jupyter_server_fixtures
 from conftest import write_notebook
 from processes import alive, descendants, until
-from traitlets.config import Config
+from server_fixtures import *  # noqa: F403
+from server_fixtures import GRACE
 
 from mage_nb_sched import PipelineRun, PipelineSchedule
 from mage_nb_sched.core.clock import utcnow
 from mage_nb_sched.core.project import DB_URL_ENV, PROJECT_DIR_ENV
 from mage_nb_sched.extension import MageNbSchedApp
 from mage_nb_sched.scheduling.notifications import RUN_NOTIFICATION_SCHEMA_ID
-from mage_nb_sched.store import current_store, reset_stores
+from mage_nb_sched.store import current_store
 
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-# pytest-jupyter's fixtures (its server module re-exports the core and tornado ones), for this
-# module only: `pytest_plugins = ["pytest_jupyter.jupyter_server"]` would register the plugin
-# for the whole session, and its autouse fixtures (an event loop closed after every test, a
-# ServerApp cleanup) and its test-call hook would then apply to every other test file too.
-# Without the hook, tests here are plain functions that run their scenario on the server's
-# loop (`on_server_loop`).
-_FIXTURES = (
-    "jp_asyncio_loop jp_home_dir jp_data_dir jp_config_dir jp_runtime_dir jp_system_jupyter_path "
-    "jp_env_jupyter_path jp_system_config_path jp_env_config_path jp_kernel_dir echo_kernel_spec "
-    "jp_environ http_server http_server_port http_server_client jp_root_dir jp_argv jp_http_port "
-    "jp_nbconvert_templates jp_logging_stream jp_configurable_serverapp jp_serverapp jp_web_app "
-    "jp_auth_header jp_base_url jp_fetch jp_server_cleanup"
-)
-for _name in _FIXTURES.split():
-    globals()[_name] = getattr(jupyter_server_fixtures, _name)
-
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_FILE = REPO / "jupyter-config" / "jupyter_server_config.d" / "mage_nb_sched.json"
-GRACE = 1.0
 FINAL = ("completed", "failed", "cancelled")
 
 
@@ -83,73 +65,6 @@ def process_gone(pid: int) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def clean_env() -> Iterator[None]:
-    """No store URL or project dir from the outside, no cached stores; the variables the
-    extension exports are removed again afterwards (monkeypatch would not undo a variable that
-    did not exist when it was deleted)."""
-    saved = {name: os.environ.pop(name, None) for name in (DB_URL_ENV, PROJECT_DIR_ENV)}
-    reset_stores()
-    yield
-    reset_stores()
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-
-
-@pytest.fixture
-def mage_settings() -> dict[str, Any]:
-    """Extra ``c.MageNbSchedApp`` settings; a test parametrizes this name to change them."""
-    return {}
-
-
-@pytest.fixture
-def jp_server_config(clean_env: None, mage_settings: dict[str, Any]) -> Config:
-    return Config(
-        {
-            "ServerApp": {
-                "jpserver_extensions": {"mage_nb_sched": True, "jupyter_server_terminals": False},
-                # A broken extension fails the test instead of only logging a warning.
-                "reraise_server_extension_failures": True,
-            },
-            "MageNbSchedApp": {
-                "workers": 1,
-                "kernel_pool_size": 1,
-                "shutdown_grace": GRACE,
-                **mage_settings,
-            },
-        }
-    )
-
-
-@pytest.fixture
-def children_before_start(jp_serverapp: Any) -> set[int]:
-    """Live child processes of this process (where the test server runs) before the extension
-    starts. multiprocessing's resource tracker, if another test started one, is among them."""
-    return {pid for pid in descendants(os.getpid()) if alive(pid)}
-
-
-@pytest.fixture
-def mage_app(
-    jp_serverapp: Any,
-    jp_asyncio_loop: asyncio.AbstractEventLoop,
-    children_before_start: set[int],
-) -> Iterator[MageNbSchedApp]:
-    """The extension app, started the way the server starts extensions once its loop runs
-    (pytest-jupyter initialises the server but does not run that step), then waited for: the
-    store opens and the scheduler starts in the background. Stopped afterwards."""
-    manager = jp_serverapp.extension_manager
-    assert "mage_nb_sched" in manager.extensions, "the extension was not found/linked"
-    app = manager.extension_points["mage_nb_sched"].app
-    assert isinstance(app, MageNbSchedApp)
-    jp_asyncio_loop.run_until_complete(manager.start_all_extensions())
-    jp_asyncio_loop.run_until_complete(app.wait_started())
-    yield app
-    jp_asyncio_loop.run_until_complete(app.stop_extension())
-
-
 def retired(executor: Any, count: int) -> Callable[[], bool]:
     """Whether ``executor`` has stopped its idle workers ``count`` times."""
     return lambda: [event.kind for event in executor.events].count("retired") == count
@@ -158,14 +73,6 @@ def retired(executor: Any, count: int) -> Callable[[], bool]:
 def extra_children(before: set[int]) -> set[int]:
     """Live descendants of this process that were not there before the extension started."""
     return {pid for pid in descendants(os.getpid()) if alive(pid)} - before
-
-
-@pytest.fixture
-def on_server_loop(
-    jp_asyncio_loop: asyncio.AbstractEventLoop,
-) -> Callable[[Coroutine[Any, Any, T]], T]:
-    """Run a test's scenario on the loop the server and its scheduler live on."""
-    return jp_asyncio_loop.run_until_complete
 
 
 # --------------------------------------------------------------------------------------------

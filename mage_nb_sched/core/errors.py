@@ -63,3 +63,27 @@ class StoreError(MageNbSchedError):
     """The database could not be opened, migrated or written."""
 
     http_status = 503
+
+
+class ForbiddenError(MageNbSchedError):
+    """A credential (an API-trigger token, an ingest token) is missing or wrong. The message
+    never repeats the credential that was given."""
+
+    http_status = 403
+
+
+class PayloadTooLargeError(MageNbSchedError):
+    """A request body is larger than the API accepts."""
+
+    http_status = 413
+
+
+class RateLimitError(MageNbSchedError):
+    """Too many calls with one credential in a short time; ``retry_after`` says when (seconds)
+    another call will be accepted."""
+
+    http_status = 429
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)

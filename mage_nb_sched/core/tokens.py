@@ -19,18 +19,18 @@ def generate_token() -> str:
     return secrets.token_urlsafe(32)
 
 
-def validate_token(token: object) -> str:
+def validate_token(token: object, field: str = "token") -> str:
     """Check a caller-chosen token: URL-safe characters, at least 16 long."""
     if not isinstance(token, str) or not _TOKEN_CHARS.match(token):
         raise ValidationError(
-            "token",
+            field,
             "<redacted>",
             "a token must be a string of URL-safe characters (letters, digits, - _ . ~)",
             "Leave it out to get a random one, or use e.g. secrets.token_urlsafe(32).",
         )
     if len(token) < MIN_TOKEN_LENGTH:
         raise ValidationError(
-            "token",
+            field,
             "<redacted>",
             f"a token must be at least {MIN_TOKEN_LENGTH} characters long",
             "Leave it out to get a random one, or use e.g. secrets.token_urlsafe(32).",
