@@ -57,4 +57,4 @@ def limiter_for(settings: dict[str, Any]) -> RateLimiter:
     if limiter is None:
         limiter = RateLimiter(float(settings.get("mage_nb_sched_trigger_rate_limit", 50.0)))
         settings["mage_nb_sched_rate_limiter"] = limiter
-    return limiter  # type: ignore[no-any-return]
+    return limiter
