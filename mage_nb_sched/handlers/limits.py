@@ -38,13 +38,14 @@ class RateLimiter:
         with self._lock:
             tokens, last = self._buckets.pop(key, (self.burst, now))
             tokens = min(self.burst, tokens + (now - last) * self.rate)
-            if tokens < 1.0:
+            # (a hair of slack: 0.1 s at 10/s must refill one whole call despite rounding)
+            if tokens < 1.0 - 1e-9:
                 self._buckets[key] = (tokens, now)
                 raise RateLimitError(
                     f"Too many calls with this token (at most {self.rate:g} per second, bursts "
                     f"of {self.burst:g}). Retry after the Retry-After header's seconds, or raise "
                     "c.MageNbSchedApp.trigger_rate_limit.",
-                    retry_after=(1.0 - tokens) / self.rate,
+                    retry_after=max(0.0, 1.0 - tokens) / self.rate,
                 )
             self._buckets[key] = (tokens - 1.0, now)
             while len(self._buckets) > MAX_KEYS:
