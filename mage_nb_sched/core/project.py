@@ -15,6 +15,8 @@ INGEST_TOKEN_ENV = "MAGE_NB_SCHED_INGEST_TOKEN"
 DATA_DIR_NAME = ".mage_nb_sched"
 NOTEBOOK_SUFFIX = ".ipynb"
 TRIGGERS_SUFFIX = ".triggers.yaml"
+#: Longest file or folder name (bytes) file systems accept.
+MAX_NAME_BYTES = 255
 _IGNORED_DIRS = {DATA_DIR_NAME, ".ipynb_checkpoints", ".git", "node_modules", "__pycache__"}
 
 
@@ -72,6 +74,19 @@ def normalize_pipeline_uuid(pipeline_uuid: object, field: str = "pipeline_uuid")
 def notebook_path(project_dir: Path, pipeline_uuid: str) -> Path:
     """The notebook file of a pipeline (its form checked; existence not)."""
     uuid = normalize_pipeline_uuid(pipeline_uuid)
+    # File systems refuse names over 255 bytes (ENAMETOOLONG): say so here, not as an OSError
+    # from the first stat() of the path.
+    names = uuid.split("/")
+    names[-1] += NOTEBOOK_SUFFIX
+    longest = max(len(name.encode("utf-8", "surrogatepass")) for name in names)
+    if longest > MAX_NAME_BYTES:
+        raise ValidationError(
+            "pipeline_uuid",
+            pipeline_uuid,
+            f"a folder or file name of its notebook is {longest} bytes; the file system "
+            f"accepts at most {MAX_NAME_BYTES}",
+            "Use shorter folder and notebook names.",
+        )
     path = (project_dir / f"{uuid}{NOTEBOOK_SUFFIX}").resolve()
     if project_dir.resolve() not in path.parents:
         raise ValidationError(
@@ -96,7 +111,10 @@ def list_pipelines(project_dir: Path) -> list[str]:
         dirs[:] = [d for d in dirs if d not in _IGNORED_DIRS and not d.startswith(".")]
         for name in files:
             if name.endswith(NOTEBOOK_SUFFIX):
-                found.append(pipeline_uuid_for(project_dir, Path(root) / name))
+                try:
+                    found.append(pipeline_uuid_for(project_dir, Path(root) / name))
+                except ValueError:
+                    continue  # a link to a notebook outside the project: not a pipeline here
     return sorted(found)
 
 
