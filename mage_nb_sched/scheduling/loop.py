@@ -192,6 +192,21 @@ class Scheduler(LoggingConfigurable):
         "FSEvents, ReadDirectoryChangesW) instead of only walking the project every "
         "trigger_scan_interval seconds.",
     ).tag(config=True)
+    file_events = Bool(
+        True,
+        help="Fire local file events: an active event schedule whose variables.event_type glob "
+        "matches file:created / file:modified (e.g. 'file:*') and whose variables.path glob "
+        "(relative to the project dir, e.g. 'incoming/*.csv') matches a file that is created or "
+        "modified gets a run with event {'event_type': ..., 'path': ...}. Uses the file "
+        "watcher (watch_files); only the active (leading) scheduler fires them. A pipeline "
+        "that writes into the files it watches fires itself again.",
+    ).tag(config=True)
+    file_event_settle = Float(
+        0.2,
+        help="Seconds a changed file must stay quiet before its file event fires (a file "
+        "written in several steps, a slow copy, fires once, with its final content); a "
+        "project that changes without pause fires at least every 10 x this long.",
+    ).tag(config=True)
     run_retention_days = Int(
         0,
         help="Delete runs (with outputs, logs and executed notebooks) that finished more than "
@@ -207,7 +222,7 @@ class Scheduler(LoggingConfigurable):
             return self.parent.log
         return log
 
-    @validate("lease_seconds", "shutdown_grace", "trigger_scan_interval")
+    @validate("lease_seconds", "shutdown_grace", "trigger_scan_interval", "file_event_settle")
     def _positive(self, proposal: Any) -> float:
         if proposal["value"] <= 0:
             raise TraitError(f"{proposal['trait'].name} must be > 0, got {proposal['value']}")
@@ -281,6 +296,13 @@ class Scheduler(LoggingConfigurable):
         self._file_watcher: Any = None
         self._next_busy_warning = 0.0
         self._files_changed = asyncio.Event()
+        # Local file events: changed files (absolute path -> created | modified) waiting for
+        # the files to settle, and the event that wakes the task firing them.
+        self._file_changes: dict[Any, str] = {}
+        self._file_changes_arrived = asyncio.Event()
+        #: Batches of file changes handled while leading, and events fired from them (tests).
+        self.file_event_batches = 0
+        self.file_events_fired = 0
         self._next_retention = 0.0
         self._last_renewed = -1e18
         #: Durations (seconds) of recent passes, newest last.
@@ -328,8 +350,16 @@ class Scheduler(LoggingConfigurable):
                     with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                         loop.call_soon_threadsafe(self._files_changed.set)
 
+            def file_events(changes: list[tuple[str, Any]]) -> None:
+                if not loop.is_closed():
+                    with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                        loop.call_soon_threadsafe(self._queue_file_changes, changes)
+
             self._file_watcher = FileWatcher(
-                self.store.project_dir, (TRIGGERS_SUFFIX,), files_changed
+                self.store.project_dir,
+                (TRIGGERS_SUFFIX,),
+                files_changed,
+                on_file_events=file_events if self.file_events else None,
             )
             self._file_watcher.start()
         self._main_task = self._spawn(self._main(), "loop")
@@ -338,6 +368,7 @@ class Scheduler(LoggingConfigurable):
             self._main_task,
             self._spawn(self._keep_leases(), "leases"),
             self._spawn(self._maintain(), "maintenance"),
+            self._spawn(self._fire_file_events(), "file events"),
             self._executor_task,
         ]
         self.log.info(
@@ -584,6 +615,55 @@ class Scheduler(LoggingConfigurable):
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._files_changed.wait(), self.trigger_scan_interval)
             self._files_changed.clear()
+
+    def _queue_file_changes(self, changes: list[tuple[str, Any]]) -> None:
+        """On the loop: note files the watcher saw created or modified. A file created and
+        then modified before its event fires stays ``created``."""
+        from mage_nb_sched.store.file_watch import CREATED
+
+        for kind, path in changes:
+            if self._file_changes.get(path) != CREATED:
+                self._file_changes[path] = kind
+        self._file_changes_arrived.set()
+
+    async def _fire_file_events(self) -> None:
+        """Fire local file events once the changed files have been quiet for
+        ``file_event_settle`` seconds (bounded: a project that never stops changing still fires
+        every 10 x that long), on the file thread. Only while leading: a standby drops them
+        (the leader's watcher sees the same files). One event that cannot fire is logged and
+        never stops the task."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._file_changes_arrived.wait()
+            deadline = loop.time() + 10 * self.file_event_settle
+            while loop.time() < deadline:
+                self._file_changes_arrived.clear()
+                try:
+                    await asyncio.wait_for(
+                        self._file_changes_arrived.wait(),
+                        min(self.file_event_settle, max(0.0, deadline - loop.time())),
+                    )
+                except asyncio.TimeoutError:
+                    break  # quiet: fire
+            self._file_changes_arrived.clear()
+            batch = [(kind, path) for path, kind in self._file_changes.items()]
+            self._file_changes = {}
+            if not batch or not self.is_leader or self._stopping:
+                continue
+            from mage_nb_sched.service.events import fire_file_changes
+
+            try:
+                outcomes = await loop.run_in_executor(
+                    self._files_thread, fire_file_changes, self.store, batch
+                )
+            except Exception:
+                log.exception("local file events for %d file(s) could not fire", len(batch))
+                continue
+            self.file_event_batches += 1
+            fired = sum(len(outcome.runs) for outcome in outcomes)
+            if fired:
+                self.file_events_fired += fired
+                self.wake()
 
     async def maintain(self) -> None:
         """Sync changed triggers.yaml files, and apply retention (at most hourly) — on a thread

@@ -69,6 +69,7 @@ from mage_nb_sched.core.partitions import execution_partition
 from mage_nb_sched.core.project import data_dir
 from mage_nb_sched.core.settings import with_defaults
 from mage_nb_sched.scheduling.notifications import Notification
+from mage_nb_sched.service.asynchronous import twin
 from mage_nb_sched.service.runs import scheduled_run_key, scheduled_run_values
 from mage_nb_sched.service.transitions import (
     end_run,
@@ -185,6 +186,63 @@ def row_problems(store: Store) -> list[RowProblem]:
         )
         for row in rows
     ]
+
+
+@dataclass(frozen=True)
+class StoreStatus:
+    """Who schedules for a store and what waits, as the store tells it (the ``status`` API):
+    the ``leader`` lease, the live heartbeats, the runs queued and running, the flagged rows."""
+
+    now: datetime
+    #: The instance id in the ``leader`` lease (None: no scheduler ever led this store).
+    leader: str | None
+    #: When that lease ends unless renewed, and when it was last renewed.
+    leader_expires_at: datetime | None
+    leader_renewed_at: datetime | None
+    #: Instance ids whose heartbeat has not expired at ``now``.
+    live_instances: tuple[str, ...]
+    #: Runs waiting to start (``initial``) and executing (``running``).
+    queue_depth: int
+    running: int
+    problems: tuple[RowProblem, ...]
+
+    @property
+    def leader_active(self) -> bool:
+        """Whether a scheduler holds an unexpired leader lease at ``now``."""
+        expires = self.leader_expires_at
+        return self.leader is not None and expires is not None and _utc(expires) > self.now
+
+
+def store_status(store: Store, now: datetime) -> StoreStatus:
+    """The :class:`StoreStatus` at ``now``, in four read-only statements."""
+    table = schema.scheduler_lease
+    counts = (
+        select(RUNS.c.status, func.count(RUNS.c.id))
+        .where(_unfinished_run())
+        .group_by(RUNS.c.status)
+    )
+    with store.engine.connect() as connection:
+        leader = connection.execute(
+            select(table.c.owner, table.c.expires_at, table.c.updated_at).where(
+                table.c.name == leases.LEADER
+            )
+        ).first()
+        live = sorted(leases.live_instances(connection, now))
+        by_status = {status_value(row[0]): int(row[1]) for row in connection.execute(counts)}
+    return StoreStatus(
+        now=now,
+        leader=None if leader is None else str(leader[0]),
+        leader_expires_at=None if leader is None else _utc(leader[1]),
+        leader_renewed_at=None if leader is None else _utc(leader[2]),
+        live_instances=tuple(live),
+        queue_depth=by_status.get(PipelineRunStatus.INITIAL.value, 0),
+        running=by_status.get(PipelineRunStatus.RUNNING.value, 0),
+        problems=tuple(row_problems(store)),
+    )
+
+
+astore_status = twin(store_status)
+arow_problems = twin(row_problems)
 
 
 def _is_row_problem(error: Exception, *, contained: bool) -> bool:

@@ -22,7 +22,7 @@ from mage_nb_sched.core.clock import utcnow
 from mage_nb_sched.core.datetimes import to_utc
 from mage_nb_sched.core.enums import PipelineRunStatus, ScheduleStatus, ScheduleType
 from mage_nb_sched.core.errors import ConflictError, NotFoundError, ValidationError
-from mage_nb_sched.core.project import require_notebook, resolve_project_dir
+from mage_nb_sched.core.project import notebook_path, require_notebook, resolve_project_dir
 from mage_nb_sched.core.settings import with_defaults
 from mage_nb_sched.core.tokens import (
     generate_token,
@@ -84,6 +84,12 @@ def clean_schedule_fields(values: dict[str, Any], store: Store) -> dict[str, Any
 
 def _check_whole(state: dict[str, Any]) -> None:
     """Rules that involve more than one field, checked on the schedule as it would be saved."""
+    if state.get("schedule_type") == ScheduleType.EVENT:
+        # The seed's shorthand (variables.event_type / bucket / path globs) is how an event
+        # schedule matches: a bad glob is a 400 now, not a log line at the first event.
+        from mage_nb_sched.core.event_patterns import validate_shorthand
+
+        validate_shorthand(state.get("variables"))
     if state.get("schedule_type") == ScheduleType.TIME and not state.get("schedule_interval"):
         raise ValidationError(
             "schedule_interval",
@@ -330,6 +336,312 @@ def check_token(store: Store, schedule_id: int, token: str) -> bool:
 
 
 # --------------------------------------------------------------------------------------------
+# Many schedules at once (REST lists): a bounded number of statements whatever their count
+# --------------------------------------------------------------------------------------------
+
+
+def schedule_stats_for(store: Store, schedule_ids: Sequence[int]) -> dict[int, ScheduleStats]:
+    """:func:`schedule_stats` of many schedules in two statements (counts, newest statuses).
+    Every id given is a key; a schedule without runs has zero counts and no last status."""
+    with store.engine.connect() as connection:
+        return _stats_on(connection, schedule_ids)
+
+
+def _stats_on(connection: Connection, schedule_ids: Sequence[int]) -> dict[int, ScheduleStats]:
+    ids = sorted(set(schedule_ids))
+    result = {schedule_id: ScheduleStats(0, 0, None) for schedule_id in ids}
+    if not ids:
+        return result
+    unfinished = [PipelineRunStatus.INITIAL.value, PipelineRunStatus.RUNNING.value]
+    of_schedules = RUNS.c.pipeline_schedule_id.in_(ids)
+    counts = (
+        select(
+            RUNS.c.pipeline_schedule_id,
+            func.count(RUNS.c.id),
+            func.count(RUNS.c.id).filter(RUNS.c.status.in_(unfinished)),
+        )
+        .where(of_schedules)
+        .group_by(RUNS.c.pipeline_schedule_id)
+    )
+    # The newest run of each schedule, ordered as schedule_stats orders them.
+    newest = (
+        select(
+            RUNS.c.pipeline_schedule_id,
+            RUNS.c.status,
+            func.row_number()
+            .over(
+                partition_by=RUNS.c.pipeline_schedule_id,
+                order_by=(RUNS.c.created_at.desc(), RUNS.c.id.desc()),
+            )
+            .label("position"),
+        )
+        .where(of_schedules)
+        .subquery()
+    )
+    last = select(newest.c.pipeline_schedule_id, newest.c.status).where(newest.c.position == 1)
+    totals = {
+        int(row[0]): (int(row[1] or 0), int(row[2] or 0)) for row in connection.execute(counts)
+    }
+    statuses = {int(row[0]): row[1] for row in connection.execute(last)}
+    for schedule_id, (runs, in_progress) in totals.items():
+        status = statuses.get(schedule_id)
+        if status is not None and not isinstance(status, PipelineRunStatus):
+            status = PipelineRunStatus(status)
+        result[schedule_id] = ScheduleStats(runs, in_progress, status)
+    return result
+
+
+def runtime_histories(
+    store: Store, schedule_ids: Sequence[int], *, sample_size: int | None = None
+) -> dict[int, list[float]]:
+    """:func:`runtime_history` (without a current run) of many schedules in one statement:
+    runtimes in seconds of up to ``sample_size`` (7) completed runs each, newest execution date
+    first. Every id given is a key."""
+    with store.engine.connect() as connection:
+        return _runtimes_on(connection, schedule_ids, sample_size)
+
+
+def _runtimes_on(
+    connection: Connection, schedule_ids: Sequence[int], sample_size: int | None
+) -> dict[int, list[float]]:
+    ids = sorted(set(schedule_ids))
+    result: dict[int, list[float]] = {schedule_id: [] for schedule_id in ids}
+    if not ids:
+        return result
+    size = sample_size or RUNTIME_SAMPLE
+    ranked = (
+        select(
+            RUNS.c.pipeline_schedule_id,
+            RUNS.c.created_at,
+            RUNS.c.completed_at,
+            func.row_number()
+            .over(
+                partition_by=RUNS.c.pipeline_schedule_id,
+                order_by=(RUNS.c.execution_date.desc(), RUNS.c.id.desc()),
+            )
+            .label("position"),
+        )
+        .where(
+            RUNS.c.pipeline_schedule_id.in_(ids),
+            RUNS.c.status == PipelineRunStatus.COMPLETED.value,
+        )
+        .subquery()
+    )
+    statement = (
+        select(ranked.c.pipeline_schedule_id, ranked.c.created_at, ranked.c.completed_at)
+        .where(ranked.c.position <= size)
+        .order_by(ranked.c.pipeline_schedule_id, ranked.c.position)
+    )
+    for schedule_id, created_at, completed_at in connection.execute(statement):
+        if completed_at is not None:
+            result[int(schedule_id)].append((completed_at - created_at).total_seconds())
+    return result
+
+
+@dataclass(frozen=True)
+class ScheduleView:
+    """A schedule with Mage's computed fields: what the REST API answers for one schedule."""
+
+    schedule: ScheduleRecord
+    stats: ScheduleStats
+    #: The execution date of the period after the current one (None: not periodic, or the
+    #: stored values cannot be computed with — the status API flags such a row).
+    next_pipeline_run_date: datetime | None
+    #: Mage's ``event_matchers`` (``{"id", "name", "event_type", "pattern"}``) of the schedule.
+    event_matchers: tuple[dict[str, Any], ...] = ()
+
+    def computed_fields(self) -> dict[str, Any]:
+        """Mage's computed schedule fields, by their Mage names."""
+        return {
+            "next_pipeline_run_date": self.next_pipeline_run_date,
+            "pipeline_runs_count": self.stats.pipeline_runs_count,
+            "last_pipeline_run_status": self.stats.last_pipeline_run_status,
+            "pipeline_in_progress_runs_count": self.stats.pipeline_in_progress_runs_count,
+            "event_matchers": list(self.event_matchers),
+        }
+
+
+@dataclass(frozen=True)
+class SchedulePage:
+    """One page of schedules: ``count`` matches in all, ``next_cursor`` the next page's."""
+
+    views: list[ScheduleView]
+    count: int
+    next_cursor: int | None
+
+
+def _next_date(schedule: ScheduleRecord, now: datetime, runtimes: list[float]) -> datetime | None:
+    try:
+        return timing.next_execution_date(timing_of(schedule), now, runtimes)
+    except Exception:
+        # One stored row whose values cannot be computed with (an unknown zone, a cron the
+        # library refuses) must not break a list; the scheduler flags it for the status API.
+        return None
+
+
+def describe_schedules(
+    store: Store, schedules: Sequence[ScheduleRecord], now: datetime | None = None
+) -> list[ScheduleView]:
+    """Each schedule with Mage's computed fields, in at most three statements however many
+    schedules are given (run statistics; runtimes of the ones with landing time)."""
+    with store.engine.connect() as connection:
+        return _describe_on(connection, schedules, now)
+
+
+def _describe_on(
+    connection: Connection, schedules: Sequence[ScheduleRecord], now: datetime | None
+) -> list[ScheduleView]:
+    moment = to_utc(now) if now else utcnow()
+    stats = _stats_on(connection, [schedule.id for schedule in schedules])
+    landing: list[int] = []
+    for schedule in schedules:
+        try:
+            if timing_of(schedule).landing_time_enabled:
+                landing.append(schedule.id)
+        except Exception:  # a stored value that cannot be read: no runtimes needed
+            continue
+    runtimes = _runtimes_on(connection, landing, None) if landing else {}
+    from mage_nb_sched.service.events import event_matchers_on
+
+    event_ids = [s.id for s in schedules if s.schedule_type == ScheduleType.EVENT]
+    matchers = event_matchers_on(connection, event_ids) if event_ids else {}
+    return [
+        ScheduleView(
+            schedule,
+            stats[schedule.id],
+            _next_date(schedule, moment, runtimes.get(schedule.id, [])),
+            tuple(matchers.get(schedule.id, ())),
+        )
+        for schedule in schedules
+    ]
+
+
+def _filtered(
+    statement: Any,
+    pipeline_uuid: str | None,
+    status: str | None,
+    schedule_type: str | None,
+) -> Any:
+    if pipeline_uuid is not None:
+        statement = statement.where(
+            SCHEDULES.c.pipeline_uuid == fields.pipeline_uuid(pipeline_uuid)
+        )
+    if status is not None:
+        value = fields.enum_value(status, ScheduleStatus, "status")
+        statement = statement.where(SCHEDULES.c.status == value.value)
+    if schedule_type is not None:
+        value = fields.enum_value(schedule_type, ScheduleType, "schedule_type")
+        statement = statement.where(SCHEDULES.c.schedule_type == value.value)
+    return statement
+
+
+def schedule_page(
+    store: Store,
+    *,
+    pipeline_uuid: str | None = None,
+    status: str | None = None,
+    schedule_type: str | None = None,
+    limit: int = 100,
+    cursor: int | None = None,
+    pipeline_must_exist: bool = False,
+    now: datetime | None = None,
+) -> SchedulePage:
+    """One page of the schedules matching the filters, by id, with Mage's computed fields.
+
+    ``cursor`` is the id the page starts at (the previous page's ``next_cursor``), so pages
+    never repeat a schedule even while schedules are created. ``count`` is every match over
+    all pages. The cost is one connection and five statements at most whatever the page
+    size.
+    ``pipeline_must_exist``: no schedule matches and the pipeline has no notebook either →
+    :class:`NotFoundError` (Mage's ``pipelines/{uuid}/pipeline_schedules``)."""
+    if limit < 1:
+        raise ValidationError("limit", limit, "must be at least 1", "Give e.g. limit=100.")
+    counted = _filtered(select(func.count(SCHEDULES.c.id)), pipeline_uuid, status, schedule_type)
+    page = _filtered(select(SCHEDULES), pipeline_uuid, status, schedule_type)
+    if cursor is not None:
+        page = page.where(SCHEDULES.c.id >= cursor)
+    page = page.order_by(SCHEDULES.c.id).limit(limit + 1)
+    with store.engine.connect() as connection:
+        count = int(connection.execute(counted).scalar() or 0)
+        records = [from_row(ScheduleRecord, row) for row in connection.execute(page)]
+        views = _describe_on(connection, records[:limit], now)
+    if pipeline_must_exist and pipeline_uuid is not None and count == 0:
+        _require_pipeline(store, pipeline_uuid)
+    next_cursor = records[limit].id if len(records) > limit else None
+    return SchedulePage(views, count, next_cursor)
+
+
+def _require_pipeline(store: Store, pipeline_uuid: str) -> None:
+    uuid = fields.pipeline_uuid(pipeline_uuid)
+    try:
+        found = notebook_path(project_dir_of(store), uuid).is_file()
+    except OSError:  # a name the file system refuses (too long): no such notebook either
+        found = False
+    if not found:
+        raise NotFoundError(
+            f"pipeline_uuid={uuid!r}: no notebook {uuid}.ipynb in the project dir and no "
+            "schedule of that pipeline. List pipelines with GET mage/api/pipelines."
+        )
+
+
+def view_schedule(store: Store, schedule_id: int, now: datetime | None = None) -> ScheduleView:
+    """One schedule with Mage's computed fields (:class:`NotFoundError` if there is none)."""
+    return describe_schedules(store, [get_schedule(store, schedule_id)], now)[0]
+
+
+def create_schedule_view(
+    store: Store, *, now: datetime | None = None, **values: Any
+) -> ScheduleView:
+    """:func:`create_schedule`, answered with Mage's computed fields; the record carries the
+    clear token (shown once)."""
+    record = create_schedule(store, now=now, **values)
+    return describe_schedules(store, [record], now)[0]
+
+
+def update_schedule_view(
+    store: Store,
+    schedule_id: int,
+    *,
+    rotate: bool = False,
+    now: datetime | None = None,
+    **values: Any,
+) -> ScheduleView:
+    """:func:`update_schedule` (and :func:`rotate_token` when ``rotate``), answered with Mage's
+    computed fields. With changes and ``rotate`` together, the new token is written in the
+    same transaction as the changes (nothing is written when a change is refused). The record
+    carries the new clear token when there is one."""
+    if rotate and "token" in values:
+        raise ValidationError(
+            "rotate_token",
+            True,
+            "rotate_token and token were both given",
+            "Send rotate_token: true for a random new token, or token: '...' to set one.",
+        )
+    if rotate and values:
+        # token=None makes update_schedule generate one, in its own transaction.
+        record = update_schedule(store, schedule_id, now=now, token=None, **values)
+    elif rotate:
+        record = rotate_token(store, schedule_id)
+    elif values:
+        record = update_schedule(store, schedule_id, now=now, **values)
+    else:
+        record = get_schedule(store, schedule_id)
+    return describe_schedules(store, [record], now)[0]
+
+
+def schedule_counts(store: Store, pipeline_uuids: Sequence[str] | None = None) -> dict[str, int]:
+    """How many schedules each pipeline has (pipelines without any are left out), in one
+    statement."""
+    statement = select(SCHEDULES.c.pipeline_uuid, func.count(SCHEDULES.c.id)).group_by(
+        SCHEDULES.c.pipeline_uuid
+    )
+    if pipeline_uuids is not None:
+        statement = statement.where(SCHEDULES.c.pipeline_uuid.in_(list(pipeline_uuids)))
+    with store.engine.connect() as connection:
+        return {str(row[0]): int(row[1]) for row in connection.execute(statement)}
+
+
+# --------------------------------------------------------------------------------------------
 # Writes
 # --------------------------------------------------------------------------------------------
 
@@ -346,6 +658,7 @@ def create_schedule(store: Store, *, now: datetime | None = None, **values: Any)
                 "Use e.g. PipelineSchedule.create(name='nightly', pipeline_uuid='etl/daily', "
                 "schedule_type=ScheduleType.TIME, schedule_interval='@daily').",
             )
+    matchers = _clean_matchers(values)
     cleaned = clean_schedule_fields(values, store)
     cleaned.setdefault("schedule_type", ScheduleType.TIME)
     cleaned.setdefault("status", ScheduleStatus.INACTIVE)
@@ -360,11 +673,30 @@ def create_schedule(store: Store, *, now: datetime | None = None, **values: Any)
             result = connection.execute(insert(SCHEDULES).values(**cleaned, **token_columns))
             key = result.inserted_primary_key
             assert key is not None
+            if matchers is not None:
+                _write_matchers(connection, int(key[0]), matchers)
             record = _read(connection, int(key[0]))
     except IntegrityError as err:
         raise _integrity_error(err, cleaned) from err
     assert record is not None
     return _with_token(record, clear)
+
+
+def _clean_matchers(values: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """``event_matchers`` popped from ``values`` and validated (None: not given)."""
+    if "event_matchers" not in values:
+        return None
+    from mage_nb_sched.service.events import clean_event_matchers
+
+    return clean_event_matchers(values.pop("event_matchers"))
+
+
+def _write_matchers(
+    connection: Connection, schedule_id: int, matchers: list[dict[str, Any]]
+) -> None:
+    from mage_nb_sched.service.events import write_event_matchers
+
+    write_event_matchers(connection, schedule_id, matchers)
 
 
 def _with_token(record: ScheduleRecord, token: str) -> ScheduleRecord:
@@ -387,6 +719,7 @@ def update_schedule(
     clear ``token`` when one was given."""
     if "id" in values:
         raise ValidationError("id", values["id"], "the id cannot change", "Leave id out.")
+    matchers = _clean_matchers(values)
     cleaned = clean_schedule_fields(values, store)
     current = get_schedule(store, schedule_id)
     state = {key: getattr(current, key) for key in SCHEDULE_FIELDS - {"token", "id"}}
@@ -419,6 +752,10 @@ def update_schedule(
                 )
                 if written.rowcount != 1:
                     raise _not_found(schedule_id)
+            if matchers is not None:
+                if _read(connection, schedule_id) is None:
+                    raise _not_found(schedule_id)
+                _write_matchers(connection, schedule_id, matchers)
             record = _read(connection, schedule_id)
     except IntegrityError as err:
         raise _integrity_error(err, state) from err
@@ -525,3 +862,11 @@ acreate_schedule = twin(create_schedule)
 aupdate_schedule = twin(update_schedule)
 arotate_token = twin(rotate_token)
 adelete_schedule = twin(delete_schedule)
+aschedule_stats_for = twin(schedule_stats_for)
+aruntime_histories = twin(runtime_histories)
+adescribe_schedules = twin(describe_schedules)
+aschedule_page = twin(schedule_page)
+aview_schedule = twin(view_schedule)
+acreate_schedule_view = twin(create_schedule_view)
+aupdate_schedule_view = twin(update_schedule_view)
+aschedule_counts = twin(schedule_counts)
