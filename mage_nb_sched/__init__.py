@@ -37,6 +37,7 @@ if _TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         Trigger,
         add_or_update_trigger_for_pipeline_and_persist,
         sync_triggers,
+        trigger_pipeline,
     )
 
 # Names are imported on first use (PEP 562): a kernel that only needs the block decorators
@@ -67,6 +68,7 @@ _LAZY = {
     "Trigger": "triggers",
     "add_or_update_trigger_for_pipeline_and_persist": "triggers",
     "sync_triggers": "triggers",
+    "trigger_pipeline": "triggers",
 }
 
 
@@ -111,6 +113,7 @@ __all__ = [
     "load_ipython_extension",
     "sync_triggers",
     "transformer",
+    "trigger_pipeline",
     "use_store",
 ]
 

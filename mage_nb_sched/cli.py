@@ -8,8 +8,14 @@ start-up, and exits 2 with the reason when it cannot write its database, 1 when 
 process could start.
 
 ``run NOTEBOOK [--var k=v]...`` executes a notebook now as a manual pipeline run, prints each
-block's status and duration, and exits non-zero when the run did not complete. The other
-subcommands (``schedules``, ``runs``, ``backfill``, ``trigger``) arrive with the front-end issue.
+block's status and duration, and exits non-zero when the run did not complete.
+
+``trigger NAME|ID [--pipeline UUID] [--var k=v]... [--wait] [--json]`` creates a run of a
+schedule now, with the trigger URL's rules (an inactive schedule or ``skip_if_previous_running``
+with a run unfinished is refused; no token is needed — the CLI has the database) and prints its
+id; ``--wait`` follows it block by block until it ends. Exit codes: 0 created / completed, 1 the
+run failed or was cancelled, 2 bad usage or a store error. The other subcommands (``schedules``,
+``runs``, ``backfill``) arrive with the front-end issue.
 """
 
 from __future__ import annotations
@@ -88,6 +94,84 @@ def _command_run(args: argparse.Namespace) -> int:
         print(f"  {block.block_uuid:<{width}}  {block.status!s:<10} {seconds}")
     print(f"run {run.id} {outcome.status}" + (f": {outcome.reason}" if outcome.reason else ""))
     return 0 if outcome.status == "completed" else 1
+
+
+#: Seconds between two looks at a run ``trigger --wait`` follows.
+WAIT_POLL_SECONDS = 0.25
+
+
+def _command_trigger(args: argparse.Namespace) -> int:
+    from mage_nb_sched.service import api_triggers
+    from mage_nb_sched.service.records import to_json
+    from mage_nb_sched.store.engine import use_store
+
+    variables = dict(parse_var(item) for item in args.var)
+    store = use_store(project_dir=args.project_dir)
+    schedule = api_triggers.find_schedule_by_ref(store, args.schedule, args.pipeline)
+    triggered = api_triggers.trigger_schedule(store, schedule.id, variables=variables)
+    run = triggered.run
+    if not args.json:
+        print(
+            f"run {run.id}: {schedule.name} ({schedule.pipeline_uuid}, schedule {schedule.id}) "
+            f"{run.status!s}",
+            flush=True,
+        )
+    if not args.wait:
+        if args.json:
+            print(json.dumps({"pipeline_run": to_json(run)}, default=str))
+        return 0
+    if not args.json and not api_triggers.scheduler_active(store):
+        print(
+            "  no scheduler serves this store yet: the run starts when one does (jupyter lab, "
+            "or mage-nb-sched scheduler). Ctrl-C stops waiting; the run stays queued.",
+            flush=True,
+        )
+    try:
+        progress = _follow(store, run.id, quiet=args.json)
+    except KeyboardInterrupt:
+        print(f"\nstopped waiting; run {run.id} goes on", file=sys.stderr)
+        return 130
+    final = progress.run
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "pipeline_run": to_json(final),
+                    "block_runs": [to_json(block) for block in progress.blocks],
+                },
+                default=str,
+            )
+        )
+    else:
+        reason = (final.metrics or {}).get("error")
+        print(f"run {final.id} {final.status!s}" + (f": {reason}" if reason else ""))
+    return 0 if str(final.status) == "completed" else 1
+
+
+def _follow(store: Any, run_id: int, *, quiet: bool) -> Any:
+    """Poll run ``run_id`` until it ends, printing each block's status as it changes (unless
+    ``quiet``); returns the last :class:`~mage_nb_sched.service.api_triggers.RunProgress`."""
+    import time
+
+    from mage_nb_sched.service import api_triggers
+
+    seen: dict[str, str] = {}
+    while True:
+        progress = api_triggers.run_progress(store, run_id)
+        width = max([len(block.block_uuid) for block in progress.blocks] + [5])
+        for block in progress.blocks:
+            status = str(block.status)
+            if quiet or seen.get(block.block_uuid) == status or status == "initial":
+                continue
+            seen[block.block_uuid] = status
+            seconds = ""
+            if block.started_at is not None and block.completed_at is not None:
+                elapsed = (block.completed_at - block.started_at).total_seconds()
+                seconds = f"{elapsed:8.3f}s"
+            print(f"  {block.block_uuid:<{width}}  {status:<10} {seconds}".rstrip(), flush=True)
+        if progress.finished:
+            return progress
+        time.sleep(WAIT_POLL_SECONDS)
 
 
 def scheduler_config(args: argparse.Namespace) -> Any:
@@ -200,6 +284,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="run variable (repeatable); VALUE is parsed as JSON when possible",
     )
     run.set_defaults(handler=_command_run)
+
+    trigger = commands.add_parser(
+        "trigger",
+        help="create a run of a schedule now (the trigger URL's rules, no token needed)",
+        description="Create a run of a schedule now, as its trigger URL would (an inactive "
+        "schedule, or skip_if_previous_running with a run unfinished, is refused) and print "
+        "its id. Exit 0 when created (with --wait: completed), 1 failed or cancelled, 2 bad "
+        "usage or a store error.",
+    )
+    trigger.add_argument("--project-dir", default=argparse.SUPPRESS, help=project_dir_help)
+    trigger.add_argument("schedule", metavar="NAME|ID", help="the schedule's name or id")
+    trigger.add_argument(
+        "--pipeline",
+        default=None,
+        metavar="UUID",
+        help="the schedule's pipeline, when several pipelines have a schedule of that name",
+    )
+    trigger.add_argument(
+        "--var",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="run variable (repeatable); VALUE is parsed as JSON when possible",
+    )
+    trigger.add_argument(
+        "--wait",
+        action="store_true",
+        help="follow the run block by block until it ends (a scheduler must serve the store)",
+    )
+    trigger.add_argument(
+        "--json", action="store_true", help="print the run as JSON (with --wait: once it ended)"
+    )
+    trigger.set_defaults(handler=_command_trigger)
 
     serve = commands.add_parser(
         "scheduler",

@@ -21,6 +21,7 @@ PUSHED_NAMES = (
     "ScheduleType",
     "Trigger",
     "add_or_update_trigger_for_pipeline_and_persist",
+    "trigger_pipeline",
     "custom",
     "data_exporter",
     "data_loader",

@@ -25,6 +25,7 @@ DESIGN_NAMES = {
     "transformer",
     "data_exporter",
     "custom",
+    "trigger_pipeline",
 }
 
 

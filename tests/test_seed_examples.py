@@ -8,6 +8,12 @@ example, in one real IPython kernel driven by nbclient (top-level ``await`` incl
 Between examples a few *glue* cells (tagged ``glue`` in the notebook) keep the page's sequence
 working where it would otherwise break, and check that each example did what the page says.
 
+The page's trigger request (``requests.post('http://mage-instance/api/pipeline_schedules/123/
+pipeline_runs/<token>', ...)``) goes to a real ``jupyter server`` with the extension, started on
+loopback for the test in the same project dir: the only changes to it are the base URL (Mage's
+``http://mage-instance/api/`` → the server's ``.../mage/api/``) and the schedule id (the page's
+123 → the API schedule its previous example created, ``api_schedule.id``).
+
 The seed lives outside the repo (``shared/seed/pipeline-schedules.txt``, the user's spec): it is
 found only through ``$MAGE_NB_SCHED_SEED`` (the ``seed_file`` fixture of ``conftest.py``). Unset,
 these tests are skipped with that reason; ``.ci/run`` sets it, and sets
@@ -19,14 +25,19 @@ from __future__ import annotations
 import ast
 import os
 import re
+import signal
+import socket
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import nbformat
 import pytest
+import requests
 import yaml
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
@@ -82,11 +93,6 @@ EXAMPLES: tuple[Example, ...] = (
         "api_trigger_request",
         "# Trigger via API",
         "            }\n        }\n    }\n)",
-        excluded=(
-            "POSTs to 'http://mage-instance/api/pipeline_schedules/123/pipeline_runs/<token>', "
-            "a host that does not exist here; the REST API (its own issue and tests) serves "
-            "that URL for real. The snippet is still extracted and compiled."
-        ),
     ),
     Example(
         "create_with_model",
@@ -237,6 +243,20 @@ def rewrite_imports(code: str) -> str:
     return rewritten
 
 
+#: The base URL of the page's trigger request (Mage's API root).
+SEED_BASE_URL = "http://mage-instance/api/"
+
+
+def live_trigger_request(code: str, api_base: str) -> str:
+    """The page's trigger request aimed at the live server: ``http://mage-instance/api/`` becomes
+    ``api_base`` (the server's ``.../mage/api/``) and schedule 123 the API schedule the page
+    created just before (``api_schedule``; the page's 123 is a placeholder). Nothing else
+    changes."""
+    old = f"'{SEED_BASE_URL}pipeline_schedules/123/"
+    assert code.count(old) == 1, f"the trigger request's URL changed on the page:\n{code}"
+    return code.replace(old, f"f'{api_base}pipeline_schedules/{{api_schedule.id}}/")
+
+
 def status_listing_cell(code: str) -> str:
     """The ``class PipelineRunStatus:`` listing as assertions on ``PipelineRun.PipelineRunStatus``.
 
@@ -365,6 +385,16 @@ _reloaded = PipelineSchedule.query.get(api_schedule.id)
 print('check_token_reloaded', _reloaded.check_token({API_TOKEN!r}))
 print('check_token_wrong', api_schedule.check_token('wrong-api-token-1234'))
 """,
+    "api_trigger_request": """\
+# The live server answered with the run it created, with the page's variables.
+assert response.status_code == 201, (response.status_code, response.text)
+_triggered = response.json()['pipeline_run']
+assert _triggered['pipeline_schedule_id'] == api_schedule.id
+assert response.headers['Location'].endswith(f"/mage/api/pipeline_runs/{_triggered['id']}")
+_stored_run = PipelineRun.query.get(_triggered['id'])
+assert _stored_run.variables == {'date': '2024-01-15', 'env': 'production'}, _stored_run.variables
+print('api_trigger_request', response.status_code, _stored_run.pipeline_uuid)
+""",
     "create_with_model": """\
 _reloaded = PipelineSchedule.query.get(schedule.id)
 assert _reloaded.description == 'Sync customer data every hour'
@@ -423,7 +453,9 @@ print('active_schedules', type(active_schedules).__name__, len(active_schedules)
 }
 
 
-def build_notebook(project_dir: Path, examples: dict[str, tuple[str, Any]]) -> Any:
+def build_notebook(
+    project_dir: Path, examples: dict[str, tuple[str, Any]], api_base: str
+) -> Any:
     notebook = nbformat.v4.new_notebook()
     notebook.metadata["kernelspec"] = {
         "display_name": "Python 3",
@@ -438,6 +470,8 @@ def build_notebook(project_dir: Path, examples: dict[str, tuple[str, Any]]) -> A
         code = rewrite_imports(examples[example.label][0])
         if example.status_listing:
             code = status_listing_cell(code)
+        if example.label == "api_trigger_request":
+            code = live_trigger_request(code, api_base)
         cells.append(nbformat.v4.new_code_cell(code, metadata={"seed_example": example.label}))
         glue = GLUE_AFTER.get(example.label)
         if glue:
@@ -477,13 +511,109 @@ def failed_cell(notebook: Any) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
+# The live server the trigger request goes to
+# ----------------------------------------------------------------------------------------------
+
+#: Bound for the server to start answering (slow CI machines).
+SERVER_STARTUP = 60.0
+
+
+@dataclass
+class LiveServer:
+    """A ``jupyter server`` subprocess with the extension, on loopback."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    token: str
+    log: Path
+
+    @property
+    def api_base(self) -> str:
+        return f"{self.url}mage/api/"
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def live_server(tmp_path: Path) -> Iterator[LiveServer]:
+    """A real ``jupyter server`` serving ``tmp_path / "project"`` (made here), with the extension
+    and its REST API but no scheduler (runs are only recorded: the page's other examples make
+    schedules and backfills that must not start executing). Logs at DEBUG into a file, so the
+    test can check that the token is in no line."""
+    project_dir = tmp_path / "project"
+    project_dir.mkdir()
+    home = tmp_path / "server-home"
+    for name in ("config", "data", "runtime"):
+        (home / name).mkdir(parents=True)
+    config = home / "config" / "jupyter_server_config.py"
+    config.write_text(
+        # Only this extension: the others the environment enables only slow the start.
+        "c.ServerApp.jpserver_extensions = {'mage_nb_sched': True, 'jupyterlab': False,"
+        " 'jupyter_lsp': False, 'jupyter_server_terminals': False}\n"
+        "c.MageNbSchedApp.scheduler_enabled = False\n",
+        encoding="utf-8",
+    )
+    port = _free_port()
+    token = "seed-test-jupyter-token-0123456789"
+    env = {key: value for key, value in os.environ.items() if key != "MAGE_NB_SCHED_DB_URL"}
+    env.update(
+        MAGE_NB_SCHED_PROJECT_DIR=str(project_dir),
+        JUPYTER_CONFIG_DIR=str(home / "config"),
+        JUPYTER_DATA_DIR=str(home / "data"),
+        JUPYTER_RUNTIME_DIR=str(home / "runtime"),
+    )
+    log = tmp_path / "jupyter-server.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root",
+                "--log-level=DEBUG",
+                f"--ServerApp.root_dir={project_dir}", "--ServerApp.ip=127.0.0.1",
+                f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+                f"--IdentityProvider.token={token}",
+            ],
+            stdout=output, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )  # fmt: skip
+    server = LiveServer(process, f"http://127.0.0.1:{port}/", token, log)
+    try:
+        deadline = time.monotonic() + SERVER_STARTUP
+        while True:
+            assert process.poll() is None, f"jupyter server exited:\n{server.log_text()}"
+            try:
+                # The extension's route answers once the server and its handlers are up.
+                answer = requests.get(f"{server.api_base}openapi.json", timeout=5)
+                if answer.status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, f"jupyter server silent:\n{server.log_text()}"
+            time.sleep(0.1)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=30)
+
+
+# ----------------------------------------------------------------------------------------------
 # The test
 # ----------------------------------------------------------------------------------------------
 
 
 @pytest.mark.kernel
 def test_seed_examples_run_in_a_notebook(
-    seed_file: Path, tmp_path: Path, record_property: Any
+    seed_file: Path, tmp_path: Path, record_property: Any, live_server: LiveServer
 ) -> None:
     text = seed_file.read_text(encoding="utf-8")
     examples = locate_examples(text)
@@ -493,15 +623,16 @@ def test_seed_examples_run_in_a_notebook(
         code = rewrite_imports(examples[example.label][0])
         compile(code, f"<seed:{example.label}>", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
     excluded = {e.label: e.excluded for e in EXAMPLES if e.excluded}
-    assert list(excluded) == ["api_trigger_request"]
-    assert "http://mage-instance/" in examples["api_trigger_request"][0]
+    assert not excluded, excluded
+    assert SEED_BASE_URL in examples["api_trigger_request"][0]
 
-    project_dir = tmp_path / "project"
-    project_dir.mkdir()
-    notebook = build_notebook(project_dir, examples)
+    project_dir = tmp_path / "project"  # the live server's root dir (made by its fixture)
+    notebook = build_notebook(project_dir, examples, live_server.api_base)
 
     env = {key: value for key, value in os.environ.items() if key != "MAGE_NB_SCHED_DB_URL"}
     env["MAGE_NB_SCHED_PROJECT_DIR"] = str(project_dir)
+    # The request goes to loopback directly, whatever proxy the environment names.
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
     client = NotebookClient(
         notebook,
         kernel_name="python3",
@@ -562,6 +693,14 @@ def test_seed_examples_run_in_a_notebook(
     assert b"on_demand_pipeline" in stored  # the API schedule's row is really in these files
     assert API_TOKEN.encode() not in stored
     assert API_TOKEN not in triggers_text
+
+    # The page's trigger request reached the live server, which recorded the run; the token is
+    # in none of the server's log lines (its access line for the call is there, redacted).
+    trigger_output = stream_text(cell_for(notebook, "glue_after", "api_trigger_request"))
+    assert trigger_output == "api_trigger_request 201 on_demand_pipeline\n", trigger_output
+    server_log = live_server.log_text()
+    assert "/pipeline_runs/[secret]" in server_log, server_log[-3000:]
+    assert API_TOKEN not in server_log
 
     # Active schedules of pipelines that have none: an empty list.
     assert stream_text(cell_for(notebook, "glue_after", "active_schedules")) == (
