@@ -137,3 +137,15 @@ def test_the_client_fails_an_answer_the_document_does_not_describe(
     with pytest.raises(AssertionError, match="does not match the OpenAPI document"):
         api.check("GET", api.url("openapi.json"), {}, None, undescribed)
     assert reply.status == 200
+
+
+@pytest.mark.parametrize("depth", [100, 5000])
+def test_a_body_nested_too_deeply_is_a_400_not_a_crash(
+    api: Api, on_server_loop: Any, depth: int
+) -> None:
+    nested = "[" * depth + "]" * depth
+    raw = ('{"pipeline_schedule": {"name": "x", "variables": {"v": ' + nested + "}}}").encode()
+    reply = on_server_loop(api.post("pipeline_schedules", raw_body=raw))
+    assert reply.status == 400, reply.text
+    assert reply.error["field"] == "body"
+    assert "nested" in reply.error["message"]

@@ -41,6 +41,9 @@ if TYPE_CHECKING:
 API_PREFIX = "mage/api"
 #: Largest request body accepted (DESIGN §7); larger → 413.
 MAX_BODY_BYTES = 1024 * 1024
+#: Deepest nesting of lists and objects accepted in a body (variables are data, not trees
+#: thousands of levels deep; Python's own limits would turn those into 500s).
+MAX_BODY_DEPTH = 64
 #: Largest page a list answers with, and the default page size.
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
@@ -164,7 +167,7 @@ class MageApiHandler(APIHandler):
         if not raw.strip():
             return {}
         try:
-            return json.loads(raw)
+            body = json.loads(raw)
         except UnicodeDecodeError as err:
             raise ValidationError(
                 "body", "<bytes>", f"the body is not UTF-8 ({err.reason})", "Send UTF-8 JSON."
@@ -176,6 +179,13 @@ class MageApiHandler(APIHandler):
                 f"the body is not valid JSON ({err.msg} at line {err.lineno} column {err.colno})",
                 'Send a JSON object, e.g. {"pipeline_schedule": {"name": "daily"}}.',
             ) from None
+        except RecursionError:
+            # [[[[...]]]] thousands deep: the parser's recursion limit, not a server fault.
+            raise _too_deep() from None
+        if body_depth(body) > MAX_BODY_DEPTH:
+            # Deep but parsable bodies would hit the limit later (JSON columns, answers).
+            raise _too_deep()
+        return body
 
     def envelope(self, key: str, *, required: bool = True) -> dict[str, Any]:
         """The object under ``key`` of a Mage-style body (``{"pipeline_schedule": {...}}``).
@@ -300,6 +310,35 @@ class MageApiHandler(APIHandler):
             )
             return
         super().log_exception(typ, value, tb)
+
+
+def _too_deep() -> ValidationError:
+    return ValidationError(
+        "body",
+        "<nested JSON>",
+        f"the body is nested more than {MAX_BODY_DEPTH} levels deep",
+        "Send flatter values (e.g. a nested structure as a JSON string).",
+    )
+
+
+def body_depth(value: Any) -> int:
+    """How deeply lists and objects nest in ``value`` (iterative: no recursion limit); stops
+    counting past :data:`MAX_BODY_DEPTH`."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        if deepest > MAX_BODY_DEPTH:
+            return deepest
+        stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def parse_int(value: Any, field: str, *, minimum: int = 0, maximum: int = MAX_ID) -> int:
