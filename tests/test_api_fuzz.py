@@ -18,7 +18,7 @@ from mage_nb_sched.handlers.openapi import openapi_document
 
 #: Generated cases per operation: enough to reach every validation branch the document
 #: declares, small enough for CI (~40 operations).
-EXAMPLES = 25
+EXAMPLES = 50
 
 
 @pytest.fixture(scope="module")
