@@ -31,6 +31,7 @@ if _TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         ValidationError,
     )
     from mage_nb_sched.execution.blocks import custom, data_exporter, data_loader, transformer
+    from mage_nb_sched.frames import block_runs_frame, runs_frame, schedules_frame
     from mage_nb_sched.models import Backfill, BlockRun, EventMatcher, PipelineRun, PipelineSchedule
     from mage_nb_sched.store.engine import use_store
     from mage_nb_sched.triggers import (
@@ -65,6 +66,9 @@ _LAZY = {
     "PipelineRun": "models",
     "PipelineSchedule": "models",
     "use_store": "store",
+    "block_runs_frame": "frames",
+    "runs_frame": "frames",
+    "schedules_frame": "frames",
     "Trigger": "triggers",
     "add_or_update_trigger_for_pipeline_and_persist": "triggers",
     "sync_triggers": "triggers",
@@ -107,10 +111,13 @@ __all__ = [
     "ValidationError",
     "__version__",
     "add_or_update_trigger_for_pipeline_and_persist",
+    "block_runs_frame",
     "custom",
     "data_exporter",
     "data_loader",
     "load_ipython_extension",
+    "runs_frame",
+    "schedules_frame",
     "sync_triggers",
     "transformer",
     "trigger_pipeline",
@@ -119,7 +126,8 @@ __all__ = [
 
 
 def load_ipython_extension(ipython: _Any) -> None:
-    """``%load_ext mage_nb_sched``: puts the Mage API names into the notebook's namespace."""
+    """``%load_ext mage_nb_sched``: puts the Mage API names into the notebook's namespace and
+    registers the ``%%schedule`` / ``%schedule`` magics."""
     from mage_nb_sched.magics import load_ipython_extension as load
 
     load(ipython)

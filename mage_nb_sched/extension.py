@@ -37,6 +37,7 @@ from mage_nb_sched.core.project import (
     DB_URL_ENV,
     INGEST_TOKEN_ENV,
     PROJECT_DIR_ENV,
+    SERVER_URL_ENV,
     default_database_url,
 )
 
@@ -181,6 +182,9 @@ class MageNbSchedApp(ExtensionApp):
         # opened (and migrated) in the background once the server runs.
         os.environ[PROJECT_DIR_ENV] = str(root)
         os.environ[DB_URL_ENV] = self._db_url or default_database_url(root)
+        # ... and know this server's URL (with its base_url), for the trigger URLs they show.
+        with contextlib.suppress(Exception):  # a server without a URL yet: magics say so
+            os.environ[SERVER_URL_ENV] = str(self.serverapp.connection_url)
         self.store: Any = None
         self.scheduler: Any = None
         self._starting: asyncio.Future[None] | None = None

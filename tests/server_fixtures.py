@@ -26,7 +26,12 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from traitlets.config import Config
 from werkzeug.datastructures import Headers
 
-from mage_nb_sched.core.project import DB_URL_ENV, INGEST_TOKEN_ENV, PROJECT_DIR_ENV
+from mage_nb_sched.core.project import (
+    DB_URL_ENV,
+    INGEST_TOKEN_ENV,
+    PROJECT_DIR_ENV,
+    SERVER_URL_ENV,
+)
 from mage_nb_sched.extension import MageNbSchedApp
 from mage_nb_sched.handlers.openapi import openapi_document
 from mage_nb_sched.store import reset_stores
@@ -56,7 +61,7 @@ def clean_env() -> Iterator[None]:
     """No store URL, project dir or ingest token from the outside, no cached stores; the
     variables the extension exports are removed again afterwards (monkeypatch would not undo a
     variable that did not exist when it was deleted)."""
-    names = (DB_URL_ENV, PROJECT_DIR_ENV, INGEST_TOKEN_ENV)
+    names = (DB_URL_ENV, PROJECT_DIR_ENV, INGEST_TOKEN_ENV, SERVER_URL_ENV)
     saved = {name: os.environ.pop(name, None) for name in names}
     reset_stores()
     yield

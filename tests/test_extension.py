@@ -22,7 +22,7 @@ from server_fixtures import GRACE
 
 from mage_nb_sched import PipelineRun, PipelineSchedule
 from mage_nb_sched.core.clock import utcnow
-from mage_nb_sched.core.project import DB_URL_ENV, PROJECT_DIR_ENV
+from mage_nb_sched.core.project import DB_URL_ENV, PROJECT_DIR_ENV, SERVER_URL_ENV
 from mage_nb_sched.extension import MageNbSchedApp
 from mage_nb_sched.scheduling.notifications import RUN_NOTIFICATION_SCHEMA_ID
 from mage_nb_sched.store import current_store
@@ -105,6 +105,9 @@ def test_extension_loads_and_its_scheduler_leads(
     assert mage_app.store.url == f"sqlite:///{root / '.mage_nb_sched' / 'scheduler.db'}"
     assert os.environ[PROJECT_DIR_ENV] == str(root)
     assert os.environ[DB_URL_ENV] == mage_app.store.url
+    # ... and the server's URL with its base_url (the trigger URLs magics show).
+    assert os.environ[SERVER_URL_ENV] == jp_serverapp.connection_url
+    assert os.environ[SERVER_URL_ENV].endswith(jp_serverapp.base_url)
     assert current_store() is mage_app.store
 
     async def scenario() -> int:

@@ -26,6 +26,9 @@ DESIGN_NAMES = {
     "data_exporter",
     "custom",
     "trigger_pipeline",
+    "schedules_frame",
+    "runs_frame",
+    "block_runs_frame",
 }
 
 

@@ -12,6 +12,8 @@ PROJECT_DIR_ENV = "MAGE_NB_SCHED_PROJECT_DIR"
 DB_URL_ENV = "MAGE_NB_SCHED_DB_URL"
 #: Bearer token POST mage/api/events accepts without Jupyter auth (c.MageNbSchedApp.ingest_token).
 INGEST_TOKEN_ENV = "MAGE_NB_SCHED_INGEST_TOKEN"
+#: The Jupyter server's URL with its base_url, exported to its kernels (trigger URLs in magics).
+SERVER_URL_ENV = "MAGE_NB_SCHED_SERVER_URL"
 DATA_DIR_NAME = ".mage_nb_sched"
 NOTEBOOK_SUFFIX = ".ipynb"
 TRIGGERS_SUFFIX = ".triggers.yaml"

@@ -183,6 +183,8 @@ class ScheduleStats:
     pipeline_runs_count: int
     pipeline_in_progress_runs_count: int
     last_pipeline_run_status: PipelineRunStatus | None
+    #: Runs of the schedule that breached its SLA.
+    sla_breaches: int = 0
 
 
 def schedule_stats(store: Store, schedule_id: int) -> ScheduleStats:
@@ -194,6 +196,7 @@ def schedule_stats(store: Store, schedule_id: int) -> ScheduleStats:
             select(
                 func.count(RUNS.c.id),
                 func.count(RUNS.c.id).filter(RUNS.c.status.in_(unfinished)),
+                func.count(RUNS.c.id).filter(RUNS.c.sla_breached.is_(True)),
             ).where(of_schedule)
         ).one()
         last = connection.execute(
@@ -203,7 +206,7 @@ def schedule_stats(store: Store, schedule_id: int) -> ScheduleStats:
             .limit(1)
         ).scalar()
     status = None if last is None else PipelineRunStatus(last)
-    return ScheduleStats(int(counts[0] or 0), int(counts[1] or 0), status)
+    return ScheduleStats(int(counts[0] or 0), int(counts[1] or 0), status, int(counts[2] or 0))
 
 
 def recently_completed_runs(
@@ -359,6 +362,7 @@ def _stats_on(connection: Connection, schedule_ids: Sequence[int]) -> dict[int, 
             RUNS.c.pipeline_schedule_id,
             func.count(RUNS.c.id),
             func.count(RUNS.c.id).filter(RUNS.c.status.in_(unfinished)),
+            func.count(RUNS.c.id).filter(RUNS.c.sla_breached.is_(True)),
         )
         .where(of_schedules)
         .group_by(RUNS.c.pipeline_schedule_id)
@@ -380,14 +384,15 @@ def _stats_on(connection: Connection, schedule_ids: Sequence[int]) -> dict[int, 
     )
     last = select(newest.c.pipeline_schedule_id, newest.c.status).where(newest.c.position == 1)
     totals = {
-        int(row[0]): (int(row[1] or 0), int(row[2] or 0)) for row in connection.execute(counts)
+        int(row[0]): (int(row[1] or 0), int(row[2] or 0), int(row[3] or 0))
+        for row in connection.execute(counts)
     }
     statuses = {int(row[0]): row[1] for row in connection.execute(last)}
-    for schedule_id, (runs, in_progress) in totals.items():
+    for schedule_id, (runs, in_progress, breaches) in totals.items():
         status = statuses.get(schedule_id)
         if status is not None and not isinstance(status, PipelineRunStatus):
             status = PipelineRunStatus(status)
-        result[schedule_id] = ScheduleStats(runs, in_progress, status)
+        result[schedule_id] = ScheduleStats(runs, in_progress, status, breaches)
     return result
 
 
