@@ -474,3 +474,62 @@ def test_a_repeated_name_in_one_file_is_an_error_and_the_first_entry_wins(
     assert report.created == ["my_pipeline:twice"]
     assert len(report.errors) == 1 and "repeats a name" in report.errors[0]
     assert rows(store)[("my_pipeline", "twice")].schedule_interval == "@hourly"
+
+
+# =============================================================================================
+# Event matchers in triggers.yaml
+# =============================================================================================
+
+MATCHER_FILE = """\
+triggers:
+  - name: big_uploads
+    schedule_type: event
+    status: active
+    event_matchers:
+      - event_type: aws_event
+        pattern:
+          source: [aws.s3]
+          detail:
+            object:
+              size: [{numeric: [">", 1000]}]
+"""
+
+
+def test_event_matchers_in_a_triggers_file_are_stored_and_kept_stable(
+    store: Store, project_dir: Path
+) -> None:
+    from mage_nb_sched.service import events, schedules
+
+    path = write(project_dir / "my_pipeline.triggers.yaml", MATCHER_FILE)
+    report = sync_triggers(project_dir)
+    assert report.created == ["my_pipeline:big_uploads"] and report.errors == []
+    schedule = rows(store)[("my_pipeline", "big_uploads")]
+    stored = events.read_event_matchers(store, [schedule.id])[schedule.id]
+    assert [m["pattern"] for m in stored] == [
+        {"source": ["aws.s3"], "detail": {"object": {"size": [{"numeric": [">", 1000]}]}}}
+    ]
+    # The same file again changes nothing (the matcher keeps its id).
+    assert sync_triggers(project_dir).updated == []
+    assert events.read_event_matchers(store, [schedule.id])[schedule.id] == stored
+    # A change elsewhere in the store is written back with the matchers still in the file.
+    schedules.update_schedule(store, schedule.id, description="uploads over 1 kB")
+    (entry,) = entries(path)
+    assert entry["description"] == "uploads over 1 kB"
+    assert entry["event_matchers"][0]["pattern"]["source"] == ["aws.s3"]
+    # New matchers through the service replace those of the file.
+    schedules.update_schedule(
+        store, schedule.id, event_matchers=[{"pattern": {"source": ["aws.ec2"]}}]
+    )
+    (entry,) = entries(path)
+    assert [m["pattern"] for m in entry["event_matchers"]] == [{"source": ["aws.ec2"]}]
+    assert "id" not in entry["event_matchers"][0]
+
+
+def test_a_bad_event_matcher_in_a_file_is_reported_and_stores_nothing(
+    store: Store, project_dir: Path
+) -> None:
+    write(project_dir / "my_pipeline.triggers.yaml", MATCHER_FILE.replace("numeric", "numerc"))
+    report = sync_triggers(project_dir)
+    assert report.created == []
+    assert report.errors and "event_matchers[0].pattern" in str(report.errors[0])
+    assert rows(store) == {}

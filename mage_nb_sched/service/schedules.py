@@ -771,7 +771,7 @@ def update_schedule(
 
         if (current.name, current.pipeline_uuid) != (record.name, record.pipeline_uuid):
             triggers.remove_from_file(project_dir_of(store), current.pipeline_uuid, current.name)
-        triggers.write_back(project_dir_of(store), record)
+        triggers.write_back(project_dir_of(store), record, matchers)
     return record if clear is None else _with_token(record, clear)
 
 

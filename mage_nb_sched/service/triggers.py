@@ -61,12 +61,17 @@ class Trigger:
     settings: dict[str, Any] | None = None
     description: str | None = None
     token: str | None = field(default=None, repr=False)
+    #: Mage's event matchers (``[{"name"?, "event_type": "aws_event", "pattern": {...}}]``) of
+    #: an event schedule; None leaves the stored ones as they are.
+    event_matchers: list[dict[str, Any]] | None = None
 
     def schedule_values(self) -> dict[str, Any]:
         """The keyword arguments for ``PipelineSchedule.create`` / ``update``."""
         values = {key: getattr(self, key) for key in TRIGGER_KEYS}
         if self.token is not None:
             values["token"] = self.token
+        if self.event_matchers is not None:
+            values["event_matchers"] = self.event_matchers
         return values
 
     def to_yaml_entry(self) -> dict[str, Any]:
@@ -81,6 +86,8 @@ class Trigger:
             elif hasattr(value, "value"):
                 value = value.value
             entry[key] = value
+        if self.event_matchers:
+            entry["event_matchers"] = [_matcher_entry(m) for m in self.event_matchers]
         return entry
 
     @classmethod
@@ -112,6 +119,15 @@ class Trigger:
             pipeline_uuid=schedule.pipeline_uuid,
             **{key: getattr(schedule, key) for key in TRIGGER_KEYS},
         )
+
+
+def _matcher_entry(matcher: dict[str, Any]) -> dict[str, Any]:
+    """An event matcher as written to a file: no database id, no empty name."""
+    return {
+        key: matcher[key]
+        for key in ("name", "event_type", "pattern")
+        if matcher.get(key) is not None
+    }
 
 
 def triggers_path(project_dir: Path, pipeline_uuid: str) -> Path:
@@ -184,6 +200,8 @@ def apply_trigger(store: Store, trigger: Trigger) -> ScheduleRecord:
         for key, value in values.items()
         if key != "name" and _differs(getattr(existing, key, None), value, key)
     }
+    if "event_matchers" in changes and not _matchers_differ(store, existing.id, values):
+        del changes["event_matchers"]
     if "last_enabled_at" in changes and values.get("last_enabled_at") is None:
         del changes["last_enabled_at"]  # the file does not track activation stamps
     if existing.orphaned_at is not None:
@@ -195,6 +213,24 @@ def apply_trigger(store: Store, trigger: Trigger) -> ScheduleRecord:
             store, existing.id, sync_file=False, in_code=True, **changes
         )
     return existing
+
+
+def _matchers_differ(store: Store, schedule_id: int, values: dict[str, Any]) -> bool:
+    """Whether the file's event matchers are not the stored ones (patterns and types; a name
+    the file leaves out is generated when stored, so names count only when the file has
+    them)."""
+    from mage_nb_sched.service.events import clean_event_matchers, read_event_matchers
+
+    wanted = clean_event_matchers(values["event_matchers"])
+    stored = read_event_matchers(store, [schedule_id]).get(schedule_id, [])
+    if len(wanted) != len(stored):
+        return True
+    for want, have in zip(wanted, stored, strict=True):
+        if (want["event_type"], want["pattern"]) != (have["event_type"], have["pattern"]):
+            return True
+        if want.get("name") is not None and want["name"] != have["name"]:
+            return True
+    return False
 
 
 def _differs(current: Any, wanted: Any, key: str) -> bool:
@@ -359,13 +395,22 @@ def _snapshot(store: Store, pipeline_uuid: str, name: str) -> tuple[Any, ...] | 
     )
 
 
-def write_back(root: Path, schedule: ScheduleRecord | Any) -> None:
-    """Write an in-code schedule's current values into its file (store → YAML)."""
+def write_back(
+    root: Path,
+    schedule: ScheduleRecord | Any,
+    event_matchers: list[dict[str, Any]] | None = None,
+) -> None:
+    """Write an in-code schedule's current values into its file (store → YAML). The entry's
+    ``event_matchers`` are replaced when given, else kept as the file has them."""
     path = triggers_path(root, schedule.pipeline_uuid)
     entries = read_triggers_file(path) if path.exists() else []
-    written = Trigger.from_schedule(schedule).to_yaml_entry()
+    trigger = Trigger.from_schedule(schedule)
+    trigger.event_matchers = event_matchers
+    written = trigger.to_yaml_entry()
     for index, entry in enumerate(entries):
         if isinstance(entry, dict) and entry.get("name") == schedule.name:
+            if event_matchers is None and "event_matchers" in entry:
+                written["event_matchers"] = entry["event_matchers"]
             entries[index] = written
             break
     else:
