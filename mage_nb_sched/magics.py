@@ -287,7 +287,9 @@ class _Progress:
 
     def show(self, done: int, total: int | None, text: str) -> None:
         if self._bar.total != total:
-            self._bar.total = total
+            # reset(): tqdm.notebook updates its widget (max, width) only there, not on a
+            # plain assignment of total.
+            self._bar.reset(total=total)
         self._bar.n = done
         self._bar.set_description(text, refresh=False)
         self._bar.refresh()
