@@ -1,0 +1,430 @@
+/**
+ * The panel's state and the actions on it, in plain TypeScript (no DOM, no JupyterLab):
+ * the widget renders it and calls its actions; the tests drive it with a fake server.
+ */
+import { ApiClient, ILogs, errorMessage } from './api';
+import type { IPollResult } from './poller';
+import type { IBlockRun, IPipelineRun, IPipelineSchedule, ScheduleStatus } from './types';
+
+export type ScheduleFilter = 'notebook' | 'all';
+
+/** The pipeline uuid of a notebook path (`etl/daily.ipynb` → `etl/daily`), else null. */
+export function pipelineUuidFromPath(path: string | null | undefined): string | null {
+  if (!path) {
+    return null;
+  }
+  const clean = path.replace(/^\/+/, '');
+  if (!/\.ipynb$/i.test(clean)) {
+    return null;
+  }
+  const uuid = clean.replace(/\.ipynb$/i, '');
+  return uuid || null;
+}
+
+/** A run (or block run) that can still change. */
+export function isInProgress(status: string | null | undefined): boolean {
+  return status === 'initial' || status === 'running' || status === 'queued';
+}
+
+/** The schedule's time zone (`settings.timezone`, UTC by default). */
+export function scheduleTimezone(schedule: IPipelineSchedule): string {
+  const tz = schedule.settings?.timezone;
+  return typeof tz === 'string' && tz ? tz : 'UTC';
+}
+
+/** `@daily`, a cron expression, or what the type means when there is no interval. */
+export function describeInterval(schedule: IPipelineSchedule): string {
+  if (schedule.schedule_interval) {
+    return schedule.schedule_interval;
+  }
+  if (schedule.schedule_type === 'api') {
+    return 'on API call';
+  }
+  if (schedule.schedule_type === 'event') {
+    return 'on event';
+  }
+  return '—';
+}
+
+/** Seconds as `850 ms`, `12.3 s`, `4 min 5 s`, `2 h 3 min`. */
+export function formatDuration(seconds: number | null | undefined): string {
+  if (seconds === null || seconds === undefined || !isFinite(seconds)) {
+    return '—';
+  }
+  if (seconds < 1) {
+    return `${Math.round(seconds * 1000)} ms`;
+  }
+  if (seconds < 60) {
+    return `${seconds.toFixed(1)} s`;
+  }
+  const minutes = Math.floor(seconds / 60);
+  if (minutes < 60) {
+    return `${minutes} min ${Math.round(seconds - minutes * 60)} s`;
+  }
+  const hours = Math.floor(minutes / 60);
+  return `${hours} h ${minutes - hours * 60} min`;
+}
+
+/** Seconds from start to end of a run (end: now while it runs), null if not started. */
+export function runDuration(run: IPipelineRun, now: Date = new Date()): number | null {
+  if (!run.started_at) {
+    return null;
+  }
+  const start = Date.parse(run.started_at);
+  const end = run.completed_at ? Date.parse(run.completed_at) : now.getTime();
+  if (!isFinite(start) || !isFinite(end)) {
+    return null;
+  }
+  return Math.max(0, (end - start) / 1000);
+}
+
+/** The traceback / error of a failed run, from its metrics. */
+export function runError(run: IPipelineRun): string | null {
+  const err = run.metrics?.error;
+  if (err === undefined || err === null || err === '') {
+    return null;
+  }
+  return typeof err === 'string' ? err : JSON.stringify(err, null, 2);
+}
+
+/** The SLA state of a schedule as text (null when it has no SLA). */
+export function slaState(schedule: IPipelineSchedule, runs: IPipelineRun[] = []): string | null {
+  if (!schedule.sla) {
+    return null;
+  }
+  const breached = runs.some(r => r.pipeline_schedule_id === schedule.id && r.sla_breached);
+  return breached ? `SLA ${formatDuration(schedule.sla)} breached` : `SLA ${formatDuration(schedule.sla)}`;
+}
+
+export interface IPanelState {
+  filter: ScheduleFilter;
+  /** The pipeline uuid of the notebook in focus (null: none). */
+  notebookUuid: string | null;
+  schedules: IPipelineSchedule[];
+  schedulesLoaded: boolean;
+  selectedScheduleId: number | null;
+  runs: IPipelineRun[];
+  selectedRunId: number | null;
+  blockRuns: IBlockRun[];
+  selectedBlockRunId: number | null;
+  logs: ILogs | null;
+  /** The last failed action's error, as the message to show; kept until dismissed or the next
+   * action succeeds (null: none). */
+  error: string | null;
+  /** Why the last refresh failed (cleared by the next refresh that succeeds). */
+  connectionError: string | null;
+  /** Ids of schedules with a request under way (toggle, run now). */
+  busy: number[];
+  loading: boolean;
+  lastUpdated: Date | null;
+}
+
+export function initialState(): IPanelState {
+  return {
+    filter: 'notebook',
+    notebookUuid: null,
+    schedules: [],
+    schedulesLoaded: false,
+    selectedScheduleId: null,
+    runs: [],
+    selectedRunId: null,
+    blockRuns: [],
+    selectedBlockRunId: null,
+    logs: null,
+    error: null,
+    connectionError: null,
+    busy: [],
+    loading: false,
+    lastUpdated: null
+  };
+}
+
+export type Listener = (state: IPanelState) => void;
+
+export class PanelModel {
+  private _state: IPanelState = initialState();
+  private listeners = new Set<Listener>();
+  /** Bumped on every filter / selection change, so a stale answer is dropped. */
+  private generation = 0;
+
+  constructor(
+    readonly api: ApiClient,
+    private readonly now: () => Date = () => new Date()
+  ) {}
+
+  get state(): IPanelState {
+    return this._state;
+  }
+
+  /** The schedules shown (the server filters by notebook; this is what it answered). */
+  get visibleSchedules(): IPipelineSchedule[] {
+    return this._state.schedules;
+  }
+
+  get selectedSchedule(): IPipelineSchedule | null {
+    const id = this._state.selectedScheduleId;
+    return this._state.schedules.find(s => s.id === id) ?? null;
+  }
+
+  get selectedRun(): IPipelineRun | null {
+    const id = this._state.selectedRunId;
+    return this._state.runs.find(r => r.id === id) ?? null;
+  }
+
+  /** Something is initial or running (poll fast). */
+  get active(): boolean {
+    const s = this._state;
+    return (
+      s.schedules.some(x => x.pipeline_in_progress_runs_count > 0) ||
+      s.runs.some(r => isInProgress(r.status)) ||
+      s.blockRuns.some(b => isInProgress(b.status))
+    );
+  }
+
+  subscribe(listener: Listener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private set(changes: Partial<IPanelState>): void {
+    this._state = { ...this._state, ...changes };
+    for (const listener of [...this.listeners]) {
+      listener(this._state);
+    }
+  }
+
+  /** The notebook in focus changed (its path; null or a non-notebook: none). */
+  setNotebookPath(path: string | null): boolean {
+    const uuid = pipelineUuidFromPath(path);
+    if (uuid === this._state.notebookUuid) {
+      return false;
+    }
+    this.generation++;
+    this.set({ notebookUuid: uuid });
+    return this._state.filter === 'notebook';
+  }
+
+  setFilter(filter: ScheduleFilter): void {
+    if (filter === this._state.filter) {
+      return;
+    }
+    this.generation++;
+    this.set({ filter });
+  }
+
+  clearError(): void {
+    this.set({ error: null, connectionError: null });
+  }
+
+  /**
+   * Read the schedules, the selected schedule's runs and the selected run's block runs.
+   * Answers whether anything is in progress and whether anything changed (for the poller);
+   * a failure is put in `error` and thrown again (the poller backs off).
+   */
+  async refresh(): Promise<IPollResult> {
+    const generation = this.generation;
+    const before = this.signature();
+    this.set({ loading: true });
+    try {
+      const s = this._state;
+      let schedules: IPipelineSchedule[];
+      if (s.filter === 'notebook' && !s.notebookUuid) {
+        schedules = [];
+      } else {
+        schedules = await this.api.listSchedules({
+          pipelineUuid: s.filter === 'notebook' ? s.notebookUuid : null
+        });
+      }
+      if (generation !== this.generation) {
+        return { active: this.active, changed: true };
+      }
+      let selectedScheduleId = this._state.selectedScheduleId;
+      if (selectedScheduleId !== null && !schedules.some(x => x.id === selectedScheduleId)) {
+        selectedScheduleId = null;
+      }
+      let runs: IPipelineRun[] = [];
+      if (selectedScheduleId !== null) {
+        runs = await this.api.listScheduleRuns(selectedScheduleId);
+      }
+      let selectedRunId = selectedScheduleId === null ? null : this._state.selectedRunId;
+      if (selectedRunId !== null && !runs.some(r => r.id === selectedRunId)) {
+        selectedRunId = null;
+      }
+      let blockRuns: IBlockRun[] = [];
+      if (selectedRunId !== null) {
+        blockRuns = await this.api.listBlockRuns(selectedRunId);
+      }
+      if (generation !== this.generation) {
+        return { active: this.active, changed: true };
+      }
+      let selectedBlockRunId = this._state.selectedBlockRunId;
+      let logs = this._state.logs;
+      if (selectedBlockRunId !== null && !blockRuns.some(b => b.id === selectedBlockRunId)) {
+        selectedBlockRunId = null;
+        logs = null;
+      }
+      this.set({
+        schedules,
+        schedulesLoaded: true,
+        selectedScheduleId,
+        runs,
+        selectedRunId,
+        blockRuns,
+        selectedBlockRunId,
+        logs,
+        loading: false,
+        connectionError: null,
+        lastUpdated: this.now()
+      });
+      return { active: this.active, changed: this.signature() !== before };
+    } catch (err) {
+      this.set({ loading: false, connectionError: errorMessage(err) });
+      throw err;
+    }
+  }
+
+  private signature(): string {
+    const s = this._state;
+    return JSON.stringify([s.schedules, s.runs, s.blockRuns]);
+  }
+
+  /** Select a schedule (its run history is read); the same id again unselects it. */
+  async selectSchedule(id: number | null): Promise<void> {
+    const next = id === this._state.selectedScheduleId ? null : id;
+    this.generation++;
+    const generation = this.generation;
+    this.set({
+      selectedScheduleId: next,
+      runs: [],
+      selectedRunId: null,
+      blockRuns: [],
+      selectedBlockRunId: null,
+      logs: null
+    });
+    if (next === null) {
+      return;
+    }
+    try {
+      const runs = await this.api.listScheduleRuns(next);
+      if (generation === this.generation) {
+        this.set({ runs });
+      }
+    } catch (err) {
+      this.set({ error: errorMessage(err) });
+    }
+  }
+
+  /** Select a run (its block runs are read); the same id again unselects it. */
+  async selectRun(id: number | null): Promise<void> {
+    const next = id === this._state.selectedRunId ? null : id;
+    this.generation++;
+    const generation = this.generation;
+    this.set({ selectedRunId: next, blockRuns: [], selectedBlockRunId: null, logs: null });
+    if (next === null) {
+      return;
+    }
+    try {
+      const blockRuns = await this.api.listBlockRuns(next);
+      if (generation === this.generation) {
+        this.set({ blockRuns });
+      }
+    } catch (err) {
+      this.set({ error: errorMessage(err) });
+    }
+  }
+
+  /** Show a block run's log; the same id again hides it. */
+  async showLogs(blockRunId: number | null): Promise<void> {
+    const next = blockRunId === this._state.selectedBlockRunId ? null : blockRunId;
+    this.set({ selectedBlockRunId: next, logs: null });
+    if (next === null) {
+      return;
+    }
+    try {
+      const logs = await this.api.blockRunLogs(next);
+      if (this._state.selectedBlockRunId === next) {
+        this.set({ logs });
+      }
+    } catch (err) {
+      this.set({ error: errorMessage(err) });
+    }
+  }
+
+  private markBusy(id: number, busy: boolean): void {
+    const others = this._state.busy.filter(x => x !== id);
+    this.set({ busy: busy ? [...others, id] : others });
+  }
+
+  /** Activate an inactive schedule or pause an active one. Throws the server's error. */
+  async toggleStatus(id: number): Promise<IPipelineSchedule> {
+    const schedule = this._state.schedules.find(s => s.id === id);
+    const status: ScheduleStatus = schedule?.status === 'active' ? 'inactive' : 'active';
+    this.markBusy(id, true);
+    try {
+      const updated = await this.api.setScheduleStatus(id, status);
+      this.set({
+        schedules: this._state.schedules.map(s => (s.id === id ? { ...s, ...updated } : s)),
+        error: null
+      });
+      return updated;
+    } catch (err) {
+      this.set({ error: errorMessage(err) });
+      throw err;
+    } finally {
+      this.markBusy(id, false);
+    }
+  }
+
+  /** Run the schedule's notebook now; the new run is selected. Throws the server's error. */
+  async runNow(id: number, variables?: Record<string, unknown> | null): Promise<IPipelineRun> {
+    this.markBusy(id, true);
+    try {
+      const run = await this.api.runNow(id, { variables });
+      this.generation++;
+      const sameSchedule = this._state.selectedScheduleId === id;
+      const runs = sameSchedule ? [run, ...this._state.runs.filter(r => r.id !== run.id)] : [run];
+      this.set({
+        schedules: this._state.schedules.map(s =>
+          s.id === id
+            ? {
+                ...s,
+                pipeline_in_progress_runs_count: s.pipeline_in_progress_runs_count + 1,
+                pipeline_runs_count: s.pipeline_runs_count + 1
+              }
+            : s
+        ),
+        selectedScheduleId: id,
+        runs,
+        selectedRunId: run.id,
+        blockRuns: [],
+        selectedBlockRunId: null,
+        logs: null,
+        error: null
+      });
+      return run;
+    } catch (err) {
+      this.set({ error: errorMessage(err) });
+      throw err;
+    } finally {
+      this.markBusy(id, false);
+    }
+  }
+}
+
+/** Parse the "run now" variables field: empty → none; else a JSON object. */
+export function parseVariables(text: string): Record<string, unknown> | null {
+  const trimmed = text.trim();
+  if (!trimmed) {
+    return null;
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(trimmed);
+  } catch (err) {
+    throw new Error(`Variables must be a JSON object: ${errorMessage(err)}`);
+  }
+  if (!value || typeof value !== 'object' || Array.isArray(value)) {
+    throw new Error('Variables must be a JSON object, like {"date": "2024-01-15"}');
+  }
+  return value as Record<string, unknown>;
+}

@@ -1,0 +1,235 @@
+import { describe, expect, it } from 'vitest';
+import { ApiClient } from '../src/api';
+import {
+  PanelModel,
+  describeInterval,
+  formatDuration,
+  parseVariables,
+  pipelineUuidFromPath,
+  runDuration,
+  runError,
+  scheduleTimezone,
+  slaState
+} from '../src/model';
+import { BASE, FakeServer, apiError, blockRun, json, list, run, schedule } from './fake';
+
+function setup(server: FakeServer): PanelModel {
+  return new PanelModel(new ApiClient(BASE, server.request), () => new Date('2026-12-01T12:00:00Z'));
+}
+
+describe('helpers', () => {
+  it('maps a notebook path to its pipeline uuid', () => {
+    expect(pipelineUuidFromPath('etl/daily.ipynb')).toBe('etl/daily');
+    expect(pipelineUuidFromPath('/report.IPYNB')).toBe('report');
+    expect(pipelineUuidFromPath('script.py')).toBeNull();
+    expect(pipelineUuidFromPath(null)).toBeNull();
+  });
+
+  it('describes interval, time zone, durations and SLA', () => {
+    expect(describeInterval(schedule({ schedule_interval: '0 6 * * *' }))).toBe('0 6 * * *');
+    expect(describeInterval(schedule({ schedule_type: 'api', schedule_interval: null }))).toBe('on API call');
+    expect(scheduleTimezone(schedule({ settings: { timezone: 'Europe/Paris' } }))).toBe('Europe/Paris');
+    expect(scheduleTimezone(schedule())).toBe('UTC');
+    expect(formatDuration(0.25)).toBe('250 ms');
+    expect(formatDuration(12.34)).toBe('12.3 s');
+    expect(formatDuration(245)).toBe('4 min 5 s');
+    expect(formatDuration(7380)).toBe('2 h 3 min');
+    expect(formatDuration(null)).toBe('—');
+    expect(runDuration(run())).toBe(3);
+    expect(runDuration(run({ started_at: null }))).toBeNull();
+    expect(runError(run({ metrics: { error: 'Traceback: boom' } }))).toBe('Traceback: boom');
+    expect(runError(run())).toBeNull();
+    const s = schedule({ id: 70, sla: 600 });
+    expect(slaState(s, [run({ pipeline_schedule_id: 70, sla_breached: true })])).toBe('SLA 10 min 0 s breached');
+    expect(slaState(schedule({ sla: null }))).toBeNull();
+  });
+
+  it('parses run-now variables as a JSON object', () => {
+    expect(parseVariables('')).toBeNull();
+    expect(parseVariables(' {"date": "2024-01-15"} ')).toEqual({ date: '2024-01-15' });
+    expect(() => parseVariables('[1]')).toThrow('JSON object');
+    expect(() => parseVariables('{oops')).toThrow('JSON object');
+  });
+});
+
+describe('PanelModel', () => {
+  it('shows nothing and asks nothing while no notebook is in focus', async () => {
+    const server = new FakeServer();
+    const model = setup(server);
+    await model.refresh();
+    expect(server.calls).toHaveLength(0);
+    expect(model.state.schedules).toEqual([]);
+    expect(model.state.schedulesLoaded).toBe(true);
+  });
+
+  it('filters to the notebook in focus, or shows all', async () => {
+    const server = new FakeServer().on('GET', 'pipeline_schedules', req =>
+      list(
+        'pipeline_schedules',
+        req.query.pipeline_uuid ? [schedule({ id: 1 })] : [schedule({ id: 1 }), schedule({ id: 2, pipeline_uuid: 'other' })]
+      )
+    );
+    const model = setup(server);
+    expect(model.setNotebookPath('etl/daily.ipynb')).toBe(true);
+    expect(model.setNotebookPath('etl/daily.ipynb')).toBe(false);
+    await model.refresh();
+    expect(server.calls[0].query.pipeline_uuid).toBe('etl/daily');
+    expect(model.visibleSchedules.map(s => s.id)).toEqual([1]);
+    model.setFilter('all');
+    await model.refresh();
+    expect(server.calls[1].query.pipeline_uuid).toBeUndefined();
+    expect(model.visibleSchedules.map(s => s.id)).toEqual([1, 2]);
+    expect(model.state.lastUpdated?.toISOString()).toBe('2026-12-01T12:00:00.000Z');
+  });
+
+  it('notifies subscribers on every change, until unsubscribed', async () => {
+    const server = new FakeServer().on('GET', 'pipeline_schedules', () => list('pipeline_schedules', []));
+    const model = setup(server);
+    let seen = 0;
+    const off = model.subscribe(() => seen++);
+    model.setFilter('all');
+    await model.refresh();
+    expect(seen).toBeGreaterThanOrEqual(3);
+    off();
+    const before = seen;
+    model.clearError();
+    expect(seen).toBe(before);
+  });
+
+  it('toggles a schedule status and keeps the server answer', async () => {
+    const server = new FakeServer()
+      .on('GET', 'pipeline_schedules', () => list('pipeline_schedules', [schedule({ id: 3, status: 'active' })]))
+      .on('PUT', 'pipeline_schedules/3', req => ({
+        pipeline_schedule: schedule({ id: 3, ...(req.body as any).pipeline_schedule })
+      }));
+    const model = setup(server);
+    model.setFilter('all');
+    await model.refresh();
+    const pending = model.toggleStatus(3);
+    expect(model.state.busy).toEqual([3]);
+    await pending;
+    expect(model.state.busy).toEqual([]);
+    expect(server.calls[1].body).toEqual({ pipeline_schedule: { status: 'inactive' } });
+    expect(model.state.schedules[0].status).toBe('inactive');
+    await model.toggleStatus(3);
+    expect(server.calls[2].body).toEqual({ pipeline_schedule: { status: 'active' } });
+    expect(model.state.schedules[0].status).toBe('active');
+  });
+
+  it('puts the server error in the state when an action fails', async () => {
+    const server = new FakeServer()
+      .on('GET', 'pipeline_schedules', () => list('pipeline_schedules', [schedule({ id: 3 })]))
+      .on('POST', 'pipeline_runs', () =>
+        apiError(409, 'conflict', 'schedule 3 is inactive', 'status', 'activate the schedule first')
+      );
+    const model = setup(server);
+    model.setFilter('all');
+    await model.refresh();
+    await expect(model.runNow(3)).rejects.toThrow('schedule 3 is inactive');
+    expect(model.state.error).toBe('schedule 3 is inactive (field: status) — fix: activate the schedule first');
+    expect(model.state.busy).toEqual([]);
+    // A refresh that succeeds keeps the action's error on screen until it is dismissed.
+    await model.refresh();
+    expect(model.state.error).toContain('schedule 3 is inactive');
+    model.clearError();
+    expect(model.state.error).toBeNull();
+  });
+
+  it('runs now: selects the schedule and the new run, and counts it in progress', async () => {
+    const server = new FakeServer()
+      .on('GET', 'pipeline_schedules', () => list('pipeline_schedules', [schedule({ id: 3 })]))
+      .on('POST', 'pipeline_runs', () => json({ pipeline_run: run({ id: 40, pipeline_schedule_id: 3, status: 'initial' }) }, 201));
+    const model = setup(server);
+    model.setFilter('all');
+    await model.refresh();
+    expect(model.active).toBe(false);
+    const created = await model.runNow(3, { date: '2024-01-15' });
+    expect(created.id).toBe(40);
+    expect(server.calls[1].body).toEqual({ pipeline_run: { pipeline_schedule_id: 3, variables: { date: '2024-01-15' } } });
+    expect(model.state.selectedScheduleId).toBe(3);
+    expect(model.state.selectedRunId).toBe(40);
+    expect(model.state.runs.map(r => r.id)).toEqual([40]);
+    expect(model.state.schedules[0].pipeline_in_progress_runs_count).toBe(1);
+    expect(model.active).toBe(true);
+  });
+
+  it('reads the run history, block runs and a log as the user selects them', async () => {
+    const server = new FakeServer()
+      .on('GET', 'pipeline_schedules', () => list('pipeline_schedules', [schedule({ id: 3 })]))
+      .on('GET', 'pipeline_schedules/3/pipeline_runs', () =>
+        list('pipeline_runs', [run({ id: 41, status: 'failed', metrics: { error: 'Traceback' } }), run({ id: 40 })])
+      )
+      .on('GET', 'pipeline_runs/41/block_runs', () =>
+        list('block_runs', [blockRun({ id: 7, block_uuid: 'load' }), blockRun({ id: 8, status: 'failed', error: 'ZeroDivisionError' })])
+      )
+      .on('GET', 'block_runs/8/logs', () => new Response('boom\n', { status: 200 }));
+    const model = setup(server);
+    model.setFilter('all');
+    await model.refresh();
+    await model.selectSchedule(3);
+    expect(model.selectedSchedule?.id).toBe(3);
+    expect(model.state.runs.map(r => r.id)).toEqual([41, 40]);
+    await model.selectRun(41);
+    expect(model.selectedRun?.status).toBe('failed');
+    expect(model.state.blockRuns.map(b => b.block_uuid)).toEqual(['load', 'cell_8']);
+    await model.showLogs(8);
+    expect(model.state.selectedBlockRunId).toBe(8);
+    expect(model.state.logs?.text).toBe('boom\n');
+    await model.showLogs(8);
+    expect(model.state.selectedBlockRunId).toBeNull();
+    await model.selectRun(41);
+    expect(model.state.selectedRunId).toBeNull();
+    expect(model.state.blockRuns).toEqual([]);
+    await model.selectSchedule(3);
+    expect(model.state.selectedScheduleId).toBeNull();
+  });
+
+  it('refresh re-reads the selection and reports activity and change for the poller', async () => {
+    let status = 'running';
+    const server = new FakeServer()
+      .on('GET', 'pipeline_schedules', () => list('pipeline_schedules', [schedule({ id: 3 })]))
+      .on('GET', 'pipeline_schedules/3/pipeline_runs', () => list('pipeline_runs', [run({ id: 50, status })]))
+      .on('GET', 'pipeline_runs/50/block_runs', () => list('block_runs', [blockRun({ id: 9, status })]));
+    const model = setup(server);
+    model.setFilter('all');
+    await model.refresh();
+    await model.selectSchedule(3);
+    await model.selectRun(50);
+    expect(await model.refresh()).toEqual({ active: true, changed: false });
+    status = 'completed';
+    expect(await model.refresh()).toEqual({ active: false, changed: true });
+    expect(model.state.runs[0].status).toBe('completed');
+    expect(model.state.blockRuns[0].status).toBe('completed');
+    expect(await model.refresh()).toEqual({ active: false, changed: false });
+  });
+
+  it('drops a selection the server no longer has', async () => {
+    let items = [schedule({ id: 3 })];
+    const server = new FakeServer()
+      .on('GET', 'pipeline_schedules', () => list('pipeline_schedules', items))
+      .on('GET', 'pipeline_schedules/3/pipeline_runs', () => list('pipeline_runs', []));
+    const model = setup(server);
+    model.setFilter('all');
+    await model.refresh();
+    await model.selectSchedule(3);
+    items = [];
+    await model.refresh();
+    expect(model.state.selectedScheduleId).toBeNull();
+    expect(model.state.runs).toEqual([]);
+  });
+
+  it('keeps a refresh failure as the error and rethrows it (the poller backs off)', async () => {
+    const server = new FakeServer().on('GET', 'pipeline_schedules', () =>
+      apiError(503, 'store_unavailable', 'the database is busy', null, 'retry in a moment')
+    );
+    const model = setup(server);
+    model.setFilter('all');
+    await expect(model.refresh()).rejects.toThrow('the database is busy');
+    expect(model.state.connectionError).toBe('the database is busy — fix: retry in a moment');
+    expect(model.state.error).toBeNull();
+    expect(model.state.loading).toBe(false);
+    server.on('GET', 'pipeline_schedules', () => list('pipeline_schedules', []));
+    await model.refresh();
+    expect(model.state.connectionError).toBeNull();
+  });
+});

@@ -1,0 +1,81 @@
+import { describe, expect, it } from 'vitest';
+import { DEFAULT_BACKOFF, ITimer, Poller, nextDelay } from '../src/poller';
+
+class FakeTimer implements ITimer {
+  pending: { fn: () => void; ms: number; id: number }[] = [];
+  private id = 0;
+  setTimeout(fn: () => void, ms: number): unknown {
+    const id = ++this.id;
+    this.pending.push({ fn, ms, id });
+    return id;
+  }
+  clearTimeout(handle: unknown): void {
+    this.pending = this.pending.filter(p => p.id !== handle);
+  }
+  async fire(): Promise<number> {
+    const next = this.pending.shift();
+    if (!next) {
+      throw new Error('nothing armed');
+    }
+    next.fn();
+    await new Promise(r => setTimeout(r, 0));
+    return next.ms;
+  }
+}
+
+describe('nextDelay', () => {
+  it('polls fast while something runs', () => {
+    expect(nextDelay({ active: true, unchanged: 5, failures: 0 })).toBe(DEFAULT_BACKOFF.activeMs);
+  });
+  it('backs off while idle and nothing changes, up to the maximum', () => {
+    const d = [0, 1, 2].map(n => nextDelay({ active: false, unchanged: n, failures: 0 }));
+    expect(d).toEqual([5000, 7500, 11250]);
+    expect(nextDelay({ active: false, unchanged: 50, failures: 0 })).toBe(DEFAULT_BACKOFF.maxMs);
+  });
+  it('backs off exponentially after failures', () => {
+    expect(nextDelay({ active: false, unchanged: 0, failures: 1 })).toBe(10000);
+    expect(nextDelay({ active: false, unchanged: 0, failures: 2 })).toBe(20000);
+    expect(nextDelay({ active: true, unchanged: 0, failures: 1 })).toBe(4000);
+    expect(nextDelay({ active: false, unchanged: 0, failures: 30 })).toBe(60000);
+  });
+});
+
+describe('Poller', () => {
+  it('re-arms after each poll with the backoff delay and resets on now()', async () => {
+    const timer = new FakeTimer();
+    const results = [
+      { active: true, changed: true },
+      { active: false, changed: true },
+      { active: false, changed: false }
+    ];
+    let calls = 0;
+    const poller = new Poller(async () => results[Math.min(calls++, 2)], DEFAULT_BACKOFF, timer);
+    poller.start(0);
+    expect(await timer.fire()).toBe(0);
+    expect(timer.pending[0].ms).toBe(2000);
+    await timer.fire();
+    expect(timer.pending[0].ms).toBe(5000);
+    await timer.fire();
+    expect(timer.pending[0].ms).toBe(7500);
+    poller.now();
+    expect(timer.pending).toHaveLength(1);
+    expect(timer.pending[0].ms).toBe(0);
+    expect(calls).toBe(3);
+  });
+
+  it('counts failures, and stops arming once stopped', async () => {
+    const timer = new FakeTimer();
+    const poller = new Poller(async () => {
+      throw new Error('down');
+    }, DEFAULT_BACKOFF, timer);
+    poller.start(0);
+    await timer.fire();
+    expect(poller.state.failures).toBe(1);
+    expect(timer.pending[0].ms).toBe(10000);
+    await timer.fire();
+    expect(timer.pending[0].ms).toBe(20000);
+    poller.stop();
+    expect(timer.pending).toHaveLength(0);
+    expect(poller.isStopped).toBe(true);
+  });
+});
