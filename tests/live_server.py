@@ -31,6 +31,8 @@ class LiveServer:
     root: Path
     process: subprocess.Popen[bytes]
     log_path: Path
+    #: ``jupyter lab``'s user settings folder, when the caller chose one.
+    settings_dir: Path | None = None
 
     @property
     def api(self) -> str:
@@ -54,9 +56,14 @@ def _free_port() -> int:
 
 @contextmanager
 def live_server(
-    root: Path, *extra_args: str, base_url: str = "/", env: dict[str, str] | None = None
+    root: Path,
+    *extra_args: str,
+    base_url: str = "/",
+    env: dict[str, str] | None = None,
+    app: str = "jupyter_server",
 ) -> Iterator[LiveServer]:
-    """Start ``jupyter server`` in ``root`` (the project dir) and stop it afterwards. Waits
+    """Start ``jupyter server`` (``app="jupyterlab"``: ``jupyter lab``) in ``root`` (the
+    project dir) and stop it afterwards. Waits
     until the extension's store is open (``GET mage/api/openapi.json`` answers and the first
     authenticated call does not answer 503)."""
     token = secrets.token_urlsafe(24)
@@ -65,7 +72,7 @@ def live_server(
     args: Sequence[str] = [
         sys.executable,
         "-m",
-        "jupyter_server",
+        app,
         f"--ServerApp.port={port}",
         "--ServerApp.ip=127.0.0.1",
         "--ServerApp.port_retries=0",
