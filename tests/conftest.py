@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from processes import alive, descendants
 
 from mage_nb_sched.store import Store, reset_stores, use_store
 
@@ -143,3 +148,51 @@ def pytest_runtest_makereport(
             f"{where}: skipped for want of the seed, but ${REQUIRE_SEED_ENV} is set, so that is "
             f"a failure. {reason}"
         )
+
+
+# A real headless scheduler (``mage-nb-sched scheduler``) for tests whose runs must execute.
+#: Bound for the headless scheduler to start (slow CI machines).
+STARTUP = 60.0
+#: Variables the scheduler must not inherit from the test process.
+NOT_INHERITED = ("MAGE_NB_SCHED_DB_URL", "JUPYTER_SERVER_URL", "MAGE_NB_SCHED_SERVER_URL")
+
+
+@pytest.fixture
+def headless_scheduler(project_dir: Path, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A ``mage-nb-sched scheduler`` subprocess serving the project (killed with its tree)."""
+    from multiprocessing import resource_tracker
+
+    # Started now, as the other process tests do, so it is never mistaken for a leftover.
+    resource_tracker.ensure_running()
+    # The project's own store, and no server URL a test process may have exported.
+    env = {key: value for key, value in os.environ.items() if key not in NOT_INHERITED}
+    env["MAGE_NB_SCHED_PROJECT_DIR"] = str(project_dir)
+    out = tmp_path / "scheduler.out"
+    with out.open("wb") as stdout:
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "mage_nb_sched.cli", "--project-dir", str(project_dir),
+                "scheduler", "--workers", "1", "--lease-seconds", "2",
+            ],
+            stdout=stdout, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )  # fmt: skip
+    seen: set[int] = set()
+    try:
+        deadline = time.monotonic() + STARTUP
+        while "mage-nb-sched scheduler " not in out.read_text(errors="replace"):
+            assert process.poll() is None, out.read_text(errors="replace")
+            assert time.monotonic() < deadline, "the scheduler did not start\n" + out.read_text()
+            time.sleep(0.05)
+        yield process
+    finally:
+        seen |= descendants(process.pid)
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=30)
+        for pid in seen:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -17,10 +17,9 @@ from typing import Any
 
 import pytest
 from conftest import write_notebook
-from sqlalchemy import event
 
 # The headless-scheduler fixture of the trigger tests, reused (not copied).
-from test_cli_trigger import headless_scheduler  # noqa: F401
+from sqlalchemy import event
 
 from mage_nb_sched import cli
 from mage_nb_sched.core.version import __version__

@@ -5,16 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import write_notebook
-from processes import alive, descendants
 
 from mage_nb_sched.service import runs, schedules
 from mage_nb_sched.store import Store
@@ -149,46 +145,6 @@ def test_a_read_only_database_exits_2_and_says_which_file(tmp_path: Path) -> Non
 # --------------------------------------------------------------------------------------------
 # --wait, with a headless scheduler executing the run
 # --------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def headless_scheduler(project_dir: Path, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A ``mage-nb-sched scheduler`` subprocess serving the project (killed with its tree)."""
-    from multiprocessing import resource_tracker
-
-    # Started now, as the other process tests do, so it is never mistaken for a leftover.
-    resource_tracker.ensure_running()
-    env = dict(os.environ, MAGE_NB_SCHED_PROJECT_DIR=str(project_dir))
-    env.pop("MAGE_NB_SCHED_DB_URL", None)
-    out = tmp_path / "scheduler.out"
-    with out.open("wb") as stdout:
-        process = subprocess.Popen(
-            [
-                sys.executable, "-m", "mage_nb_sched.cli", "--project-dir", str(project_dir),
-                "scheduler", "--workers", "1", "--lease-seconds", "2",
-            ],
-            stdout=stdout, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )  # fmt: skip
-    seen: set[int] = set()
-    try:
-        deadline = time.monotonic() + STARTUP
-        while "mage-nb-sched scheduler " not in out.read_text(errors="replace"):
-            assert process.poll() is None, out.read_text(errors="replace")
-            assert time.monotonic() < deadline, "the scheduler did not start\n" + out.read_text()
-            time.sleep(0.05)
-        yield process
-    finally:
-        seen |= descendants(process.pid)
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=30)
-        for pid in seen:
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.kernel

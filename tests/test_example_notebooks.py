@@ -30,14 +30,11 @@ import yaml
 from conftest import write_notebook
 from live_server import live_server
 from nbclient import NotebookClient
-from test_cli_trigger import headless_scheduler
 
 from mage_nb_sched import PipelineRun
 from mage_nb_sched.service import backfills, runs, schedules
 from mage_nb_sched.service.records import RunRecord, ScheduleRecord
 from mage_nb_sched.store import Store, use_store
-
-__all__ = ["headless_scheduler"]  # a fixture shared with test_cli_trigger
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 EXAMPLES = ("quickstart", "daily_etl", "api_trigger", "event_trigger", "backfill")

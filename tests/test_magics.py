@@ -7,11 +7,7 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +16,6 @@ import pytest
 import yaml
 from conftest import write_notebook
 from nbclient import NotebookClient
-from processes import alive, descendants
 
 from mage_nb_sched.core.tokens import verify_token
 from mage_nb_sched.service import runs, schedules
@@ -412,45 +407,6 @@ def _token_hash(store: Store, schedule_id: int) -> str:
 # --------------------------------------------------------------------------------------------
 # run --wait and backfill --wait, with a headless scheduler executing the runs
 # --------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def headless_scheduler(project_dir: Path, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A ``mage-nb-sched scheduler`` subprocess serving the project (killed with its tree)."""
-    from multiprocessing import resource_tracker
-
-    resource_tracker.ensure_running()
-    env = {key: value for key, value in os.environ.items() if key not in NOT_SET}
-    env["MAGE_NB_SCHED_PROJECT_DIR"] = str(project_dir)
-    out = tmp_path / "scheduler.out"
-    with out.open("wb") as stdout:
-        process = subprocess.Popen(
-            [
-                sys.executable, "-m", "mage_nb_sched.cli", "--project-dir", str(project_dir),
-                "scheduler", "--workers", "1", "--lease-seconds", "2",
-            ],
-            stdout=stdout, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )  # fmt: skip
-    seen: set[int] = set()
-    try:
-        deadline = time.monotonic() + STARTUP
-        while "mage-nb-sched scheduler " not in out.read_text(errors="replace"):
-            assert process.poll() is None, out.read_text(errors="replace")
-            assert time.monotonic() < deadline, "the scheduler did not start\n" + out.read_text()
-            time.sleep(0.05)
-        yield process
-    finally:
-        seen |= descendants(process.pid)
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=30)
-        for pid in seen:
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.kernel

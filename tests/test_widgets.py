@@ -22,7 +22,6 @@ from typing import Any
 
 import pytest
 from processes import until
-from test_cli_trigger import headless_scheduler
 
 from mage_nb_sched.service import backfills, runs, schedules
 from mage_nb_sched.service.records import RunRecord, ScheduleRecord
@@ -36,8 +35,6 @@ from mage_nb_sched.widgets import (
     close_all,
     error_line,
 )
-
-__all__ = ["headless_scheduler"]  # a fixture shared with test_cli_trigger
 
 UTC = timezone.utc
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
