@@ -580,7 +580,32 @@ def _columns_html(cells: dict[str, str]) -> str:
     )
 
 
-class ScheduleManager(widgets.VBox):  # type: ignore[misc]
+class _LiveBox(widgets.VBox):  # type: ignore[misc]
+    """A box whose contents a background :class:`Updater` keeps current; closing it stops the
+    updater, forgets it for :func:`close_all` and closes its parts."""
+
+    updater: Updater[Any]
+
+    @property
+    def closed(self) -> bool:
+        return bool(getattr(self, "_closed", True))
+
+    def close(self) -> None:
+        """Stop the live updates and close the widget with its parts."""
+        if getattr(self, "_closed", True):
+            super().close()
+            return
+        self._closed = True
+        self.updater.stop()
+        _unregister(self)
+        self._close_parts()
+        super().close()
+
+    def _close_parts(self) -> None:
+        """Close the widgets this one made (subclasses)."""
+
+
+class ScheduleManager(_LiveBox):
     """The store's schedules as a table with activate / pause toggles and "run now" buttons;
     the selected schedule's run history, updating live; a backfill form with a live progress
     bar.
@@ -1006,18 +1031,8 @@ class ScheduleManager(widgets.VBox):  # type: ignore[misc]
 
     # -- closing ------------------------------------------------------------------------------
 
-    @property
-    def closed(self) -> bool:
-        return bool(getattr(self, "_closed", True))
-
-    def close(self) -> None:
-        """Stop the live updates and close every widget of the manager."""
-        if getattr(self, "_closed", True):
-            super().close()
-            return
-        self._closed = True
-        self.updater.stop()
-        _unregister(self)
+    def _close_parts(self) -> None:
+        """Close every widget of the manager."""
         for row in self.rows.values():
             row.close()
         self.rows.clear()
@@ -1025,7 +1040,6 @@ class ScheduleManager(widgets.VBox):  # type: ignore[misc]
             part.close()
         for part in self._parts:
             _close_tree(part)
-        super().close()
 
 
 def _close_tree(widget: Any) -> None:
@@ -1315,7 +1329,7 @@ def render_png(data: TimelineData, *, width: float = 9.0, height: float = 4.8) -
     return buffer.getvalue()
 
 
-class RunTimeline(widgets.VBox):  # type: ignore[misc]
+class RunTimeline(_LiveBox):
     """Runs of a schedule (or of a pipeline, all its schedules and manual runs) over time:
     coloured by status, SLA breaches ringed, and the runtime trend (matplotlib). Updates live;
     ``close()`` stops the updates.
@@ -1457,18 +1471,6 @@ class RunTimeline(widgets.VBox):  # type: ignore[misc]
             self.image.value = picture
             self.shown = data
 
-    @property
-    def closed(self) -> bool:
-        return bool(getattr(self, "_closed", True))
-
-    def close(self) -> None:
-        """Stop the live updates and close the widget."""
-        if getattr(self, "_closed", True):
-            super().close()
-            return
-        self._closed = True
-        self.updater.stop()
-        _unregister(self)
+    def _close_parts(self) -> None:
         self.message.close()
         self.image.close()
-        super().close()
