@@ -25,9 +25,6 @@ from __future__ import annotations
 import ast
 import os
 import re
-import signal
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -37,8 +34,8 @@ from typing import Any
 
 import nbformat
 import pytest
-import requests
 import yaml
+from live_server import LiveServer, live_server
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
@@ -453,9 +450,7 @@ print('active_schedules', type(active_schedules).__name__, len(active_schedules)
 }
 
 
-def build_notebook(
-    project_dir: Path, examples: dict[str, tuple[str, Any]], api_base: str
-) -> Any:
+def build_notebook(project_dir: Path, examples: dict[str, tuple[str, Any]], api_base: str) -> Any:
     notebook = nbformat.v4.new_notebook()
     notebook.metadata["kernelspec"] = {
         "display_name": "Python 3",
@@ -514,35 +509,9 @@ def failed_cell(notebook: Any) -> str:
 # The live server the trigger request goes to
 # ----------------------------------------------------------------------------------------------
 
-#: Bound for the server to start answering (slow CI machines).
-SERVER_STARTUP = 60.0
-
-
-@dataclass
-class LiveServer:
-    """A ``jupyter server`` subprocess with the extension, on loopback."""
-
-    process: subprocess.Popen[bytes]
-    url: str
-    token: str
-    log: Path
-
-    @property
-    def api_base(self) -> str:
-        return f"{self.url}mage/api/"
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
 
 @pytest.fixture
-def live_server(tmp_path: Path) -> Iterator[LiveServer]:
+def seed_server(tmp_path: Path) -> Iterator[LiveServer]:
     """A real ``jupyter server`` serving ``tmp_path / "project"`` (made here), with the extension
     and its REST API but no scheduler (runs are only recorded: the page's other examples make
     schedules and backfills that must not start executing). Logs at DEBUG into a file, so the
@@ -552,58 +521,20 @@ def live_server(tmp_path: Path) -> Iterator[LiveServer]:
     home = tmp_path / "server-home"
     for name in ("config", "data", "runtime"):
         (home / name).mkdir(parents=True)
-    config = home / "config" / "jupyter_server_config.py"
-    config.write_text(
+    (home / "config" / "jupyter_server_config.py").write_text(
         # Only this extension: the others the environment enables only slow the start.
         "c.ServerApp.jpserver_extensions = {'mage_nb_sched': True, 'jupyterlab': False,"
         " 'jupyter_lsp': False, 'jupyter_server_terminals': False}\n"
         "c.MageNbSchedApp.scheduler_enabled = False\n",
         encoding="utf-8",
     )
-    port = _free_port()
-    token = "seed-test-jupyter-token-0123456789"
-    env = {key: value for key, value in os.environ.items() if key != "MAGE_NB_SCHED_DB_URL"}
-    env.update(
-        MAGE_NB_SCHED_PROJECT_DIR=str(project_dir),
-        JUPYTER_CONFIG_DIR=str(home / "config"),
-        JUPYTER_DATA_DIR=str(home / "data"),
-        JUPYTER_RUNTIME_DIR=str(home / "runtime"),
-    )
-    log = tmp_path / "jupyter-server.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [
-                sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root",
-                "--log-level=DEBUG",
-                f"--ServerApp.root_dir={project_dir}", "--ServerApp.ip=127.0.0.1",
-                f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-                f"--IdentityProvider.token={token}",
-            ],
-            stdout=output, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )  # fmt: skip
-    server = LiveServer(process, f"http://127.0.0.1:{port}/", token, log)
-    try:
-        deadline = time.monotonic() + SERVER_STARTUP
-        while True:
-            assert process.poll() is None, f"jupyter server exited:\n{server.log_text()}"
-            try:
-                # The extension's route answers once the server and its handlers are up.
-                answer = requests.get(f"{server.api_base}openapi.json", timeout=5)
-                if answer.status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, f"jupyter server silent:\n{server.log_text()}"
-            time.sleep(0.1)
+    env = {
+        "JUPYTER_CONFIG_DIR": str(home / "config"),
+        "JUPYTER_DATA_DIR": str(home / "data"),
+        "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+    }
+    with live_server(project_dir, "--log-level=DEBUG", env=env) as server:
         yield server
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=30)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -613,7 +544,7 @@ def live_server(tmp_path: Path) -> Iterator[LiveServer]:
 
 @pytest.mark.kernel
 def test_seed_examples_run_in_a_notebook(
-    seed_file: Path, tmp_path: Path, record_property: Any, live_server: LiveServer
+    seed_file: Path, tmp_path: Path, record_property: Any, seed_server: LiveServer
 ) -> None:
     text = seed_file.read_text(encoding="utf-8")
     examples = locate_examples(text)
@@ -627,7 +558,7 @@ def test_seed_examples_run_in_a_notebook(
     assert SEED_BASE_URL in examples["api_trigger_request"][0]
 
     project_dir = tmp_path / "project"  # the live server's root dir (made by its fixture)
-    notebook = build_notebook(project_dir, examples, live_server.api_base)
+    notebook = build_notebook(project_dir, examples, seed_server.api)
 
     env = {key: value for key, value in os.environ.items() if key != "MAGE_NB_SCHED_DB_URL"}
     env["MAGE_NB_SCHED_PROJECT_DIR"] = str(project_dir)
@@ -698,7 +629,7 @@ def test_seed_examples_run_in_a_notebook(
     # in none of the server's log lines (its access line for the call is there, redacted).
     trigger_output = stream_text(cell_for(notebook, "glue_after", "api_trigger_request"))
     assert trigger_output == "api_trigger_request 201 on_demand_pipeline\n", trigger_output
-    server_log = live_server.log_text()
+    server_log = seed_server.log()
     assert "/pipeline_runs/[secret]" in server_log, server_log[-3000:]
     assert API_TOKEN not in server_log
 
