@@ -641,9 +641,14 @@ class ScheduleManager(_LiveBox):
         self.selected_id: int | None = None
         self.backfill_id: int | None = None
         self.state: _ManagerState | None = None
-        #: The history shown, as a DataFrame (newest first; ``to_row`` columns).
+        #: The history shown (set by the updater, on its loop's thread).
         self._history: tuple[RunRecord, ...] = ()
-        self._history_frame: Any = None
+        #: ``history_frame``'s cache: the records it was built from and the DataFrame, in one
+        #: attribute. In "thread" mode the updater shows a new history while the user's thread
+        #: may be building the frame of the old one; a separate "frame or None" attribute was
+        #: then overwritten with the old frame after the updater had reset it, and stayed stale
+        #: for good (nothing resets it until the history changes again).
+        self._history_cache: tuple[tuple[RunRecord, ...], Any] | None = None
         self._updating_selector = False
         self._closed = False
 
@@ -824,7 +829,7 @@ class ScheduleManager(_LiveBox):
             self._updating_selector = False
 
     def _show_history(self, state: _ManagerState) -> None:
-        self._history, self._history_frame = state.history, None
+        self._history = state.history
         view = next((v for v in state.views if v.schedule.id == state.selected_id), None)
         if view is None:
             self.history_title.value = "<b>Runs</b>"
@@ -893,9 +898,14 @@ class ScheduleManager(_LiveBox):
     def history_frame(self) -> Any:
         """The history shown, as a DataFrame with ``runs_frame``'s columns and dtypes (oldest
         first). Built when asked for, so updates never pay for pandas."""
-        if self._history_frame is None:
-            self._history_frame = history_frame(self._history)
-        return self._history_frame
+        records = self._history  # read once: the updater's thread may replace it meanwhile
+        cached = self._history_cache
+        if cached is not None and cached[0] is records:
+            return cached[1]
+        frame = history_frame(records)
+        # Tagged with the records it shows: a newer history shown meanwhile misses the cache.
+        self._history_cache = (records, frame)
+        return frame
 
     @property
     def backfill_percent(self) -> int:

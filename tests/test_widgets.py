@@ -372,6 +372,44 @@ def test_without_a_running_loop_the_updater_has_its_own_thread(store: Store) -> 
     assert not manager.updater.alive
 
 
+def test_a_history_shown_while_its_frame_is_being_built_is_not_lost(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In "thread" mode the updater's thread shows a new history while the user's thread
+    builds ``history_frame`` from the old one (slow the first time: pandas is imported). The
+    next ``history_frame`` must be the new history, not the old frame cached for good (the
+    test above then timed out when it ran alone or the machine was busy)."""
+    import mage_nb_sched.widgets as widgets_module
+
+    nightly = make_schedule(store)
+    manager = ScheduleManager(poll_interval=0.1)
+    try:
+        assert manager.updater.mode == "thread"
+        asyncio.run(until(lambda: "no runs yet" in text_of(manager.history), what="no runs"))
+        build = widgets_module.history_frame
+        made: list[RunRecord] = []
+
+        def build_while_a_run_is_shown(records: Any) -> Any:
+            if not made:
+                # The old history is in hand; the updater shows a new run before it is built.
+                made.append(runs.create_run(store, pipeline_schedule_id=nightly.id))
+                asyncio.run(
+                    until(
+                        lambda: f"data-run-id='{made[0].id}'" in manager.history.value,
+                        what="the new run shown by the updater's thread",
+                    )
+                )
+            return build(records)
+
+        monkeypatch.setattr(widgets_module, "history_frame", build_while_a_run_is_shown)
+        assert history_ids(manager) == []  # the history as it was when asked for
+        assert made, "history_frame did not build the frame"
+        # The updater has shown the run and reads nothing new any more: no waiting needed.
+        assert history_ids(manager) == [made[0].id]
+    finally:
+        manager.close()
+
+
 def test_bad_arguments_are_refused_at_once(store: Store) -> None:
     from mage_nb_sched.core.errors import ValidationError
 
