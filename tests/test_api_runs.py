@@ -375,6 +375,77 @@ def test_filters_select_runs(
     on_server_loop(scenario())
 
 
+@pytest.mark.kernel
+def test_the_executed_notebook_is_served_with_its_outputs(
+    api: Api, mage_app: MageNbSchedApp, jp_root_dir: Path, on_server_loop: Any
+) -> None:
+    write_notebook(
+        Path(jp_root_dir) / "jobs" / "shown.ipynb",
+        ["print('executed output 7x6=' + str(7 * 6))", "answer = 42"],
+    )
+
+    async def scenario() -> None:
+        run = await post_run(api, {"pipeline_uuid": "jobs/shown"})
+        done = await run_reaches(api, run["id"], FINAL)
+        assert done["status"] == "completed", done["metrics"]
+        reply = await api.get(f"pipeline_runs/{run['id']}/notebook")
+        assert reply.status == 200, reply.text
+        assert reply.headers["Content-Type"].startswith("application/json")
+        assert reply.headers["Content-Disposition"] == (
+            f'inline; filename="shown-run-{run["id"]}.ipynb"'
+        )
+        notebook = reply.json
+        assert notebook["nbformat"] == 4
+        code = [cell for cell in notebook["cells"] if cell["cell_type"] == "code"]
+        # The injected parameters come first, then the notebook's own cells.
+        assert "".join(code[0]["source"]).startswith("# Parameters injected by mage_nb_sched")
+        assert "".join(code[1]["source"]).startswith("print(")
+        printed = "".join(
+            "".join(output.get("text", "")) for cell in code for output in cell.get("outputs", [])
+        )
+        # The output the kernel produced (the source only has the expression).
+        assert "executed output 7x6=42" in printed
+
+    on_server_loop(scenario())
+
+
+def test_a_run_without_its_notebook_says_why_and_a_huge_one_is_refused(
+    api: Api, mage_app: MageNbSchedApp, jp_root_dir: Path, on_server_loop: Any
+) -> None:
+    store = mage_app.store
+    write_notebook(Path(jp_root_dir) / "gone.ipynb", ["x = 1"])
+    (finished,) = _finished_runs(store, 1, pipeline_uuid="gone")
+    run = run_service.get_run(store, finished)
+    scheduler = mage_app.scheduler
+    assert scheduler is not None
+    location = scheduler.artifacts.executed_notebook("gone", run.execution_partition)
+
+    async def scenario() -> None:
+        missing = await api.get(f"pipeline_runs/{finished}/notebook")
+        assert missing.status == 404
+        assert "has no executed notebook" in missing.error["message"]
+        assert "Run it again" in missing.error["message"]
+        unknown = await api.get("pipeline_runs/999999/notebook")
+        assert unknown.status == 404 and "no such" in unknown.error["message"]
+        bad = await api.get("pipeline_runs/abc/notebook")
+        assert bad.status == 400 and bad.error["field"] == "id"
+
+    on_server_loop(scenario())
+    # Written where the artifact store keeps it: served as written.
+    location.parent.mkdir(parents=True, exist_ok=True)
+    location.write_bytes(b'{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
+    served = run_service.read_executed_notebook(store, finished, artifacts=scheduler.artifacts)
+    assert served.content == location.read_bytes() and served.run.id == finished
+    with pytest.raises(run_service.PayloadTooLargeError, match=str(location)):
+        run_service.read_executed_notebook(
+            store, finished, artifacts=scheduler.artifacts, max_bytes=10
+        )
+    # A run still waiting says it is written when the run ends.
+    waiting = run_service.create_run(store, status="running", pipeline_uuid="gone")
+    with pytest.raises(run_service.NotFoundError, match="written when the run ends"):
+        run_service.read_executed_notebook(store, waiting.id, artifacts=scheduler.artifacts)
+
+
 def test_a_log_is_read_from_the_artifact_store_and_cut_at_characters(
     api: Api, mage_app: MageNbSchedApp, jp_root_dir: Path, on_server_loop: Any
 ) -> None:

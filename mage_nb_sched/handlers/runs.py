@@ -4,7 +4,8 @@
   ``backfill_id``; pages newest first) and ``POST pipeline_runs`` (run now);
 - ``GET pipeline_schedules/{id}/pipeline_runs``;
 - ``GET | PUT pipeline_runs/{id}`` (PUT cancels, or runs a failed or cancelled run again);
-- ``GET pipeline_runs/{id}/block_runs`` and ``GET block_runs/{id}/logs`` (text).
+- ``GET pipeline_runs/{id}/block_runs`` and ``GET block_runs/{id}/logs`` (text);
+- ``GET pipeline_runs/{id}/notebook``: the executed notebook (``.ipynb`` JSON).
 
 One run is answered as ``{"pipeline_run": {...}}``, a list as ``{"pipeline_runs": [...],
 "metadata": {"count", "next"}}``. Every database or file access goes through the service's
@@ -46,6 +47,19 @@ def block_run_json(record: BlockRunRecord) -> dict[str, Any]:
         None if started is None or completed is None else (completed - started).total_seconds()
     )
     return to_json(record, duration=duration)
+
+
+def artifact_store(handler: MageApiHandler) -> Any:
+    """The artifact store the runs' files are in: the scheduler's, else one made from the
+    extension's ``artifact_store_class`` (the same configuration)."""
+    artifacts = getattr(handler.scheduler, "artifacts", None)
+    if artifacts is not None:
+        return artifacts
+    app = handler.settings.get("mage_nb_sched_app")
+    store = getattr(app, "store", None)
+    if app is None or store is None or store.project_dir is None:
+        return None
+    return app.artifact_store_class(store.project_dir, parent=app)
 
 
 class _RunsBase(MageApiHandler):
@@ -178,23 +192,33 @@ class BlockLogHandler(MageApiHandler):
         identifier = path_id(block_run_id)
         tail = self.int_arg("tail", minimum=1, maximum=runs.MAX_LOG_READ_BYTES)
         log = await runs.aread_block_log(
-            await self.store(), identifier, tail=tail, artifacts=self._artifacts()
+            await self.store(), identifier, tail=tail, artifacts=artifact_store(self)
         )
         self.set_header("X-Log-Size", str(log.size))
         self.set_header("X-Log-Dropped-Bytes", str(log.dropped))
         self.finish(log.content, set_content_type="text/plain; charset=utf-8")
 
-    def _artifacts(self) -> Any:
-        """The artifact store the runs' files are in: the scheduler's, else one made from the
-        extension's ``artifact_store_class`` (the same configuration)."""
-        artifacts = getattr(self.scheduler, "artifacts", None)
-        if artifacts is not None:
-            return artifacts
-        app = self.settings.get("mage_nb_sched_app")
-        store = getattr(app, "store", None)
-        if app is None or store is None or store.project_dir is None:
-            return None
-        return app.artifact_store_class(store.project_dir, parent=app)
+
+class RunNotebookHandler(MageApiHandler):
+    """``GET pipeline_runs/{id}/notebook``: the run's executed notebook, with its outputs, as
+    the ``.ipynb`` JSON the runner wrote (a 404 saying why while the run has none yet)."""
+
+    auth_resource = f"{AUTH_RESOURCE}:pipeline_runs"
+
+    @web.authenticated
+    @authorized
+    async def get(self, run_id: str) -> None:
+        from mage_nb_sched.service import runs
+
+        notebook = await runs.aread_executed_notebook(
+            await self.store(), path_id(run_id), artifacts=artifact_store(self)
+        )
+        run = notebook.run
+        name = f"{run.pipeline_uuid.rsplit('/', 1)[-1]}-run-{run.id}.ipynb"
+        # The file name is ours (uuid characters are checked on the way in) but still quoted the
+        # RFC 6266 way, so a quote in it cannot break the header.
+        self.set_header("Content-Disposition", 'inline; filename="' + name.replace('"', "_") + '"')
+        self.finish(notebook.content, set_content_type="application/json; charset=utf-8")
 
 
 _ID = r"([^/]+)"
@@ -203,6 +227,7 @@ ROUTES = [
     (api_route(RUNS), RunsHandler),
     (api_route(RUNS, _ID), RunHandler),
     (api_route(RUNS, _ID, "block_runs"), RunBlocksHandler),
+    (api_route(RUNS, _ID, "notebook"), RunNotebookHandler),
     (api_route("block_runs", _ID, "logs"), BlockLogHandler),
     (api_route("pipeline_schedules", _ID, RUNS), ScheduleRunsHandler),
 ]

@@ -25,7 +25,12 @@ from mage_nb_sched.core import run_states, timing
 from mage_nb_sched.core.clock import utcnow
 from mage_nb_sched.core.datetimes import UTC
 from mage_nb_sched.core.enums import PipelineRunStatus
-from mage_nb_sched.core.errors import NotFoundError, StoreError, ValidationError
+from mage_nb_sched.core.errors import (
+    NotFoundError,
+    PayloadTooLargeError,
+    StoreError,
+    ValidationError,
+)
 from mage_nb_sched.core.partitions import execution_partition
 from mage_nb_sched.core.project import require_notebook
 from mage_nb_sched.service import fields
@@ -68,6 +73,7 @@ __all__ = [
     "UPDATE_FIELDS",
     "BlockLog",
     "BlockRunPage",
+    "ExecutedNotebook",
     "RunPage",
     "block_run_page",
     "block_runs",
@@ -85,6 +91,7 @@ __all__ = [
     "manual_run_key",
     "page_runs",
     "read_block_log",
+    "read_executed_notebook",
     "requeue_run",
     "require_pipeline_notebook",
     "retry_run",
@@ -470,6 +477,60 @@ def read_block_log(
     return BlockLog(block, content[skip:], size, start + skip)
 
 
+#: An executed notebook larger than this is not read into memory (a 413 on the REST API).
+MAX_NOTEBOOK_READ_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ExecutedNotebook:
+    """The executed notebook (with its outputs) of one run, as the runner wrote it."""
+
+    run: RunRecord
+    #: The ``.ipynb`` file's bytes (JSON).
+    content: bytes
+
+
+def read_executed_notebook(
+    store: Store,
+    run_id: int,
+    *,
+    artifacts: ArtifactStore | None = None,
+    max_bytes: int = MAX_NOTEBOOK_READ_BYTES,
+) -> ExecutedNotebook:
+    """The executed notebook of run ``run_id``, read through the artifact store (``artifacts``;
+    the project's local one by default).
+
+    The runner writes it when the run ends, so a run that is waiting or running has none yet:
+    that, like an unknown run, is a :class:`NotFoundError` saying so. A notebook over
+    ``max_bytes`` is a :class:`PayloadTooLargeError` naming where it is."""
+    run = get_run(store, run_id)
+    if artifacts is None:
+        from mage_nb_sched.store.artifacts import LocalArtifactStore
+
+        artifacts = LocalArtifactStore(project_dir_of(store))
+    location = artifacts.executed_notebook(
+        run.pipeline_uuid, execution_partition(run.pipeline_schedule_id, run.execution_date)
+    )
+    size, start, content = _read_end(location, max_bytes + 1)
+    if size == 0:
+        state = str(run.status)
+        raise NotFoundError(
+            f"run {run_id} ({state}) has no executed notebook"
+            + (
+                ": it is written when the run ends. Wait for the run to finish."
+                if state in ("initial", "running")
+                else ": the run ended before its notebook was written, or its files were "
+                "removed by retention. Run it again (PUT pipeline_runs/{id} with status initial)."
+            )
+        )
+    if size > max_bytes or start > 0:
+        raise PayloadTooLargeError(
+            f"the executed notebook of run {run_id} is {size} bytes, over the {max_bytes} bytes "
+            f"the API answers: open it from {location} instead."
+        )
+    return ExecutedNotebook(run, content)
+
+
 def _read_end(location: Path | str, wanted: int) -> tuple[int, int, bytes]:
     """``(size, start, bytes from start)`` of the last ``wanted`` bytes of a file, local or at
     an fsspec URL; a missing file is ``(0, 0, b"")``."""
@@ -619,10 +680,9 @@ def update_run(store: Store, run_id: int, **values: Any) -> RunRecord:
         if wanted is not None and wanted != current.status:
             run_states.check_run(current.status, wanted)
             if wanted in (PipelineRunStatus.CANCELLED, PipelineRunStatus.FAILED):
-                reason = (
-                    (cleaned.get("metrics") or {}).get("error")
-                    or f"{wanted.value} by hand (was {current.status.value})"
-                )
+                reason = (cleaned.get("metrics") or {}).get(
+                    "error"
+                ) or f"{wanted.value} by hand (was {current.status.value})"
                 end_run(
                     connection,
                     run_id,
@@ -812,6 +872,7 @@ apage_runs = twin(page_runs)
 arun_detail = twin(run_detail)
 ablock_run_page = twin(block_run_page)
 aread_block_log = twin(read_block_log)
+aread_executed_notebook = twin(read_executed_notebook)
 arun_now = twin(run_now)
 acancel_run = twin(cancel_run)
 aretry_run = twin(retry_run)
