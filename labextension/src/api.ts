@@ -168,7 +168,8 @@ export class ApiClient {
     return joinUrl(this.baseUrl, API_PATH, path) + queryString(query);
   }
 
-  private async send(
+  /** One request; a non-2xx answer is thrown as an ApiError (network failures too). */
+  async send(
     method: string,
     path: string,
     query: Record<string, string | number | boolean | null | undefined> = {},
@@ -196,7 +197,8 @@ export class ApiClient {
     return response;
   }
 
-  private async json<T>(
+  /** One request whose answer is JSON (an empty body reads as `{}`). */
+  async json<T>(
     method: string,
     path: string,
     query: Record<string, string | number | boolean | null | undefined> = {},
@@ -297,5 +299,70 @@ export class ApiClient {
       size: size === null ? null : Number(size),
       dropped: dropped === null ? 0 : Number(dropped)
     };
+  }
+
+  /** `GET pipeline_runs?pipeline_uuid=`: a notebook's newest `limit` runs, scheduled or not. */
+  async listNotebookRuns(pipelineUuid: string, limit = 50): Promise<IPipelineRun[]> {
+    const answer = await this.json<{ pipeline_runs: IPipelineRun[] }>('GET', 'pipeline_runs', {
+      pipeline_uuid: pipelineUuid,
+      limit
+    });
+    return answer.pipeline_runs ?? [];
+  }
+
+  /** `POST pipeline_runs` with `{"pipeline_run": {"pipeline_uuid"}}`: run a notebook on its own. */
+  async runNotebook(
+    pipelineUuid: string,
+    variables?: Record<string, unknown> | null
+  ): Promise<IPipelineRun> {
+    const run: Record<string, unknown> = { pipeline_uuid: pipelineUuid };
+    if (variables && Object.keys(variables).length) {
+      run.variables = variables;
+    }
+    const answer = await this.json<{ pipeline_run: IPipelineRun }>(
+      'POST',
+      'pipeline_runs',
+      {},
+      { pipeline_run: run }
+    );
+    return answer.pipeline_run;
+  }
+
+  /** `PUT pipeline_schedules/{id}` with `rotate_token`: the new token, answered this once. */
+  async rotateToken(id: number): Promise<{ schedule: IPipelineSchedule; token: string }> {
+    const answer = await this.json<{ pipeline_schedule: IPipelineSchedule & { token?: string } }>(
+      'PUT',
+      `pipeline_schedules/${id}`,
+      {},
+      { pipeline_schedule: { rotate_token: true } }
+    );
+    const token = answer.pipeline_schedule.token;
+    if (!token) {
+      throw new Error('The server answered no token after rotating it.');
+    }
+    return { schedule: answer.pipeline_schedule, token };
+  }
+
+  /** `DELETE pipeline_schedules/{id}`. */
+  async deleteSchedule(id: number): Promise<void> {
+    await this.send('DELETE', `pipeline_schedules/${id}`);
+  }
+
+  /** The schedule's API trigger URL (Mage's), with the token when it is known. */
+  triggerUrl(id: number, token: string | null): string {
+    return this.url(`pipeline_schedules/${id}/pipeline_runs/${token ?? '<token>'}`);
+  }
+
+  /** `PUT pipeline_runs/{id}`: cancel a run that has not finished, or run a failed or cancelled
+   * one again (`retry`). */
+  async changeRun(id: number, action: 'cancel' | 'retry'): Promise<IPipelineRun> {
+    const change = action === 'cancel' ? { status: 'cancelled' } : { pipeline_run_action: 'retry_blocks' };
+    const answer = await this.json<{ pipeline_run: IPipelineRun }>(
+      'PUT',
+      `pipeline_runs/${id}`,
+      {},
+      { pipeline_run: change }
+    );
+    return answer.pipeline_run;
   }
 }

@@ -1,19 +1,30 @@
 import {
-  ILabShell,
   ILayoutRestorer,
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
-import { ICommandPalette, Notification } from '@jupyterlab/apputils';
-import { INotebookTracker } from '@jupyterlab/notebook';
+import { Clipboard, Dialog, ICommandPalette, Notification, showDialog } from '@jupyterlab/apputils';
+import {
+  INotebookTracker,
+  INotebookWidgetFactory,
+  NotebookPanel,
+  NotebookWidgetFactory
+} from '@jupyterlab/notebook';
 import { ServerConnection } from '@jupyterlab/services';
-import { LabIcon } from '@jupyterlab/ui-components';
+import { LabIcon, ToolbarButton } from '@jupyterlab/ui-components';
 
 import { ApiClient } from './api';
-import { PanelModel } from './model';
+import { IAlert, PanelModel, alertKey, pipelineUuidFromPath } from './model';
 import { PANEL_ID, SchedulesPanel } from './panel';
+import { ExecutedNotebooksDrive, RUNS_DRIVE, executedNotebookPath } from './runsDrive';
+import { alertOfServerEvent } from './serverEvents';
+import type { IPipelineRun } from './types';
 
 export const COMMAND_OPEN = 'mage-nb-sched:open-panel';
+export const COMMAND_SCHEDULE = 'mage-nb-sched:schedule-notebook';
+export const COMMAND_RUN = 'mage-nb-sched:run-notebook';
+/** The widget factory that opens executed notebooks without a kernel. */
+export const EXECUTED_FACTORY = 'Executed notebook';
 
 const clockSvg =
   '<svg xmlns="http://www.w3.org/2000/svg" width="16" viewBox="0 0 24 24">' +
@@ -22,51 +33,212 @@ const clockSvg =
 
 export const scheduleIcon = new LabIcon({ name: 'mage-nb-sched:clock', svgstr: clockSvg });
 
+/** Alerts already shown, so the server's event and the panel's poll do not both toast. */
+const shownAlerts = new Set<string>();
+
+function toast(alert: IAlert, show: () => void): void {
+  const key = alertKey(alert);
+  if (shownAlerts.has(key)) {
+    return;
+  }
+  shownAlerts.add(key);
+  const options = { autoClose: 10000, actions: [{ label: 'Show', callback: show }] };
+  if (alert.kind === 'failure') {
+    Notification.error(alert.text, options);
+  } else {
+    Notification.warning(alert.text, options);
+  }
+}
+
 const plugin: JupyterFrontEndPlugin<void> = {
   id: 'mage-nb-sched:plugin',
   description: 'A sidebar of the notebook schedules of mage_nb_sched.',
   autoStart: true,
-  optional: [ICommandPalette, ILayoutRestorer, INotebookTracker, ILabShell],
+  optional: [ICommandPalette, ILayoutRestorer, INotebookTracker, INotebookWidgetFactory],
   activate: (
     app: JupyterFrontEnd,
     palette: ICommandPalette | null,
     restorer: ILayoutRestorer | null,
     notebooks: INotebookTracker | null,
-    labShell: ILabShell | null
+    notebookFactory: NotebookWidgetFactory.IFactory | null
   ) => {
     const settings = ServerConnection.makeSettings();
     const api = new ApiClient(settings.baseUrl, (url, init) =>
       ServerConnection.makeRequest(url, init, settings)
     );
+
+    // Executed notebooks open from a read-only drive, in a notebook view that starts no kernel.
+    const drive = new ExecutedNotebooksDrive(api, settings);
+    app.serviceManager.contents.addDrive(drive);
+    let executedFactory = 'default';
+    if (notebookFactory instanceof NotebookWidgetFactory) {
+      const factory = new NotebookWidgetFactory({
+        name: EXECUTED_FACTORY,
+        label: 'Executed notebook (read-only)',
+        fileTypes: ['notebook'],
+        modelName: 'notebook',
+        preferKernel: false,
+        canStartKernel: false,
+        rendermime: notebookFactory.rendermime,
+        contentFactory: notebookFactory.contentFactory,
+        mimeTypeService: notebookFactory.mimeTypeService,
+        editorConfig: notebookFactory.editorConfig,
+        notebookConfig: notebookFactory.notebookConfig
+      });
+      app.docRegistry.addWidgetFactory(factory);
+      executedFactory = EXECUTED_FACTORY;
+    }
+    const openNotebook = (run: IPipelineRun): void => {
+      const path = executedNotebookPath(run.id, run.pipeline_uuid);
+      app.commands
+        .execute('docmanager:open', { path, factory: executedFactory })
+        .then(widget => {
+          if (widget instanceof NotebookPanel) {
+            widget.title.label = `${run.pipeline_uuid.split('/').pop()} · run ${run.id}`;
+            void widget.context.ready.then(() => {
+              // Nothing typed into it can be saved (the drive is read-only).
+              if (widget.content.model) {
+                widget.content.model.readOnly = true;
+              }
+              widget.node.dataset.mageRunId = String(run.id);
+            });
+          }
+        })
+        .catch(err => Notification.error(`Cannot open the notebook of run ${run.id}: ${err.message ?? err}`));
+    };
+
     const model = new PanelModel(api);
     const panel = new SchedulesPanel(model, {
-      error: message => Notification.error(message, { autoClose: 8000 }),
-      info: message => Notification.info(message, { autoClose: 3000 })
+      notifier: {
+        error: message => Notification.error(message, { autoClose: 8000 }),
+        info: message => Notification.info(message, { autoClose: 4000 }),
+        warning: message => Notification.warning(message, { autoClose: 8000 })
+      },
+      openNotebook,
+      copyText: async text => {
+        try {
+          await navigator.clipboard.writeText(text);
+          return true;
+        } catch {
+          // Without a secure context the async API is missing: the classic copy works.
+          Clipboard.copyToSystem(text);
+          return true;
+        }
+      },
+      confirm: async (title, body, action) => {
+        const answer = await showDialog({
+          title,
+          body,
+          buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: action })]
+        });
+        return answer.button.accept;
+      }
     });
     panel.title.icon = scheduleIcon;
     app.shell.add(panel, 'left', { rank: 700 });
     if (restorer) {
       restorer.add(panel, PANEL_ID);
     }
+    const showPanel = () => app.shell.activateById(PANEL_ID);
 
+    // Failures and missed SLAs: the scheduler's events (in this server) and the panel's polls
+    // (a scheduler elsewhere) both raise them; each run's alert shows once.
+    model.onAlert(alert => toast(alert, showPanel));
+    app.serviceManager.events.stream.connect((_, event) => {
+      const alert = alertOfServerEvent(event as Record<string, unknown>);
+      if (alert) {
+        toast(alert, showPanel);
+        panel.refreshSoon();
+      }
+    });
+
+    const currentPath = (): string | null => notebooks?.currentWidget?.context.path ?? null;
     if (notebooks) {
-      const follow = () => panel.setNotebookPath(notebooks.currentWidget?.context.path ?? null);
+      // An executed notebook (our drive) is not a notebook to schedule: the panel keeps the
+      // notebook it showed, so its runs stay in view beside the executed one.
+      const follow = () => {
+        const path = currentPath();
+        if (!path?.startsWith(`${RUNS_DRIVE}:`)) {
+          panel.setNotebookPath(path);
+        }
+      };
       notebooks.currentChanged.connect(follow);
       follow();
     }
-    void labShell;
+    const notebookUuid = (): string | null => {
+      const path = currentPath();
+      return path?.startsWith(`${RUNS_DRIVE}:`) ? null : pipelineUuidFromPath(path);
+    };
+    const hasNotebook = (): boolean => notebookUuid() !== null;
 
     app.commands.addCommand(COMMAND_OPEN, {
       label: 'Open the schedules panel',
       caption: 'Show the notebook schedules sidebar',
       icon: scheduleIcon,
       execute: () => {
-        app.shell.activateById(PANEL_ID);
+        showPanel();
+      }
+    });
+    app.commands.addCommand(COMMAND_SCHEDULE, {
+      label: 'Schedule this notebook…',
+      caption: 'Create a schedule (time, event or API trigger) for the notebook in focus',
+      icon: scheduleIcon,
+      isEnabled: hasNotebook,
+      execute: () => {
+        const uuid = notebookUuid();
+        showPanel();
+        panel.setNotebookPath(currentPath());
+        panel.openCreateForm(uuid);
+      }
+    });
+    app.commands.addCommand(COMMAND_RUN, {
+      label: 'Run this notebook now (scheduler)',
+      caption: 'Save the notebook, then run it now as a pipeline run, without a schedule',
+      isEnabled: hasNotebook,
+      execute: async () => {
+        const widget = notebooks?.currentWidget;
+        const uuid = notebookUuid();
+        if (!widget || !uuid) {
+          return;
+        }
+        // A run executes the notebook as saved: save what is on screen first.
+        if (widget.context.model.dirty) {
+          await widget.context.save();
+        }
+        showPanel();
+        panel.setNotebookPath(widget.context.path);
+        await panel.runNotebook(uuid);
       }
     });
     if (palette) {
-      palette.addItem({ command: COMMAND_OPEN, category: 'Notebook schedules' });
+      for (const command of [COMMAND_OPEN, COMMAND_SCHEDULE, COMMAND_RUN]) {
+        palette.addItem({ command, category: 'Notebook schedules' });
+      }
     }
+    app.contextMenu.addItem({ type: 'separator', selector: '.jp-Notebook', rank: 90 });
+    app.contextMenu.addItem({ command: COMMAND_SCHEDULE, selector: '.jp-Notebook', rank: 91 });
+    app.contextMenu.addItem({ command: COMMAND_RUN, selector: '.jp-Notebook', rank: 92 });
+
+    // A button in every notebook's toolbar.
+    app.docRegistry.addWidgetExtension('Notebook', {
+      createNew: (widget: NotebookPanel) => {
+        const button = new ToolbarButton({
+          icon: scheduleIcon,
+          tooltip: 'Schedule this notebook (mage_nb_sched)',
+          label: 'Schedule',
+          className: 'jp-MageNbSched-toolbarButton',
+          onClick: () => {
+            if (notebooks && notebooks.currentWidget !== widget) {
+              app.shell.activateById(widget.id);
+            }
+            void app.commands.execute(COMMAND_SCHEDULE);
+          }
+        });
+        button.node.dataset.command = COMMAND_SCHEDULE;
+        widget.toolbar.addItem('mage-nb-sched-schedule', button);
+        return button;
+      }
+    });
   }
 };
 

@@ -96,6 +96,53 @@ export function slaState(schedule: IPipelineSchedule, runs: IPipelineRun[] = [])
   return breached ? `SLA ${formatDuration(schedule.sla)} breached` : `SLA ${formatDuration(schedule.sla)}`;
 }
 
+/** A run that needs attention: it failed, or it missed its SLA. */
+export interface IAlert {
+  kind: 'failure' | 'sla_breach';
+  runId: number;
+  scheduleId: number | null;
+  pipelineUuid: string;
+  /** One line to show (the schedule or notebook, the run, what happened). */
+  text: string;
+}
+
+/** The key that says two alerts are the same (the server's event and a poll can both see it). */
+export function alertKey(alert: Pick<IAlert, 'kind' | 'runId'>): string {
+  return `${alert.kind}:${alert.runId}`;
+}
+
+/**
+ * The alerts of a refresh: runs seen in progress before that have now failed, and runs that
+ * have newly breached their SLA. Runs not seen before are not alerted (they are history).
+ */
+export function runAlerts(
+  before: IPipelineRun[],
+  after: IPipelineRun[],
+  names: Map<number, string> = new Map()
+): IAlert[] {
+  const previous = new Map(before.map(r => [r.id, r]));
+  const alerts: IAlert[] = [];
+  for (const run of after) {
+    const old = previous.get(run.id);
+    if (!old) {
+      continue;
+    }
+    const who =
+      (run.pipeline_schedule_id !== null ? names.get(run.pipeline_schedule_id) : undefined) ??
+      run.pipeline_uuid;
+    const base = { runId: run.id, scheduleId: run.pipeline_schedule_id, pipelineUuid: run.pipeline_uuid };
+    if (run.status === 'failed' && old.status !== 'failed') {
+      const error = runError(run);
+      const first = error ? `: ${error.trim().split('\n').pop()}` : '';
+      alerts.push({ ...base, kind: 'failure', text: `${who}: run ${run.id} failed${first}` });
+    }
+    if (run.sla_breached && !old.sla_breached) {
+      alerts.push({ ...base, kind: 'sla_breach', text: `${who}: run ${run.id} missed its SLA` });
+    }
+  }
+  return alerts;
+}
+
 export interface IPanelState {
   filter: ScheduleFilter;
   /** The pipeline uuid of the notebook in focus (null: none). */
@@ -103,7 +150,10 @@ export interface IPanelState {
   schedules: IPipelineSchedule[];
   schedulesLoaded: boolean;
   selectedScheduleId: number | null;
+  /** The runs shown: the selected schedule's, or (none selected, a notebook in focus) the
+   * notebook's runs, scheduled or not. */
   runs: IPipelineRun[];
+  runsScope: 'schedule' | 'notebook' | null;
   selectedRunId: number | null;
   blockRuns: IBlockRun[];
   selectedBlockRunId: number | null;
@@ -115,6 +165,8 @@ export interface IPanelState {
   connectionError: string | null;
   /** Ids of schedules with a request under way (toggle, run now). */
   busy: number[];
+  /** API tokens seen this session (the server shows a token once: at creation or rotation). */
+  tokens: Record<number, string>;
   loading: boolean;
   lastUpdated: Date | null;
 }
@@ -127,6 +179,7 @@ export function initialState(): IPanelState {
     schedulesLoaded: false,
     selectedScheduleId: null,
     runs: [],
+    runsScope: null,
     selectedRunId: null,
     blockRuns: [],
     selectedBlockRunId: null,
@@ -134,16 +187,19 @@ export function initialState(): IPanelState {
     error: null,
     connectionError: null,
     busy: [],
+    tokens: {},
     loading: false,
     lastUpdated: null
   };
 }
 
 export type Listener = (state: IPanelState) => void;
+export type AlertListener = (alert: IAlert) => void;
 
 export class PanelModel {
   private _state: IPanelState = initialState();
   private listeners = new Set<Listener>();
+  private alertListeners = new Set<AlertListener>();
   /** Bumped on every filter / selection change, so a stale answer is dropped. */
   private generation = 0;
 
@@ -184,6 +240,30 @@ export class PanelModel {
   subscribe(listener: Listener): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
+  }
+
+  /** Be told of runs that fail or miss their SLA while they are shown. */
+  onAlert(listener: AlertListener): () => void {
+    this.alertListeners.add(listener);
+    return () => this.alertListeners.delete(listener);
+  }
+
+  /** Where the run list comes from for a selection (see IPanelState.runs). */
+  private runsScopeFor(selectedScheduleId: number | null): 'schedule' | 'notebook' | null {
+    if (selectedScheduleId !== null) {
+      return 'schedule';
+    }
+    return this._state.filter === 'notebook' && this._state.notebookUuid ? 'notebook' : null;
+  }
+
+  private async readRuns(scope: 'schedule' | 'notebook' | null, scheduleId: number | null): Promise<IPipelineRun[]> {
+    if (scope === 'schedule' && scheduleId !== null) {
+      return this.api.listScheduleRuns(scheduleId);
+    }
+    if (scope === 'notebook' && this._state.notebookUuid) {
+      return this.api.listNotebookRuns(this._state.notebookUuid);
+    }
+    return [];
   }
 
   private set(changes: Partial<IPanelState>): void {
@@ -242,11 +322,11 @@ export class PanelModel {
       if (selectedScheduleId !== null && !schedules.some(x => x.id === selectedScheduleId)) {
         selectedScheduleId = null;
       }
-      let runs: IPipelineRun[] = [];
-      if (selectedScheduleId !== null) {
-        runs = await this.api.listScheduleRuns(selectedScheduleId);
-      }
-      let selectedRunId = selectedScheduleId === null ? null : this._state.selectedRunId;
+      const runsScope = this.runsScopeFor(selectedScheduleId);
+      const runs = await this.readRuns(runsScope, selectedScheduleId);
+      const sameScope =
+        runsScope === this._state.runsScope && selectedScheduleId === this._state.selectedScheduleId;
+      let selectedRunId = runsScope === null || !sameScope ? null : this._state.selectedRunId;
       if (selectedRunId !== null && !runs.some(r => r.id === selectedRunId)) {
         selectedRunId = null;
       }
@@ -263,11 +343,13 @@ export class PanelModel {
         selectedBlockRunId = null;
         logs = null;
       }
+      const alerts = sameScope ? runAlerts(this._state.runs, runs, this.scheduleNames(schedules)) : [];
       this.set({
         schedules,
         schedulesLoaded: true,
         selectedScheduleId,
         runs,
+        runsScope,
         selectedRunId,
         blockRuns,
         selectedBlockRunId,
@@ -276,11 +358,20 @@ export class PanelModel {
         connectionError: null,
         lastUpdated: this.now()
       });
+      for (const alert of alerts) {
+        for (const listener of [...this.alertListeners]) {
+          listener(alert);
+        }
+      }
       return { active: this.active, changed: this.signature() !== before };
     } catch (err) {
       this.set({ loading: false, connectionError: errorMessage(err) });
       throw err;
     }
+  }
+
+  private scheduleNames(schedules: IPipelineSchedule[]): Map<number, string> {
+    return new Map(schedules.map(x => [x.id, x.name]));
   }
 
   private signature(): string {
@@ -293,19 +384,21 @@ export class PanelModel {
     const next = id === this._state.selectedScheduleId ? null : id;
     this.generation++;
     const generation = this.generation;
+    const runsScope = this.runsScopeFor(next);
     this.set({
       selectedScheduleId: next,
       runs: [],
+      runsScope,
       selectedRunId: null,
       blockRuns: [],
       selectedBlockRunId: null,
       logs: null
     });
-    if (next === null) {
+    if (runsScope === null) {
       return;
     }
     try {
-      const runs = await this.api.listScheduleRuns(next);
+      const runs = await this.readRuns(runsScope, next);
       if (generation === this.generation) {
         this.set({ runs });
       }
@@ -395,6 +488,7 @@ export class PanelModel {
         ),
         selectedScheduleId: id,
         runs,
+        runsScope: 'schedule',
         selectedRunId: run.id,
         blockRuns: [],
         selectedBlockRunId: null,
@@ -408,6 +502,113 @@ export class PanelModel {
     } finally {
       this.markBusy(id, false);
     }
+  }
+  /**
+   * Run a notebook on its own (no schedule); its runs are shown and the new one selected when
+   * it is the notebook in focus. Throws the server's error.
+   */
+  async runNotebook(pipelineUuid: string, variables?: Record<string, unknown> | null): Promise<IPipelineRun> {
+    try {
+      const run = await this.api.runNotebook(pipelineUuid, variables);
+      if (this._state.filter === 'notebook' && this._state.notebookUuid === pipelineUuid) {
+        this.generation++;
+        const keep = this._state.runsScope === 'notebook' ? this._state.runs : [];
+        this.set({
+          selectedScheduleId: null,
+          runs: [run, ...keep.filter(r => r.id !== run.id)],
+          runsScope: 'notebook',
+          selectedRunId: run.id,
+          blockRuns: [],
+          selectedBlockRunId: null,
+          logs: null,
+          error: null
+        });
+      }
+      return run;
+    } catch (err) {
+      this.set({ error: errorMessage(err) });
+      throw err;
+    }
+  }
+
+  /** Cancel a run that has not finished, or run a failed / cancelled one again. */
+  async changeRun(id: number, action: 'cancel' | 'retry'): Promise<IPipelineRun> {
+    try {
+      const updated = await this.api.changeRun(id, action);
+      this.set({ runs: this._state.runs.map(r => (r.id === id ? { ...r, ...updated } : r)), error: null });
+      return updated;
+    } catch (err) {
+      this.set({ error: errorMessage(err) });
+      throw err;
+    }
+  }
+
+  /** Keep a schedule's API token for this session (the server shows it only once). */
+  rememberToken(id: number, token: string | null | undefined): void {
+    if (token) {
+      this.set({ tokens: { ...this._state.tokens, [id]: token } });
+    }
+  }
+
+  /** The schedule's trigger URL, with its token when this session has seen it. */
+  triggerUrl(id: number): { url: string; hasToken: boolean } {
+    const token = this._state.tokens[id] ?? null;
+    return { url: this.api.triggerUrl(id, token), hasToken: token !== null };
+  }
+
+  /** Give the schedule a new API token (the old one stops working); its trigger URL. */
+  async rotateToken(id: number): Promise<string> {
+    this.markBusy(id, true);
+    try {
+      const { schedule, token } = await this.api.rotateToken(id);
+      this.set({
+        schedules: this._state.schedules.map(s => (s.id === id ? { ...s, ...schedule } : s)),
+        tokens: { ...this._state.tokens, [id]: token },
+        error: null
+      });
+      return this.api.triggerUrl(id, token);
+    } catch (err) {
+      this.set({ error: errorMessage(err) });
+      throw err;
+    } finally {
+      this.markBusy(id, false);
+    }
+  }
+
+  /** Delete a schedule (its runs stay in the history of the notebook). */
+  async deleteSchedule(id: number): Promise<void> {
+    this.markBusy(id, true);
+    try {
+      await this.api.deleteSchedule(id);
+      this.generation++;
+      const wasSelected = this._state.selectedScheduleId === id;
+      this.set({
+        schedules: this._state.schedules.filter(s => s.id !== id),
+        ...(wasSelected
+          ? { selectedScheduleId: null, runs: [], runsScope: null, selectedRunId: null, blockRuns: [], logs: null }
+          : {}),
+        error: null
+      });
+    } catch (err) {
+      this.set({ error: errorMessage(err) });
+      throw err;
+    } finally {
+      this.markBusy(id, false);
+    }
+  }
+
+  /** A schedule was created or saved elsewhere (the form): show it, selected. */
+  scheduleSaved(schedule: IPipelineSchedule, token: string | null): void {
+    this.generation++;
+    const exists = this._state.schedules.some(s => s.id === schedule.id);
+    const schedules = exists
+      ? this._state.schedules.map(s => (s.id === schedule.id ? { ...s, ...schedule } : s))
+      : [...this._state.schedules, schedule];
+    this.set({
+      schedules,
+      tokens: token ? { ...this._state.tokens, [schedule.id]: token } : this._state.tokens,
+      error: null
+    });
   }
 }
 

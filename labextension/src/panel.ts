@@ -15,35 +15,38 @@ import {
   slaState
 } from './model';
 import { Poller } from './poller';
-import type { IPipelineSchedule } from './types';
+import { BackfillView } from './backfillView';
+import { ScheduleFormView } from './scheduleFormView';
+import { renderTimeline } from './timeline';
+import type { IPipelineRun, IPipelineSchedule } from './types';
+import { el } from './dom';
 
 export const PANEL_ID = 'mage-nb-sched-panel';
 
+/** What the panel asks of JupyterLab (injected, so the panel knows no application object). */
 export interface INotifier {
   error(message: string): void;
   info(message: string): void;
+  warning?(message: string): void;
 }
 
-function el<K extends keyof HTMLElementTagNameMap>(
-  tag: K,
-  attrs: Record<string, string> = {},
-  ...children: (Node | string | null)[]
-): HTMLElementTagNameMap[K] {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (key === 'class') {
-      node.className = value;
-    } else {
-      node.setAttribute(key, value);
-    }
-  }
-  for (const child of children) {
-    if (child !== null) {
-      node.append(child);
-    }
-  }
-  return node;
+export interface IPanelHost {
+  notifier: INotifier;
+  /** Open a run's executed notebook (read-only). */
+  openNotebook?(run: IPipelineRun): void;
+  /** Put text on the clipboard (resolves false when the browser refused). */
+  copyText?(text: string): Promise<boolean>;
+  /** Ask before something that cannot be undone. */
+  confirm?(title: string, body: string, action: string): Promise<boolean>;
 }
+
+/** A form shown above the list (create / edit a schedule, a backfill). */
+interface ISheet {
+  readonly node: HTMLElement;
+  dispose(): void;
+  focus?(): void;
+}
+
 
 function formatDate(value: string | null | undefined, timeZone?: string): string {
   if (!value) {
@@ -82,16 +85,26 @@ export class SchedulesPanel extends Widget {
   readonly poller: Poller;
   private unsubscribe: () => void;
   private body: HTMLElement;
+  private sheetNode: HTMLElement;
+  private sheet: ISheet | null = null;
   private variablesText = new Map<number, string>();
+  private readonly notifier: INotifier;
 
-  constructor(model: PanelModel, private readonly notifier: INotifier) {
+  constructor(
+    model: PanelModel,
+    private readonly host: IPanelHost
+  ) {
     super();
     this.id = PANEL_ID;
     this.addClass('jp-MageNbSched-panel');
     this.title.caption = 'Notebook schedules';
     this.model = model;
+    this.notifier = host.notifier;
+    // The sheet is outside the re-rendered body, so a form keeps its inputs and focus while
+    // the list below it updates.
+    this.sheetNode = el('div', { class: 'jp-MageNbSched-sheet' });
     this.body = el('div', { class: 'jp-MageNbSched-body' });
-    this.node.append(this.body);
+    this.node.append(this.sheetNode, this.body);
     this.node.setAttribute('role', 'region');
     this.node.setAttribute('aria-label', 'Notebook schedules');
     this.poller = new Poller(() => this.model.refresh());
@@ -103,6 +116,7 @@ export class SchedulesPanel extends Widget {
     if (this.isDisposed) {
       return;
     }
+    this.closeSheet();
     this.poller.stop();
     this.unsubscribe();
     super.dispose();
@@ -133,6 +147,165 @@ export class SchedulesPanel extends Widget {
     } else {
       this.poller.now();
     }
+  }
+
+  /** Show a form above the list (closing the one shown). */
+  private showSheet(sheet: ISheet): void {
+    this.closeSheet();
+    this.sheet = sheet;
+    this.sheetNode.replaceChildren(sheet.node);
+    sheet.focus?.();
+  }
+
+  /** Close the form shown, if any. */
+  closeSheet(): void {
+    if (this.sheet) {
+      this.sheet.dispose();
+      this.sheet = null;
+    }
+    this.sheetNode.replaceChildren();
+  }
+
+  /** Whether a form is shown (for tests and commands). */
+  get hasSheet(): boolean {
+    return this.sheet !== null;
+  }
+
+  /**
+   * Open the form creating a schedule for a notebook (the one in focus by default); false
+   * when there is no notebook to schedule.
+   */
+  openCreateForm(pipelineUuid: string | null = this.model.state.notebookUuid): boolean {
+    if (!pipelineUuid) {
+      this.notifier.error('Open a notebook first: a schedule runs the notebook in focus.');
+      return false;
+    }
+    const form = new ScheduleFormView({
+      api: this.model.api,
+      mode: 'create',
+      pipelineUuid,
+      onSaved: ({ schedule, token }) => {
+        this.closeSheet();
+        this.model.scheduleSaved(schedule, token);
+        this.notifier.info(`Schedule ${schedule.name} created.`);
+        void this.model.selectSchedule(schedule.id);
+        this.refreshSoon();
+      },
+      onCancel: () => this.closeSheet()
+    });
+    this.showSheet(form);
+    return true;
+  }
+
+  /** Open the form editing a schedule. */
+  openEditForm(schedule: IPipelineSchedule): void {
+    const form = new ScheduleFormView({
+      api: this.model.api,
+      mode: 'edit',
+      pipelineUuid: schedule.pipeline_uuid,
+      schedule,
+      onSaved: ({ schedule: saved, token }) => {
+        this.closeSheet();
+        this.model.scheduleSaved(saved, token);
+        this.notifier.info(`Schedule ${saved.name} saved.`);
+        this.refreshSoon();
+      },
+      onCancel: () => this.closeSheet()
+    });
+    this.showSheet(form);
+  }
+
+  /** Open the backfill form of a schedule. */
+  openBackfill(schedule: IPipelineSchedule): void {
+    const view = new BackfillView({
+      api: this.model.api,
+      schedule,
+      onClose: () => this.closeSheet(),
+      onFinished: backfill => {
+        const failed = backfill.progress?.failed ?? 0;
+        const total = backfill.progress?.total ?? 0;
+        const text = `Backfill ${backfill.id} of ${schedule.name} ${backfill.status}: ${total} runs`;
+        if (backfill.status === 'completed' && !failed) {
+          this.notifier.info(`${text}.`);
+        } else {
+          this.notifier.error(`${text}${failed ? `, ${failed} failed` : ''}.`);
+        }
+        this.refreshSoon();
+      },
+      notifyError: message => this.notifier.error(message)
+    });
+    this.showSheet(view);
+    // Its runs show up in the schedule's history as they are made.
+    if (this.model.state.selectedScheduleId !== schedule.id) {
+      void this.model.selectSchedule(schedule.id);
+    }
+    this.refreshSoon();
+  }
+
+  /** Run a notebook on its own now (the notebook in focus by default). */
+  async runNotebook(pipelineUuid: string | null = this.model.state.notebookUuid): Promise<IPipelineRun | null> {
+    if (!pipelineUuid) {
+      this.notifier.error('Open a notebook first: "run now" runs the notebook in focus.');
+      return null;
+    }
+    try {
+      const run = await this.model.runNotebook(pipelineUuid);
+      this.notifier.info(`Run ${run.id} of ${pipelineUuid} started.`);
+      this.refreshSoon();
+      return run;
+    } catch (err) {
+      this.notifier.error(`Cannot run ${pipelineUuid}: ${errorMessage(err)}`);
+      return null;
+    }
+  }
+
+  private async copyTriggerUrl(schedule: IPipelineSchedule): Promise<void> {
+    const { url, hasToken } = this.model.triggerUrl(schedule.id);
+    const copied = this.host.copyText ? await this.host.copyText(url) : false;
+    if (hasToken) {
+      this.notifier.info(copied ? `Trigger URL of ${schedule.name} copied.` : `Trigger URL: ${url}`);
+    } else {
+      this.notifier.info(
+        (copied ? `Trigger URL of ${schedule.name} copied` : `Trigger URL: ${url}`) +
+          ' with <token> in place of the token: the server shows a token only when it is made. ' +
+          'Use "New token" to make one.'
+      );
+    }
+  }
+
+  private async newToken(schedule: IPipelineSchedule): Promise<void> {
+    const ok = this.host.confirm
+      ? await this.host.confirm(
+          `New API token for ${schedule.name}?`,
+          'The old token stops working at once: callers using it get 403 until they use the new URL.',
+          'New token'
+        )
+      : true;
+    if (!ok) {
+      return;
+    }
+    await this.act(async () => {
+      const url = await this.model.rotateToken(schedule.id);
+      const copied = this.host.copyText ? await this.host.copyText(url) : false;
+      this.notifier.info(copied ? `New trigger URL of ${schedule.name} copied.` : `New trigger URL: ${url}`);
+    }, `Cannot make a new token for ${schedule.name}`);
+  }
+
+  private async deleteSchedule(schedule: IPipelineSchedule): Promise<void> {
+    const ok = this.host.confirm
+      ? await this.host.confirm(
+          `Delete ${schedule.name}?`,
+          'The schedule stops; its past runs stay in the notebook\'s history.',
+          'Delete'
+        )
+      : true;
+    if (!ok) {
+      return;
+    }
+    await this.act(async () => {
+      await this.model.deleteSchedule(schedule.id);
+      this.notifier.info(`Schedule ${schedule.name} deleted.`);
+    }, `Cannot delete ${schedule.name}`);
   }
 
   setNotebookPath(path: string | null): void {
@@ -190,6 +363,31 @@ export class SchedulesPanel extends Widget {
         )
       );
     }
+    if (s.notebookUuid) {
+      const create = el(
+        'button',
+        {
+          class: 'jp-MageNbSched-button jp-mod-accept',
+          'data-action': 'new-schedule',
+          'data-focus-key': 'new-schedule',
+          'aria-label': `New schedule for ${s.notebookUuid}`
+        },
+        'New schedule'
+      );
+      create.addEventListener('click', () => this.openCreateForm());
+      const runNotebook = el(
+        'button',
+        {
+          class: 'jp-MageNbSched-button',
+          'data-action': 'run-notebook',
+          'data-focus-key': 'run-notebook',
+          'aria-label': `Run ${s.notebookUuid} now, without a schedule`
+        },
+        'Run notebook now'
+      );
+      runNotebook.addEventListener('click', () => void this.runNotebook());
+      parts.push(el('div', { class: 'jp-MageNbSched-toolbar jp-MageNbSched-create' }, create, runNotebook));
+    }
 
     for (const [message, kind] of [
       [s.error, 'action'],
@@ -226,10 +424,13 @@ export class SchedulesPanel extends Widget {
     }
     parts.push(list);
 
-    // Run history of the selected schedule.
+    // Run history: the selected schedule's, else the notebook in focus's.
     const selected = this.model.selectedSchedule;
     if (selected) {
-      parts.push(this.renderRuns(selected));
+      parts.push(this.renderScheduleActions(selected));
+      parts.push(this.renderRuns(`Runs of ${selected.name}`, scheduleTimezone(selected)));
+    } else if (s.runsScope === 'notebook' && s.notebookUuid) {
+      parts.push(this.renderRuns(`Runs of ${s.notebookUuid}`));
     }
     if (s.lastUpdated) {
       parts.push(
@@ -360,9 +561,67 @@ export class SchedulesPanel extends Widget {
     return row;
   }
 
-  private renderRuns(schedule: IPipelineSchedule): HTMLElement {
+  /** The actions of the selected schedule that do not fit in its row. */
+  private renderScheduleActions(schedule: IPipelineSchedule): HTMLElement {
+    const busy = this.model.state.busy.includes(schedule.id);
+    const button = (action: string, text: string, label: string, onClick: () => void): HTMLButtonElement => {
+      const b = el(
+        'button',
+        {
+          class: 'jp-MageNbSched-button',
+          'data-action': action,
+          'data-focus-key': `${action}-${schedule.id}`,
+          'aria-label': label
+        },
+        text
+      );
+      b.disabled = busy;
+      b.addEventListener('click', onClick);
+      return b;
+    };
+    const buttons = [
+      button('edit', 'Edit', `Edit schedule ${schedule.name}`, () => this.openEditForm(schedule))
+    ];
+    if (schedule.schedule_type === 'time') {
+      buttons.push(
+        button('backfill', 'Backfill…', `Backfill ${schedule.name} over past dates`, () => this.openBackfill(schedule))
+      );
+    }
+    if (schedule.schedule_type === 'api') {
+      buttons.push(
+        button('copy-url', 'Copy trigger URL', `Copy the API trigger URL of ${schedule.name}`, () =>
+          void this.copyTriggerUrl(schedule)
+        ),
+        button('new-token', 'New token', `Make a new API token for ${schedule.name}`, () => void this.newToken(schedule))
+      );
+    }
+    buttons.push(
+      button('delete', 'Delete', `Delete schedule ${schedule.name}`, () => void this.deleteSchedule(schedule))
+    );
+    const section = el(
+      'div',
+      { class: 'jp-MageNbSched-toolbar jp-MageNbSched-scheduleActions', 'aria-label': `Actions of ${schedule.name}` },
+      ...buttons
+    );
+    if (schedule.schedule_type === 'api') {
+      const { url, hasToken } = this.model.triggerUrl(schedule.id);
+      return el(
+        'div',
+        {},
+        section,
+        el(
+          'div',
+          { class: 'jp-MageNbSched-trigger', 'data-trigger-url': url },
+          hasToken ? url : `${url} (token ${schedule.token_hint ?? ''}…, shown once)`
+        )
+      );
+    }
+    return section;
+  }
+
+  private renderRuns(title: string, timeZone?: string): HTMLElement {
     const s = this.model.state;
-    const list = el('ul', { class: 'jp-MageNbSched-runs', 'aria-label': `Runs of ${schedule.name}` });
+    const list = el('ul', { class: 'jp-MageNbSched-runs', 'aria-label': title });
     for (const run of s.runs) {
       const selected = s.selectedRunId === run.id;
       const row = el(
@@ -381,7 +640,7 @@ export class SchedulesPanel extends Widget {
           'div',
           { class: 'jp-MageNbSched-row' },
           el('span', { class: 'jp-MageNbSched-runid' }, `#${run.id}`),
-          el('span', { class: 'jp-MageNbSched-date' }, formatDate(run.execution_date)),
+          el('span', { class: 'jp-MageNbSched-date' }, formatDate(run.execution_date, timeZone)),
           statusBadge(run.status),
           el('span', { class: 'jp-MageNbSched-duration' }, formatDuration(runDuration(run)))
         )
@@ -405,10 +664,14 @@ export class SchedulesPanel extends Widget {
     if (!s.runs.length) {
       list.append(el('li', { class: 'jp-MageNbSched-empty' }, 'No runs yet.'));
     }
+    const chart = s.runs.length
+      ? renderTimeline([...s.runs].reverse(), { width: 260, height: 48, now: new Date() })
+      : null;
     return el(
       'section',
-      { class: 'jp-MageNbSched-history', 'aria-label': `Run history of ${schedule.name}` },
-      el('h3', { class: 'jp-MageNbSched-subtitle' }, `Runs of ${schedule.name}`),
+      { class: 'jp-MageNbSched-history', 'aria-label': title },
+      el('h3', { class: 'jp-MageNbSched-subtitle' }, title),
+      chart,
       list
     );
   }
@@ -420,9 +683,55 @@ export class SchedulesPanel extends Widget {
     if (!run) {
       return detail;
     }
+    const actions: HTMLElement[] = [];
+    if (!isInProgress(run.status) && this.host.openNotebook) {
+      const open = el(
+        'button',
+        {
+          class: 'jp-MageNbSched-button',
+          'data-action': 'open-notebook',
+          'data-focus-key': `open-${run.id}`,
+          'aria-label': `Open the notebook run ${run.id} executed`
+        },
+        'Open executed notebook'
+      );
+      open.addEventListener('click', ev => {
+        ev.stopPropagation();
+        this.host.openNotebook?.(run);
+      });
+      actions.push(open);
+    }
+    const change = isInProgress(run.status)
+      ? (['cancel', 'Cancel run'] as const)
+      : run.status === 'failed' || run.status === 'cancelled'
+        ? (['retry', 'Run again'] as const)
+        : null;
+    if (change) {
+      const [action, text] = change;
+      const b = el(
+        'button',
+        {
+          class: 'jp-MageNbSched-button',
+          'data-action': `${action}-run`,
+          'data-focus-key': `${action}-${run.id}`,
+          'aria-label': `${text} ${run.id}`
+        },
+        text
+      );
+      b.addEventListener('click', ev => {
+        ev.stopPropagation();
+        void this.act(() => this.model.changeRun(run.id, action), `Cannot ${action} run ${run.id}`);
+      });
+      actions.push(b);
+    }
+    if (actions.length) {
+      detail.append(el('div', { class: 'jp-MageNbSched-toolbar' }, ...actions));
+    }
     const error = runError(run);
     if (error) {
-      detail.append(el('pre', { class: 'jp-MageNbSched-traceback' }, error));
+      detail.append(
+        el('pre', { class: 'jp-MageNbSched-traceback', role: 'log', 'aria-label': `Error of run ${run.id}` }, error)
+      );
     }
     const blocks = el('ul', { class: 'jp-MageNbSched-blocks', 'aria-label': `Blocks of run ${run.id}` });
     for (const block of s.blockRuns) {

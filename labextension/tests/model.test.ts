@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { ApiClient } from '../src/api';
 import {
+  alertKey,
+  runAlerts,
   PanelModel,
   describeInterval,
   formatDuration,
@@ -63,21 +65,31 @@ describe('PanelModel', () => {
   });
 
   it('filters to the notebook in focus, or shows all', async () => {
-    const server = new FakeServer().on('GET', 'pipeline_schedules', req =>
-      list(
-        'pipeline_schedules',
-        req.query.pipeline_uuid ? [schedule({ id: 1 })] : [schedule({ id: 1 }), schedule({ id: 2, pipeline_uuid: 'other' })]
+    const server = new FakeServer()
+      .on('GET', 'pipeline_schedules', req =>
+        list(
+          'pipeline_schedules',
+          req.query.pipeline_uuid ? [schedule({ id: 1 })] : [schedule({ id: 1 }), schedule({ id: 2, pipeline_uuid: 'other' })]
+        )
       )
-    );
+      .on('GET', 'pipeline_runs', req => list('pipeline_runs', [run({ id: 40, pipeline_uuid: req.query.pipeline_uuid })]));
     const model = setup(server);
     expect(model.setNotebookPath('etl/daily.ipynb')).toBe(true);
     expect(model.setNotebookPath('etl/daily.ipynb')).toBe(false);
     await model.refresh();
     expect(server.calls[0].query.pipeline_uuid).toBe('etl/daily');
     expect(model.visibleSchedules.map(s => s.id)).toEqual([1]);
+    // No schedule selected: the notebook's own runs (scheduled or not) are shown.
+    expect(server.calls[1].path).toBe('pipeline_runs');
+    expect(server.calls[1].query.pipeline_uuid).toBe('etl/daily');
+    expect(model.state.runsScope).toBe('notebook');
+    expect(model.state.runs.map(r => r.id)).toEqual([40]);
     model.setFilter('all');
     await model.refresh();
-    expect(server.calls[1].query.pipeline_uuid).toBeUndefined();
+    expect(server.calls[2].query.pipeline_uuid).toBeUndefined();
+    expect(server.calls).toHaveLength(3);
+    expect(model.state.runsScope).toBeNull();
+    expect(model.state.runs).toEqual([]);
     expect(model.visibleSchedules.map(s => s.id)).toEqual([1, 2]);
     expect(model.state.lastUpdated?.toISOString()).toBe('2026-12-01T12:00:00.000Z');
   });
@@ -231,5 +243,89 @@ describe('PanelModel', () => {
     server.on('GET', 'pipeline_schedules', () => list('pipeline_schedules', []));
     await model.refresh();
     expect(model.state.connectionError).toBeNull();
+  });
+});
+
+describe('alerts', () => {
+  it('alerts runs seen in progress that fail, and newly breached SLAs, once', () => {
+    const before = [run({ id: 1, status: 'running' }), run({ id: 2, status: 'completed' }), run({ id: 3, status: 'failed' })];
+    const after = [
+      run({ id: 1, status: 'failed', metrics: { error: 'Traceback\nZeroDivisionError: division by zero' } }),
+      run({ id: 2, status: 'completed', sla_breached: true }),
+      run({ id: 3, status: 'failed' }),
+      run({ id: 4, status: 'failed' })
+    ];
+    const alerts = runAlerts(before, after, new Map([[1, 'nightly']]));
+    expect(alerts.map(a => [a.kind, a.runId])).toEqual([
+      ['failure', 1],
+      ['sla_breach', 2]
+    ]);
+    expect(alerts[0].text).toBe('nightly: run 1 failed: ZeroDivisionError: division by zero');
+    expect(alertKey(alerts[0])).toBe('failure:1');
+    expect(runAlerts(after, after)).toEqual([]);
+  });
+
+  it('tells listeners when a shown run fails between two refreshes', async () => {
+    let status = 'running';
+    const server = new FakeServer()
+      .on('GET', 'pipeline_schedules', () => list('pipeline_schedules', [schedule({ id: 1, name: 'nightly' })]))
+      .on('GET', 'pipeline_schedules/1/pipeline_runs', () =>
+        list('pipeline_runs', [run({ id: 9, pipeline_schedule_id: 1, status })])
+      );
+    const model = setup(server);
+    model.setFilter('all');
+    await model.refresh();
+    await model.selectSchedule(1);
+    const seen: string[] = [];
+    model.onAlert(a => seen.push(a.text));
+    await model.refresh();
+    expect(seen).toEqual([]);
+    status = 'failed';
+    await model.refresh();
+    expect(seen).toEqual(['nightly: run 9 failed']);
+  });
+});
+
+describe('tokens, notebook runs, deletion', () => {
+  it('keeps a token seen once and builds the trigger URL with it', async () => {
+    const server = new FakeServer().on('PUT', 'pipeline_schedules/5', req => {
+      expect(req.body).toEqual({ pipeline_schedule: { rotate_token: true } });
+      return { pipeline_schedule: schedule({ id: 5, schedule_type: 'api', token: 'tok-new-123456789', token_hint: 'tok-' }) };
+    });
+    const model = setup(server);
+    expect(model.triggerUrl(5)).toEqual({
+      url: `${BASE}mage/api/pipeline_schedules/5/pipeline_runs/<token>`,
+      hasToken: false
+    });
+    const url = await model.rotateToken(5);
+    expect(url).toBe(`${BASE}mage/api/pipeline_schedules/5/pipeline_runs/tok-new-123456789`);
+    expect(model.triggerUrl(5)).toEqual({ url, hasToken: true });
+  });
+
+  it('runs the notebook in focus on its own and selects the new run', async () => {
+    const server = new FakeServer().on('POST', 'pipeline_runs', req => ({
+      pipeline_run: run({ id: 77, pipeline_schedule_id: null, pipeline_uuid: (req.body as any).pipeline_run.pipeline_uuid, status: 'initial' })
+    }));
+    const model = setup(server);
+    model.setNotebookPath('etl/daily.ipynb');
+    const created = await model.runNotebook('etl/daily', { x: 1 });
+    expect(server.calls[0].body).toEqual({ pipeline_run: { pipeline_uuid: 'etl/daily', variables: { x: 1 } } });
+    expect(created.id).toBe(77);
+    expect(model.state.runsScope).toBe('notebook');
+    expect(model.state.selectedRunId).toBe(77);
+  });
+
+  it('deletes a schedule and drops its selection', async () => {
+    const server = new FakeServer()
+      .on('GET', 'pipeline_schedules', () => list('pipeline_schedules', [schedule({ id: 1 }), schedule({ id: 2 })]))
+      .on('GET', 'pipeline_schedules/2/pipeline_runs', () => list('pipeline_runs', []))
+      .on('DELETE', 'pipeline_schedules/2', () => new Response(null, { status: 204 }));
+    const model = setup(server);
+    model.setFilter('all');
+    await model.refresh();
+    await model.selectSchedule(2);
+    await model.deleteSchedule(2);
+    expect(model.visibleSchedules.map(s => s.id)).toEqual([1]);
+    expect(model.state.selectedScheduleId).toBeNull();
   });
 });
