@@ -55,6 +55,16 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         "JUPYTERLAB_SETTINGS_DIR": str(base / "settings"),
         "JUPYTERLAB_WORKSPACES_DIR": str(base / "workspaces"),
     }
+    # No "official Jupyter news?" toast over the panel's own.
+    news = (
+        base
+        / "settings"
+        / "@jupyterlab"
+        / "apputils-extension"
+        / "notification.jupyterlab-settings"
+    )
+    news.parent.mkdir(parents=True, exist_ok=True)
+    news.write_text(json.dumps({"fetchNews": "false"}), "utf-8")
     with live_server(root, app="jupyterlab", env=env) as server:
         server.settings_dir = base / "settings"
         yield server
@@ -77,6 +87,7 @@ def call(server: LiveServer, method: str, path: str, body: object = None) -> dic
 def test_the_panel_lists_toggles_runs_and_shows_errors(lab: LiveServer, theme: str) -> None:
     from playwright.sync_api import expect, sync_playwright
 
+    expect.set_options(timeout=PAGE_TIMEOUT_MS)
     shots = ARTIFACTS / theme
     shots.mkdir(parents=True, exist_ok=True)
     created = call(
@@ -156,6 +167,186 @@ def test_the_panel_lists_toggles_runs_and_shows_errors(lab: LiveServer, theme: s
             page.screenshot(path=str(shots / "4-error.png"))
             panel.get_by_label("Dismiss error").click()
             expect(panel.locator(".jp-MageNbSched-error")).to_have_count(0)
+        finally:
+            browser.close()
+    ours = [error for error in errors if "mage" in error.lower() or "schedul" in error.lower()]
+    assert not ours, ours
+
+
+def _open_lab(
+    playwright: Any, lab: LiveServer, theme: str, notebook: str, errors: list[str]
+) -> Any:
+    """A page of the lab in ``theme`` with ``notebook`` open and the panel shown."""
+    from playwright.sync_api import expect
+
+    assert lab.settings_dir is not None
+    themes = lab.settings_dir / "@jupyterlab" / "apputils-extension" / "themes.jupyterlab-settings"
+    themes.parent.mkdir(parents=True, exist_ok=True)
+    themes.write_text(json.dumps({"theme": f"JupyterLab {theme.title()}"}), "utf-8")
+    browser = playwright.chromium.launch(
+        executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-dev-shm-usage"]
+    )
+    context = browser.new_context(viewport={"width": 1500, "height": 1000})
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=lab.url.split("/a")[0])
+    page = context.new_page()
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{lab.url}lab/tree/{notebook}?token={lab.token}&reset")
+    page.wait_for_selector(".jp-NotebookPanel")
+    expect(page.locator("body")).to_have_attribute(
+        "data-jp-theme-name", f"JupyterLab {theme.title()}"
+    )
+    return browser, page
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_a_new_user_schedules_runs_debugs_and_backfills_a_notebook(
+    lab: LiveServer, theme: str
+) -> None:
+    """Everything from the notebook's own toolbar: create a schedule in the form (a server
+    error shown under its field first), run it and open the executed notebook, pause and resume,
+    a failing run's traceback and toast, a backfill to the end, and the notebook's context menu
+    running it on its own."""
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=PAGE_TIMEOUT_MS)
+    shots = ARTIFACTS / theme / "flows"
+    shots.mkdir(parents=True, exist_ok=True)
+    name = f"flow_{theme}"
+    write_notebook(
+        lab.root / f"{name}.ipynb",
+        [
+            "print('flow step one', 6 * 7)",
+            "if mage_nb_sched_variables.get('explode'):\n"
+            "    raise ValueError('exploded on purpose')",
+        ],
+    )
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        browser, page = _open_lab(playwright, lab, theme, f"{name}.ipynb", errors)
+        try:
+            # 1. The notebook toolbar's button opens the panel with the create form.
+            page.locator('[data-command="mage-nb-sched:schedule-notebook"]').first.click()
+            panel = page.locator("#mage-nb-sched-panel")
+            form = panel.locator('form[data-form="schedule"]')
+            expect(form).to_be_visible()
+            expect(form).to_contain_text(name)
+            form.locator('[name="name"]').fill(f"nightly {theme}")
+            form.locator('[name="schedule_interval"]').select_option("custom")
+            form.locator('[name="cron"]').fill("61 * * * *")
+            form.locator('[name="timezone"]').fill("Europe/Paris")
+            form.locator('button[type="submit"]').click()
+            # The server's message and fix, under the field it names; nothing saved.
+            field_error = form.locator('.jp-MageNbSched-field-error[data-field="cron"]')
+            expect(field_error).to_contain_text("out of range")
+            expect(field_error).to_contain_text("5-field cron expression")
+            expect(form.locator('[name="cron"]')).to_have_attribute("aria-invalid", "true")
+            assert (
+                call(lab, "GET", f"pipeline_schedules?pipeline_uuid={name}")["pipeline_schedules"]
+                == []
+            )
+            page.screenshot(path=str(shots / "1-form-error.png"))
+            form.locator('[name="cron"]').fill("0 6 * * *")
+            form.locator('button[type="submit"]').click()
+            expect(form).to_have_count(0)
+            row = panel.locator("[data-schedule-id]").filter(has_text=f"nightly {theme}")
+            expect(row).to_be_visible()
+            expect(row).to_contain_text("0 6 * * *")
+            expect(row).to_contain_text("Europe/Paris")
+            schedule_id = int(row.get_attribute("data-schedule-id") or 0)
+            stored = call(lab, "GET", f"pipeline_schedules/{schedule_id}")["pipeline_schedule"]
+            assert stored["schedule_interval"] == "0 6 * * *"
+            assert stored["settings"]["timezone"] == "Europe/Paris"
+            page.screenshot(path=str(shots / "2-created.png"))
+
+            # 2. Activate, run now: it completes with its blocks; open the executed notebook.
+            row.locator('[data-action="toggle"]').click()
+            expect(row).to_have_attribute("data-status", "active")
+            row.locator('[data-action="run-now"]').click()
+            first = panel.locator("[data-run-id]").first
+            expect(first).to_have_attribute("data-status", re.compile("completed|failed"))
+            expect(first).to_have_attribute("data-status", "completed")
+            if first.get_attribute("aria-expanded") != "true":
+                first.click()
+            blocks = panel.locator(".jp-MageNbSched-block")
+            expect(blocks).to_have_count(2)
+            expect(blocks.nth(0)).to_contain_text("completed")
+            expect(panel.locator(".jp-MageNbSched-timeline rect")).not_to_have_count(0)
+            page.screenshot(path=str(shots / "3-run-completed.png"))
+            panel.locator('[data-action="open-notebook"]').click()
+            run_id = int(first.get_attribute("data-run-id") or 0)
+            executed = page.locator(f'.jp-NotebookPanel[data-mage-run-id="{run_id}"]')
+            expect(executed.locator(".jp-OutputArea-output").first).to_contain_text(
+                "flow step one 42"
+            )
+            page.screenshot(path=str(shots / "4-executed-notebook.png"))
+            # The panel stayed open beside it (a click on its tab now would collapse it).
+            expect(panel).to_be_visible()
+            # Back to the notebook: the panel follows the notebook in focus.
+            page.locator("#jp-main-dock-panel .lm-TabBar-tab").filter(
+                has_text=f"{name}.ipynb"
+            ).first.click()
+
+            # 3. Pause and resume from the row.
+            row.locator('[data-action="toggle"]').click()
+            expect(row).to_have_attribute("data-status", "inactive")
+            assert (
+                call(lab, "GET", f"pipeline_schedules/{schedule_id}")["pipeline_schedule"]["status"]
+                == "inactive"
+            )
+            row.locator('[data-action="toggle"]').click()
+            expect(row).to_have_attribute("data-status", "active")
+
+            # 4. A failing run: its status, its traceback, and a toast.
+            row.locator(".jp-MageNbSched-variables").fill('{"explode": true}')
+            row.locator('[data-action="run-now"]').click()
+            failing = panel.locator("[data-run-id]").first
+            expect(failing).to_have_attribute("data-status", "failed")
+            expect(failing).to_contain_text("failed")
+            if failing.get_attribute("aria-expanded") != "true":
+                failing.click()
+            expect(panel.locator(".jp-MageNbSched-traceback").first).to_contain_text(
+                "exploded on purpose"
+            )
+            expect(page.locator(".Toastify__toast").filter(has_text="failed").first).to_be_visible()
+            page.screenshot(path=str(shots / "5-failed-run.png"))
+
+            # 5. A small backfill, to the end, with its progress.
+            panel.locator('[data-action="backfill"]').click()
+            backfill = panel.locator('form[data-form="backfill"]')
+            expect(backfill).to_be_visible()
+            backfill.locator('[name="interval_type"]').select_option("day")
+            backfill.locator('button[type="submit"]').click()
+            status = panel.locator("[data-backfill-status]")
+            expect(status).to_have_attribute("data-backfill-status", "completed")
+            expect(status).to_contain_text("3 of 3")
+            backfill_id = int(
+                panel.locator("[data-backfill-id]").get_attribute("data-backfill-id") or 0
+            )
+            stored_backfill = call(lab, "GET", f"backfills/{backfill_id}")["backfill"]
+            assert stored_backfill["status"] == "completed"
+            assert stored_backfill["progress"]["completed"] == 3
+            page.screenshot(path=str(shots / "6-backfill.png"))
+
+            # 6. The notebook's context menu runs it on its own, outside any schedule.
+            page.locator(".jp-NotebookPanel .jp-Cell").first.click(button="right")
+            page.locator(".lm-Menu-item").filter(has_text="Run this notebook now").click()
+            started = page.locator(".Toastify__toast").filter(
+                has_text=re.compile(rf"Run \d+ of {name} started")
+            )
+            expect(started).to_be_visible()
+            found = re.search(r"Run (\d+) of", started.inner_text())
+            assert found, started.inner_text()
+            adhoc_id = int(found.group(1))
+            adhoc = panel.locator(f'li[data-run-id="{adhoc_id}"]')
+            expect(adhoc).to_have_attribute("data-status", "completed")
+            expect(panel.locator(".jp-MageNbSched-history h3")).to_have_text(f"Runs of {name}")
+            adhoc_run = call(lab, "GET", f"pipeline_runs/{adhoc_id}")["pipeline_run"]
+            assert adhoc_run["pipeline_schedule_id"] is None
+            assert adhoc_run["pipeline_uuid"] == name
+            page.screenshot(path=str(shots / "7-adhoc-run.png"))
         finally:
             browser.close()
     ours = [error for error in errors if "mage" in error.lower() or "schedul" in error.lower()]
