@@ -16,6 +16,7 @@ import json
 import os
 import re
 import tempfile
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -187,7 +188,8 @@ def _open_lab(
         executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-dev-shm-usage"]
     )
     context = browser.new_context(viewport={"width": 1500, "height": 1000})
-    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=lab.url.split("/a")[0])
+    origin = "{0.scheme}://{0.netloc}".format(urllib.parse.urlsplit(lab.url))
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=origin)
     page = context.new_page()
     page.set_default_timeout(PAGE_TIMEOUT_MS)
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
@@ -347,6 +349,127 @@ def test_a_new_user_schedules_runs_debugs_and_backfills_a_notebook(
             assert adhoc_run["pipeline_schedule_id"] is None
             assert adhoc_run["pipeline_uuid"] == name
             page.screenshot(path=str(shots / "7-adhoc-run.png"))
+        finally:
+            browser.close()
+    ours = [error for error in errors if "mage" in error.lower() or "schedul" in error.lower()]
+    assert not ours, ours
+
+
+#: Every control of the panel: what a screen reader announces for it (empty: nothing).
+_NAMELESS_CONTROLS_JS = """
+root => [...root.querySelectorAll('button, input, select, textarea, [role=button], [role=switch]')]
+  .filter(e => e.offsetParent !== null)
+  .filter(e => !((e.getAttribute('aria-label') || '').trim()
+    || (e.labels && [...e.labels].some(l => l.textContent.trim()))
+    || (e.tagName === 'BUTTON' && e.textContent.trim())
+    || (e.getAttribute('title') || '').trim()))
+  .map(e => e.outerHTML.slice(0, 120))
+"""
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_api_trigger_url_sla_toast_edit_keyboard_and_palette(lab: LiveServer, theme: str) -> None:
+    """An API-triggered schedule: its trigger URL copied (placeholder, then a new token after a
+    confirmation), called from outside to start a run that misses its SLA (a toast says so);
+    the schedule edited in the form; the rows worked from the keyboard; every control named;
+    the palette's command opening the form."""
+    import requests
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=PAGE_TIMEOUT_MS)
+    shots = ARTIFACTS / theme / "api"
+    shots.mkdir(parents=True, exist_ok=True)
+    name = f"slow_{theme}"
+    write_notebook(lab.root / f"{name}.ipynb", ["import time\ntime.sleep(4)", "print('slept')"])
+    created = call(
+        lab,
+        "POST",
+        "pipeline_schedules",
+        {
+            "pipeline_schedule": {
+                "name": f"webhook {theme}",
+                "pipeline_uuid": name,
+                "schedule_type": "api",
+                "status": "active",
+                "sla": 1,
+            }
+        },
+    )["pipeline_schedule"]
+    schedule_id = created["id"]
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        browser, page = _open_lab(playwright, lab, theme, f"{name}.ipynb", errors)
+        try:
+            page.locator('.lm-TabBar-tab[data-id="mage-nb-sched-panel"]').click()
+            panel = page.locator("#mage-nb-sched-panel")
+            row = panel.locator(f'[data-schedule-id="{schedule_id}"]')
+            expect(row).to_contain_text("on API call")
+            # Keyboard: the row is a button; Enter selects it (its runs and actions show).
+            row.focus()
+            page.keyboard.press("Enter")
+            expect(row).to_have_attribute("aria-expanded", "true")
+
+            # The trigger URL: a placeholder until this session has seen a token.
+            panel.locator('[data-action="copy-url"]').click()
+            copied = page.evaluate("navigator.clipboard.readText()")
+            assert copied == f"{lab.api}pipeline_schedules/{schedule_id}/pipeline_runs/<token>"
+            panel.locator('[data-action="new-token"]').click()
+            dialog = page.locator(".jp-Dialog")
+            expect(dialog).to_contain_text("stops working")
+            dialog.locator(".jp-Dialog-button.jp-mod-warn").click()
+            expect(panel.locator(".jp-MageNbSched-trigger")).not_to_contain_text("<token>")
+            url = page.evaluate("navigator.clipboard.readText()")
+            assert url.startswith(f"{lab.api}pipeline_schedules/{schedule_id}/pipeline_runs/")
+            assert "<token>" not in url
+            page.screenshot(path=str(shots / "1-trigger-url.png"))
+
+            # Called from outside with the copied URL: a run that misses its 1 s SLA.
+            answer = requests.post(url, json={"source": "browser test"}, timeout=60)
+            assert answer.status_code == 201, answer.text
+            run_id = answer.json()["pipeline_run"]["id"]
+            run_row = panel.locator(f'li[data-run-id="{run_id}"]')
+            expect(run_row).to_be_visible()
+            toast = page.locator(".Toastify__toast").filter(has_text="missed its SLA")
+            expect(toast).to_contain_text(f"webhook {theme}: run {run_id} missed its SLA")
+            expect(run_row).to_contain_text("SLA breached")
+            expect(run_row).to_have_attribute("data-status", "completed")
+            page.screenshot(path=str(shots / "2-sla-toast.png"))
+
+            # Edit in the form: the SLA raised to two minutes.
+            panel.locator('[data-action="edit"]').click()
+            form = panel.locator('form[data-form="schedule"]')
+            expect(form.locator('[name="sla"]')).to_have_value("1")
+            form.locator('[name="sla"]').fill("120")
+            form.locator('button[type="submit"]').click()
+            expect(form).to_have_count(0)
+            stored = call(lab, "GET", f"pipeline_schedules/{schedule_id}")["pipeline_schedule"]
+            assert stored["sla"] == 120 and stored["schedule_type"] == "api"
+
+            # Every visible control of the panel has a name, with a form open too.
+            panel.locator('[data-action="new-schedule"]').click()
+            expect(form).to_be_visible()
+            nameless = panel.evaluate(_NAMELESS_CONTROLS_JS)
+            assert nameless == [], nameless
+            page.screenshot(path=str(shots / "3-form-open.png"))
+            # Escape closes the form and leaves the panel where it was.
+            form.locator('[name="name"]').focus()
+            page.keyboard.press("Escape")
+            expect(form).to_have_count(0)
+            expect(row).to_have_attribute("aria-expanded", "true")
+
+            # The command palette has the commands; "Schedule this notebook…" opens the form.
+            page.locator(".jp-NotebookPanel .jp-Cell").first.click()
+            page.locator(".lm-MenuBar-itemLabel").filter(has_text="View").click()
+            page.locator(".lm-Menu-itemLabel").filter(has_text="Activate Command Palette").click()
+            palette = page.locator(".lm-CommandPalette-input")
+            expect(palette).to_be_focused()
+            palette.fill("schedule this notebook")
+            item = page.locator(".lm-CommandPalette-item").filter(has_text="Schedule this notebook")
+            expect(item).to_be_visible()
+            item.click()
+            expect(form).to_be_visible()
+            expect(form).to_contain_text(name)
         finally:
             browser.close()
     ours = [error for error in errors if "mage" in error.lower() or "schedul" in error.lower()]
