@@ -47,6 +47,7 @@ FIELDS = {
     "pipeline_runs_count",
     "last_pipeline_run_status",
     "pipeline_in_progress_runs_count",
+    "sla_breached_runs_count",
     "event_matchers",
 }
 
@@ -328,7 +329,14 @@ def test_the_computed_fields_count_the_runs_and_match_the_service(
     idle = on_server_loop(create(api, name="idle", schedule_type="api"))
     # Runs as history: an old one still waiting, then two finished; the newest one failed.
     run_service.create_run(store, pipeline_schedule_id=timed["id"], status="initial")
-    run_service.create_run(store, pipeline_schedule_id=timed["id"], status="completed")
+    breached = run_service.create_run(store, pipeline_schedule_id=timed["id"], status="completed")
+    # Flagged as the scheduler's SLA check does (create_run does not take the flag).
+    with store.write_engine.begin() as connection:
+        connection.execute(
+            schema.pipeline_run.update()
+            .where(schema.pipeline_run.c.id == breached.id)
+            .values(sla_breached=True)
+        )
     run_service.create_run(store, pipeline_schedule_id=timed["id"], status="failed")
     # Runtimes of about three days: the next landing run is created days ahead, so the next
     # execution date differs from the one without history.
@@ -352,6 +360,8 @@ def test_the_computed_fields_count_the_runs_and_match_the_service(
     assert timed_json["pipeline_runs_count"] == 3
     assert timed_json["pipeline_in_progress_runs_count"] == 1
     assert timed_json["last_pipeline_run_status"] == "failed"
+    assert timed_json["sla_breached_runs_count"] == 1
+    assert by_id[idle["id"]]["sla_breached_runs_count"] == 0
     assert one.json["pipeline_schedule"] == timed_json
     assert by_id[idle["id"]]["pipeline_runs_count"] == 0
     assert by_id[idle["id"]]["last_pipeline_run_status"] is None
@@ -362,6 +372,7 @@ def test_the_computed_fields_count_the_runs_and_match_the_service(
         stats = schedule_service.schedule_stats(store, schedule_id)
         assert item["pipeline_runs_count"] == stats.pipeline_runs_count
         assert item["pipeline_in_progress_runs_count"] == stats.pipeline_in_progress_runs_count
+        assert item["sla_breached_runs_count"] == stats.sla_breaches
         last = stats.last_pipeline_run_status
         assert item["last_pipeline_run_status"] == (None if last is None else last.value)
         record = schedule_service.get_schedule(store, schedule_id)

@@ -62,6 +62,7 @@ READ_ONLY_FIELDS = frozenset(
         "pipeline_runs_count",
         "last_pipeline_run_status",
         "pipeline_in_progress_runs_count",
+        "sla_breached_runs_count",
     }
 )
 #: Top-level body keys accepted beside the envelope: Mage's clients send ``api_key`` (Mage's

@@ -462,6 +462,7 @@ class ScheduleView:
             "pipeline_runs_count": self.stats.pipeline_runs_count,
             "last_pipeline_run_status": self.stats.last_pipeline_run_status,
             "pipeline_in_progress_runs_count": self.stats.pipeline_in_progress_runs_count,
+            "sla_breached_runs_count": self.stats.sla_breaches,
             "event_matchers": list(self.event_matchers),
         }
 
