@@ -4,7 +4,7 @@ real ``jupyter lab`` (its own process, loopback) with the extension installed by
 In light and dark theme: the panel's sidebar tab opens it, a schedule made through REST is
 listed, activated with its toggle, run now — the run row reaches ``completed`` and its block log
 opens —, paused, and a server error (the schedule deleted behind the panel's back) is shown and
-dismissed. Screenshots of each step are saved under ``$TMPDIR/mage-nb-sched-ui/``.
+dismissed. Screenshots of each step are saved under :data:`ARTIFACTS`.
 
 Needs ``/usr/bin/chromium`` (``.ci/run`` installs it with apt); without it the test is skipped
 with that reason, and fails instead under ``$MAGE_NB_SCHED_REQUIRE_BROWSER`` (CI).
@@ -32,7 +32,12 @@ SKIP_REASON = (
     f"needs Debian's chromium at {CHROMIUM} (apt-get install chromium; .ci/run installs it "
     f"and sets {REQUIRE_ENV}=1)"
 )
-ARTIFACTS = Path(tempfile.gettempdir()) / "mage-nb-sched-ui"
+#: Screenshots of every step: ``$MAGE_NB_SCHED_UI_ARTIFACTS`` (``.ci/run`` sets it to the clone's
+#: ``test-artifacts/ui``), else ``$TMPDIR/mage-nb-sched-ui``.
+ARTIFACTS = Path(
+    os.environ.get("MAGE_NB_SCHED_UI_ARTIFACTS")
+    or Path(tempfile.gettempdir()) / "mage-nb-sched-ui"
+)
 #: Generous: a cold JupyterLab page in a shared 2-core machine.
 PAGE_TIMEOUT_MS = 90_000
 
@@ -405,12 +410,19 @@ def test_api_trigger_url_sla_toast_edit_keyboard_and_palette(lab: LiveServer, th
             panel = page.locator("#mage-nb-sched-panel")
             row = panel.locator(f'[data-schedule-id="{schedule_id}"]')
             expect(row).to_contain_text("on API call")
-            # Keyboard: the row is a button; Enter selects it (its runs and actions show).
-            row.focus()
+            # Keyboard: Tab reaches the row's "Runs" button; Enter opens the runs and actions.
+            disclose = row.locator('[data-action="select"]')
+            row.locator('[data-action="run-now"]').focus()
+            page.keyboard.press("Tab")
+            expect(disclose).to_be_focused()
             page.keyboard.press("Enter")
-            expect(row).to_have_attribute("aria-expanded", "true")
+            expect(disclose).to_have_attribute("aria-expanded", "true")
+            expect(row).to_have_attribute("aria-current", "true")
+            # A render (the poll) keeps the focus where it was.
+            expect(disclose).to_be_focused()
 
             # The trigger URL: a placeholder until this session has seen a token.
+            expect(panel.locator('[data-action="copy-url"]')).to_have_text("Copy URL template")
             panel.locator('[data-action="copy-url"]').click()
             copied = page.evaluate("navigator.clipboard.readText()")
             assert copied == f"{lab.api}pipeline_schedules/{schedule_id}/pipeline_runs/<token>"
@@ -456,7 +468,9 @@ def test_api_trigger_url_sla_toast_edit_keyboard_and_palette(lab: LiveServer, th
             form.locator('[name="name"]').focus()
             page.keyboard.press("Escape")
             expect(form).to_have_count(0)
-            expect(row).to_have_attribute("aria-expanded", "true")
+            expect(disclose).to_have_attribute("aria-expanded", "true")
+            # …and the focus goes back to the button that opened it.
+            expect(panel.locator('[data-action="new-schedule"]')).to_be_focused()
 
             # The command palette has the commands; "Schedule this notebook…" opens the form.
             page.locator(".jp-NotebookPanel .jp-Cell").first.click()

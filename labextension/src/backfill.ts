@@ -8,8 +8,11 @@
  * at midnight in Paris, as the schedule's own runs would.
  */
 import { ApiClient, ApiError } from './api';
+import { FieldError, errorTexts } from './errors';
+import { parseJsonObject } from './json';
 import { scheduleTimezone } from './model';
 import { DEFAULT_BACKOFF, IBackoffOptions, ITimer, Poller } from './poller';
+import { IWall, addDays, formatWall, safeTimeZone, wallInZone, wallToIso, wallToMs } from './time';
 import type { IPipelineSchedule, RunStatus } from './types';
 
 export type IntervalType = 'second' | 'minute' | 'hour' | 'day' | 'week' | 'month' | 'year';
@@ -124,171 +127,8 @@ export function inputForField(field: string | null | undefined): keyof IBackfill
   }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Wall-clock times in a time zone (no library: Intl knows the zones' offsets)
-
-interface IWall {
-  year: number;
-  month: number; // 1..12
-  day: number;
-  hour: number;
-  minute: number;
-  second: number;
-}
-
-const WALL_RE = /^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?$/;
-
-/** `YYYY-MM-DDTHH:MM[:SS]` as its parts, or null when it is not that (or not a real date). */
-export function parseWall(text: string): IWall | null {
-  const m = WALL_RE.exec(text.trim());
-  if (!m) {
-    return null;
-  }
-  const wall: IWall = {
-    year: Number(m[1]),
-    month: Number(m[2]),
-    day: Number(m[3]),
-    hour: Number(m[4]),
-    minute: Number(m[5]),
-    second: m[6] ? Number(m[6]) : 0
-  };
-  // Date.UTC rolls 2024-02-30 over into March; a date that does not round-trip is not real.
-  const d = new Date(wallMs(wall));
-  if (
-    d.getUTCFullYear() !== wall.year ||
-    d.getUTCMonth() + 1 !== wall.month ||
-    d.getUTCDate() !== wall.day ||
-    wall.hour > 23 ||
-    wall.minute > 59 ||
-    wall.second > 59
-  ) {
-    return null;
-  }
-  return wall;
-}
-
-function wallMs(wall: IWall): number {
-  const d = new Date(0);
-  // setUTCFullYear, unlike Date.UTC, does not map years 0..99 onto 1900..1999.
-  d.setUTCFullYear(wall.year, wall.month - 1, wall.day);
-  d.setUTCHours(wall.hour, wall.minute, wall.second, 0);
-  return d.getTime();
-}
-
-function wallOf(ms: number): IWall {
-  const d = new Date(ms);
-  return {
-    year: d.getUTCFullYear(),
-    month: d.getUTCMonth() + 1,
-    day: d.getUTCDate(),
-    hour: d.getUTCHours(),
-    minute: d.getUTCMinutes(),
-    second: d.getUTCSeconds()
-  };
-}
-
-const formatters = new Map<string, Intl.DateTimeFormat>();
-
-function zoneFormatter(timeZone: string): Intl.DateTimeFormat {
-  let f = formatters.get(timeZone);
-  if (!f) {
-    f = new Intl.DateTimeFormat('en-US', {
-      timeZone,
-      hourCycle: 'h23',
-      year: 'numeric',
-      month: '2-digit',
-      day: '2-digit',
-      hour: '2-digit',
-      minute: '2-digit',
-      second: '2-digit'
-    });
-    formatters.set(timeZone, f);
-  }
-  return f;
-}
-
-/** A zone Intl knows, else UTC (a schedule's settings may name one this browser lacks). */
-export function safeTimeZone(timeZone: string): string {
-  try {
-    zoneFormatter(timeZone);
-    return timeZone;
-  } catch {
-    return 'UTC';
-  }
-}
-
-/** The wall-clock time in `timeZone` at the instant `ms`. */
-export function wallInZone(ms: number, timeZone: string): IWall {
-  const parts: Record<string, number> = {};
-  for (const part of zoneFormatter(safeTimeZone(timeZone)).formatToParts(new Date(ms))) {
-    if (part.type !== 'literal') {
-      parts[part.type] = Number(part.value);
-    }
-  }
-  return {
-    year: parts.year,
-    month: parts.month,
-    day: parts.day,
-    hour: parts.hour % 24,
-    minute: parts.minute,
-    second: parts.second
-  };
-}
-
-/** Minutes `timeZone` is ahead of UTC at the instant `ms`. */
-function offsetMinutes(ms: number, timeZone: string): number {
-  const wall = wallMs(wallInZone(ms, timeZone));
-  return Math.round((wall - Math.floor(ms / 1000) * 1000) / 60000);
-}
-
-function pad(n: number, width = 2): string {
-  return String(n).padStart(width, '0');
-}
-
-function formatOffset(minutes: number): string {
-  const sign = minutes < 0 ? '-' : '+';
-  const abs = Math.abs(minutes);
-  return `${sign}${pad(Math.floor(abs / 60))}:${pad(abs % 60)}`;
-}
-
-/** A wall time as the datetime-local text `YYYY-MM-DDTHH:MM` (seconds only when not 0). */
-export function formatWall(wall: IWall): string {
-  const base =
-    `${pad(wall.year, 4)}-${pad(wall.month)}-${pad(wall.day)}` +
-    `T${pad(wall.hour)}:${pad(wall.minute)}`;
-  return wall.second ? `${base}:${pad(wall.second)}` : base;
-}
-
-/**
- * A wall time in `timeZone` as ISO-8601 with that zone's offset then
- * (`2024-01-01T00:00:00+01:00`); null when the text is not a date-time. A time skipped by a
- * DST change is moved forward by the gap (02:30 on a spring-forward night reads as 03:30); a
- * time that happens twice reads as the later one.
- */
-export function wallToIso(text: string, timeZone: string): string | null {
-  const wall = parseWall(text);
-  if (!wall) {
-    return null;
-  }
-  const zone = safeTimeZone(timeZone);
-  const guess = wallMs(wall);
-  // The offset at the instant the wall time would be in UTC, then again at the corrected
-  // instant: two steps settle every zone (the offset changes at most once nearby).
-  let offset = offsetMinutes(guess, zone);
-  const second = offsetMinutes(guess - offset * 60000, zone);
-  if (second !== offset) {
-    offset = second;
-  }
-  const instant = guess - offset * 60000;
-  const shown = wallInZone(instant, zone);
-  return `${formatWall(shown).slice(0, 16)}:${pad(shown.second)}${formatOffset(offsetMinutes(instant, zone))}`;
-}
-
-/** Milliseconds since the epoch of a wall time in `timeZone`, or NaN. */
-export function wallToMs(text: string, timeZone: string): number {
-  const iso = wallToIso(text, timeZone);
-  return iso === null ? NaN : Date.parse(iso);
-}
+// Wall-clock times (time.ts, shared with the schedule form), re-exported for the view.
+export { formatWall, parseWall, safeTimeZone, wallInZone, wallToIso, wallToMs } from './time';
 
 // ---------------------------------------------------------------------------------------------
 // The form
@@ -308,10 +148,6 @@ export function suggestedIntervalType(schedule: IPipelineSchedule): IntervalType
     default:
       return 'day';
   }
-}
-
-function addDays(wall: IWall, days: number): IWall {
-  return wallOf(wallMs(wall) + days * 86400000);
 }
 
 /**
@@ -395,27 +231,13 @@ export function validateBackfill(
       fix: `Use a whole number from 1 to ${MAX_INTERVAL_UNITS}, e.g. 1 for every ${values.interval_type || 'day'}.`
     });
   }
-  const text = values.variables.trim();
-  if (text) {
-    let parsed: unknown;
-    let ok = true;
-    try {
-      parsed = JSON.parse(text);
-    } catch (err) {
-      ok = false;
-      errors.push({
-        field: 'variables',
-        message: `Variables are not valid JSON: ${err instanceof Error ? err.message : String(err)}`,
-        fix: 'Write a JSON object, e.g. {"env": "prod"}, or leave it empty.'
-      });
+  try {
+    parseJsonObject(values.variables, 'variables');
+  } catch (err) {
+    if (!(err instanceof FieldError)) {
+      throw err;
     }
-    if (ok && (!parsed || typeof parsed !== 'object' || Array.isArray(parsed))) {
-      errors.push({
-        field: 'variables',
-        message: 'Variables must be a JSON object',
-        fix: 'Write a JSON object, e.g. {"env": "prod"}, or leave it empty.'
-      });
-    }
+    errors.push({ field: err.field, message: err.message, fix: err.fix });
   }
   return errors;
 }
@@ -441,12 +263,9 @@ export function backfillBody(
     interval_type: values.interval_type,
     interval_units: parseUnits(values.interval_units) as number
   };
-  const text = values.variables.trim();
-  if (text) {
-    const variables = JSON.parse(text) as Record<string, unknown>;
-    if (Object.keys(variables).length) {
-      body.variables = variables;
-    }
+  const variables = parseJsonObject(values.variables, 'variables');
+  if (variables && Object.keys(variables).length) {
+    body.variables = variables;
   }
   return { backfill: body };
 }
@@ -454,32 +273,102 @@ export function backfillBody(
 // ---------------------------------------------------------------------------------------------
 // REST
 
-/** `POST backfills` then `PUT backfills/{id}` `{"status": "running"}`: the started backfill. */
-export async function startBackfill(
+/**
+ * `POST backfills` then `PUT backfills/{id}` `{"status": "running"}`: the started backfill.
+ * Throws BackfillFormError before any request when the form is wrong, the server's ApiError
+ * when the create fails, and BackfillStartError (which names the created backfill) when only
+ * the start does — then start it with `startOrResume(..., error.backfillId)`, never by
+ * creating another.
+ */
+export function startBackfill(
   api: ApiClient,
   values: IBackfillFormValues,
   schedule: IPipelineSchedule
 ): Promise<IBackfill> {
-  const body = backfillBody(values, schedule);
-  const created = await api.json<{ backfill: IBackfill }>('POST', 'backfills', {}, body);
+  return startOrResume(api, values, schedule, null);
+}
+
+/**
+ * Start a backfill: with `existingId` null, create it from the form (`POST backfills`) and
+ * start it; with the id of one created before whose start failed, only start that one again
+ * (`PUT backfills/{id}`; the form's values are not sent: its range is fixed once created).
+ * A failed start throws BackfillStartError carrying the id to resume with.
+ */
+export async function startOrResume(
+  api: ApiClient,
+  values: IBackfillFormValues,
+  schedule: IPipelineSchedule,
+  existingId: number | null
+): Promise<IBackfill> {
+  let created: IBackfill | null = null;
+  let id: number;
+  if (existingId === null) {
+    const body = backfillBody(values, schedule);
+    created = (await api.json<{ backfill: IBackfill }>('POST', 'backfills', {}, body)).backfill;
+    id = created.id;
+  } else {
+    id = existingId;
+  }
   try {
-    return await setBackfillStatus(api, created.backfill.id, 'running');
+    return await setBackfillStatus(api, id, 'running');
   } catch (err) {
-    throw new BackfillStartError(created.backfill, err);
+    throw new BackfillStartError(id, created, err);
   }
 }
 
 /** The backfill was created but starting it failed: it exists (status initial), unstarted. */
 export class BackfillStartError extends Error {
   constructor(
-    readonly backfill: IBackfill,
+    /** The backfill to start again (`startOrResume`'s `existingId`). */
+    readonly backfillId: number,
+    /** The create's answer; null when this was a retry of the start alone. */
+    readonly backfill: IBackfill | null,
     readonly reason: unknown
   ) {
     super(
-      `Backfill ${backfill.id} was created but not started: ` +
+      `Backfill ${backfillId} was created but not started: ` +
         (reason instanceof Error ? reason.message : String(reason))
     );
     this.name = 'BackfillStartError';
+  }
+}
+
+/**
+ * The form's start, remembering a backfill it created whose start failed, so the next
+ * attempt starts that one instead of creating a second (the POST succeeded; only the PUT
+ * failed). `label` is the submit button's text; `pendingId` says whether the form's values
+ * still matter (null) or the backfill's range is already fixed.
+ */
+export class BackfillStarter {
+  private pending: number | null = null;
+
+  constructor(
+    private readonly api: ApiClient,
+    private readonly schedule: IPipelineSchedule
+  ) {}
+
+  /** The created, not yet started backfill, or null. */
+  get pendingId(): number | null {
+    return this.pending;
+  }
+
+  /** `Start backfill`, or `Start backfill 12` once backfill 12 exists unstarted. */
+  get label(): string {
+    return this.pending === null ? 'Start backfill' : `Start backfill ${this.pending}`;
+  }
+
+  /** Create and start, or start the pending one; on a failed start the id is kept. */
+  async start(values: IBackfillFormValues): Promise<IBackfill> {
+    try {
+      const started = await startOrResume(this.api, values, this.schedule, this.pending);
+      this.pending = null;
+      return started;
+    } catch (err) {
+      if (err instanceof BackfillStartError) {
+        this.pending = err.backfillId;
+      }
+      throw err;
+    }
   }
 }
 
@@ -508,13 +397,18 @@ async function setBackfillStatus(
   return answer.backfill;
 }
 
-/** The server's field errors as the form's (an ApiError without a field is the form's own). */
+/**
+ * The server's field errors as the form's (an ApiError without a field is the form's own).
+ * The message is the server's without the fix it ends with (`errorTexts`): the fix is shown
+ * once, on its own.
+ */
 export function fieldErrorsOf(err: unknown): IFieldError[] | null {
   if (err instanceof BackfillFormError) {
     return err.errors;
   }
   if (err instanceof ApiError && err.field && inputForField(err.field)) {
-    return [{ field: err.field, message: err.serverMessage || err.message, fix: err.fix ?? '' }];
+    const { message, fix } = errorTexts(err);
+    return [{ field: err.field, message, fix: fix ?? '' }];
   }
   return null;
 }

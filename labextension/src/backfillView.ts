@@ -1,10 +1,13 @@
 /**
  * The backfill dialog of a schedule: a form (range, step, variables), then the started
- * backfill's live progress. Thin DOM over backfill.ts, which holds every rule and is tested.
+ * backfill's live progress. Thin DOM over backfill.ts, which holds every rule and is tested;
+ * fields, errors and Escape are drawn as in the schedule form (formParts.ts).
  */
 import type { ApiClient } from './api';
 import { errorMessage } from './api';
 import {
+  BackfillStartError,
+  BackfillStarter,
   BackfillWatcher,
   IBackfill,
   IBackfillFormValues,
@@ -19,13 +22,23 @@ import {
   inputForField,
   isBackfillFinished,
   progressFraction,
-  safeTimeZone,
-  startBackfill,
   statusText
 } from './backfill';
-import { scheduleTimezone } from './model';
-import type { IPipelineSchedule } from './types';
 import { el } from './dom';
+import { errorTexts } from './errors';
+import {
+  Control,
+  DiscardConfirm,
+  clearFieldErrors,
+  escapeAction,
+  fieldRow,
+  formChanged,
+  showFieldError,
+  showFormErrors
+} from './formParts';
+import { scheduleTimezone } from './model';
+import { safeTimeZone } from './time';
+import type { IPipelineSchedule } from './types';
 
 export interface IBackfillViewOptions {
   api: ApiClient;
@@ -44,15 +57,18 @@ export interface IBackfillViewOptions {
 let counter = 0;
 
 type InputName = keyof IBackfillFormValues;
-type Input = HTMLInputElement | HTMLSelectElement | HTMLTextAreaElement;
 
 export class BackfillView {
   readonly node: HTMLElement;
   private readonly form: HTMLFormElement;
-  private readonly inputs = new Map<InputName, Input>();
+  private readonly inputs = new Map<InputName, Control>();
   private readonly fields = new Map<InputName, HTMLElement>();
   private readonly formError: HTMLElement;
+  private readonly pendingNote: HTMLElement;
   private readonly submit: HTMLButtonElement;
+  private readonly discard: DiscardConfirm;
+  private readonly starter: BackfillStarter;
+  private readonly initial: IBackfillFormValues;
   private readonly progressArea: HTMLElement;
   private readonly progressBar: HTMLProgressElement;
   private readonly statusLine: HTMLElement;
@@ -60,6 +76,7 @@ export class BackfillView {
   private readonly cancelRun: HTMLButtonElement;
   private readonly closeButton: HTMLButtonElement;
   private watcher: BackfillWatcher | null = null;
+  private starting = false;
   private disposed = false;
   private readonly onKey = (ev: KeyboardEvent) => this.handleKey(ev);
 
@@ -68,14 +85,17 @@ export class BackfillView {
     const uid = `jp-MageNbSched-backfill-${++counter}`;
     const zone = safeTimeZone(scheduleTimezone(schedule));
     const values = defaultBackfillValues(schedule, (options.now ?? (() => new Date()))());
+    this.starter = new BackfillStarter(options.api, schedule);
 
     this.node = el('section', {
-      class: 'jp-MageNbSched-backfill',
+      class: 'jp-MageNbSched-backfill jp-MageNbSched-dialog',
       'aria-labelledby': `${uid}-title`,
-      'data-schedule-id': String(schedule.id)
+      // Not data-schedule-id: that names the schedule rows (DESIGN §2), and a locator for a
+      // row must not find this section too.
+      'data-backfill-schedule-id': String(schedule.id)
     });
     this.node.append(
-      el('h3', { class: 'jp-MageNbSched-backfill-title', id: `${uid}-title` }, `Backfill ${schedule.name}`)
+      el('h3', { class: 'jp-MageNbSched-form-title', id: `${uid}-title` }, `Backfill ${schedule.name}`)
     );
 
     this.form = el('form', {
@@ -84,23 +104,18 @@ export class BackfillView {
       novalidate: '',
       'aria-describedby': `${uid}-hint`
     });
+    this.formError = el('div', { class: 'jp-MageNbSched-form-error', role: 'alert', hidden: '' });
     this.form.append(
       el(
         'p',
         { class: 'jp-MageNbSched-hint', id: `${uid}-hint` },
         `One run per step from start to end, both included. Times are in ${zone}.`
-      )
+      ),
+      this.formError
     );
-    const add = (name: InputName, label: string, input: Input): void => {
-      input.id = `${uid}-${name}`;
+    const add = (name: InputName, label: string, input: Control): void => {
       input.name = name;
-      input.classList.add('jp-MageNbSched-input');
-      const field = el(
-        'div',
-        { class: 'jp-MageNbSched-field', 'data-input': name },
-        el('label', { for: input.id }, label),
-        input
-      );
+      const field = fieldRow({ id: `${uid}-${name}`, label, control: input, attrs: { 'data-input': name } });
       this.inputs.set(name, input);
       this.fields.set(name, field);
       this.form.append(field);
@@ -134,18 +149,22 @@ export class BackfillView {
     });
     variables.value = values.variables;
     add('variables', 'Variables (JSON, over the schedule’s)', variables);
+    this.initial = this.values();
 
-    this.formError = el('div', {
-      class: 'jp-MageNbSched-form-error',
-      role: 'alert',
-      hidden: ''
-    });
-    this.submit = el('button', { type: 'submit', class: 'jp-MageNbSched-button jp-MageNbSched-primary' }, 'Start backfill');
+    // Shown once a backfill was created but its start failed (see onSubmit).
+    this.pendingNote = el('p', { class: 'jp-MageNbSched-hint', hidden: '' });
+    this.submit = el(
+      'button',
+      { type: 'submit', class: 'jp-MageNbSched-button jp-MageNbSched-primary' },
+      this.starter.label
+    );
     const cancelForm = el('button', { type: 'button', class: 'jp-MageNbSched-button' }, 'Cancel');
     cancelForm.addEventListener('click', () => this.close());
+    this.discard = new DiscardConfirm('Discard this backfill’s settings?', () => this.close());
     this.form.append(
-      this.formError,
-      el('div', { class: 'jp-MageNbSched-form-buttons' }, this.submit, cancelForm)
+      this.pendingNote,
+      el('div', { class: 'jp-MageNbSched-form-buttons' }, this.submit, cancelForm),
+      this.discard.node
     );
     this.form.addEventListener('submit', ev => {
       ev.preventDefault();
@@ -216,88 +235,97 @@ export class BackfillView {
     this.options.onClose();
   }
 
+  /** Unsaved work: the form is shown and holds other values than it opened with. */
+  private get isChanged(): boolean {
+    return !this.form.hidden && formChanged(this.initial, this.values());
+  }
+
   private handleKey(ev: KeyboardEvent): void {
-    if (ev.key === 'Escape') {
-      ev.preventDefault();
-      ev.stopPropagation();
+    const action = escapeAction(ev, this.isChanged, this.discard.isShown);
+    if (action === 'none') {
+      return;
+    }
+    // No stopPropagation: JupyterLab's shortcuts listen in the capture phase and have seen
+    // the key already, and this view is not inside a schedule row, whose handlers it could reach.
+    ev.preventDefault();
+    if (action === 'keep') {
+      this.discard.hide();
+    } else if (action === 'ask') {
+      this.discard.show();
+    } else {
       this.close();
     }
   }
 
-  private clearErrors(): void {
-    this.formError.hidden = true;
-    this.formError.textContent = '';
-    for (const [name, field] of this.fields) {
-      field.querySelectorAll('.jp-MageNbSched-field-error').forEach(node => node.remove());
-      const input = this.inputs.get(name);
-      input?.removeAttribute('aria-invalid');
-      input?.removeAttribute('aria-describedby');
-    }
-  }
-
   private showFieldErrors(errors: IFieldError[]): void {
-    let first: Input | null = null;
+    let first: Control | null = null;
+    const general: { message: string; fix: string | null }[] = [];
     for (const error of errors) {
       const name = inputForField(error.field);
-      const field = name ? this.fields.get(name) : undefined;
-      const text = error.fix ? `${error.message}. ${error.fix}` : error.message;
-      if (!name || !field) {
-        this.showFormError(`${text} (field: ${error.field})`);
+      const row = name ? this.fields.get(name) : undefined;
+      const input = name ? this.inputs.get(name) : undefined;
+      const texts = { message: error.message, fix: error.fix || null };
+      if (!row || !input) {
+        general.push({ ...texts, message: `${texts.message} (field: ${error.field})` });
         continue;
       }
-      const input = this.inputs.get(name) as Input;
-      const id = `${input.id}-error-${field.children.length}`;
-      field.append(
-        el(
-          'div',
-          { class: 'jp-MageNbSched-field-error', role: 'alert', id, 'data-field': error.field },
-          text
-        )
-      );
-      input.setAttribute('aria-invalid', 'true');
-      const described = input.getAttribute('aria-describedby');
-      input.setAttribute('aria-describedby', described ? `${described} ${id}` : id);
+      showFieldError(row, input, error.field, texts);
       first = first ?? input;
     }
+    showFormErrors(this.formError, general);
     first?.focus();
   }
 
-  private showFormError(message: string): void {
-    this.formError.hidden = false;
-    this.formError.textContent = this.formError.textContent
-      ? `${this.formError.textContent}\n${message}`
-      : message;
+  /** Once a backfill exists unstarted, its range is fixed: the inputs are locked, and say so. */
+  private showPending(): void {
+    const id = this.starter.pendingId;
+    for (const input of this.inputs.values()) {
+      input.disabled = id !== null;
+    }
+    this.pendingNote.hidden = id === null;
+    this.pendingNote.textContent =
+      id === null
+        ? ''
+        : `Backfill ${id} was created with these settings but did not start. ` +
+          `“${this.starter.label}” tries to start it again; Cancel leaves it unstarted.`;
+    this.submit.textContent = this.starter.label;
   }
 
   private async onSubmit(): Promise<void> {
-    if (this.submit.disabled || this.disposed) {
+    if (this.starting || this.disposed) {
       return;
     }
-    this.clearErrors();
+    clearFieldErrors(this.form, this.formError);
+    this.discard.hide();
+    this.starting = true;
     this.submit.disabled = true;
     this.submit.textContent = 'Starting…';
     let backfill: IBackfill;
     try {
-      backfill = await startBackfill(this.options.api, this.values(), this.options.schedule);
+      backfill = await this.starter.start(this.values());
     } catch (err) {
       if (this.disposed) {
         return;
       }
+      this.starting = false;
       this.submit.disabled = false;
-      this.submit.textContent = 'Start backfill';
-      const errors = fieldErrorsOf(err);
+      this.showPending();
+      const errors = err instanceof BackfillStartError ? null : fieldErrorsOf(err);
       if (errors) {
         this.showFieldErrors(errors);
       } else {
-        const message = errorMessage(err);
-        this.showFormError(message);
-        this.options.notifyError?.(`Backfill of ${this.options.schedule.name}: ${message}`);
+        // The start's reason, not the wrapper's text: the note above says which backfill.
+        const reason = err instanceof BackfillStartError ? err.reason : err;
+        showFormErrors(this.formError, [errorTexts(reason)]);
+        this.options.notifyError?.(`Backfill of ${this.options.schedule.name}: ${errorMessage(err)}`);
+        this.submit.focus();
       }
       return;
     }
     if (this.disposed) {
       return;
     }
+    this.starting = false;
     this.showProgress(backfill);
   }
 

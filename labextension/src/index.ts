@@ -3,7 +3,7 @@ import {
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
-import { Clipboard, Dialog, ICommandPalette, Notification, showDialog } from '@jupyterlab/apputils';
+import { Dialog, ICommandPalette, Notification, showDialog } from '@jupyterlab/apputils';
 import {
   INotebookTracker,
   INotebookWidgetFactory,
@@ -33,8 +33,10 @@ const clockSvg =
 
 export const scheduleIcon = new LabIcon({ name: 'mage-nb-sched:clock', svgstr: clockSvg });
 
-/** Alerts already shown, so the server's event and the panel's poll do not both toast. */
+/** Alerts already shown, so the server's event and the panel's poll do not both toast (the
+ * newest few hundred: a run alerts within seconds of the event, never days later). */
 const shownAlerts = new Set<string>();
+const MAX_SHOWN_ALERTS = 500;
 
 function toast(alert: IAlert, show: () => void): void {
   const key = alertKey(alert);
@@ -42,11 +44,40 @@ function toast(alert: IAlert, show: () => void): void {
     return;
   }
   shownAlerts.add(key);
+  if (shownAlerts.size > MAX_SHOWN_ALERTS) {
+    shownAlerts.delete(shownAlerts.values().next().value as string);
+  }
   const options = { autoClose: 10000, actions: [{ label: 'Show', callback: show }] };
   if (alert.kind === 'failure') {
     Notification.error(alert.text, options);
   } else {
     Notification.warning(alert.text, options);
+  }
+}
+
+/** Put text on the clipboard; false when the browser refused (the caller shows the text). */
+async function copyText(text: string): Promise<boolean> {
+  try {
+    await navigator.clipboard.writeText(text);
+    return true;
+  } catch {
+    // No async clipboard (not a secure context, or no permission): the classic way, whose
+    // answer says whether it worked.
+    const area = document.createElement('textarea');
+    area.value = text;
+    area.setAttribute('readonly', '');
+    area.style.position = 'fixed';
+    area.style.opacity = '0';
+    document.body.append(area);
+    area.select();
+    let copied = false;
+    try {
+      copied = document.execCommand('copy');
+    } catch {
+      copied = false;
+    }
+    area.remove();
+    return copied;
   }
 }
 
@@ -115,16 +146,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
         warning: message => Notification.warning(message, { autoClose: 8000 })
       },
       openNotebook,
-      copyText: async text => {
-        try {
-          await navigator.clipboard.writeText(text);
-          return true;
-        } catch {
-          // Without a secure context the async API is missing: the classic copy works.
-          Clipboard.copyToSystem(text);
-          return true;
-        }
-      },
+      copyText,
       confirm: async (title, body, action) => {
         const answer = await showDialog({
           title,
@@ -140,14 +162,18 @@ const plugin: JupyterFrontEndPlugin<void> = {
       restorer.add(panel, PANEL_ID);
     }
     const showPanel = () => app.shell.activateById(PANEL_ID);
+    const showAlert = (alert: IAlert) => () => {
+      showPanel();
+      void panel.showRun(alert.scheduleId, alert.runId);
+    };
 
     // Failures and missed SLAs: the scheduler's events (in this server) and the panel's polls
     // (a scheduler elsewhere) both raise them; each run's alert shows once.
-    model.onAlert(alert => toast(alert, showPanel));
+    model.onAlert(alert => toast(alert, showAlert(alert)));
     app.serviceManager.events.stream.connect((_, event) => {
       const alert = alertOfServerEvent(event as Record<string, unknown>);
       if (alert) {
-        toast(alert, showPanel);
+        toast(alert, showAlert(alert));
         panel.refreshSoon();
       }
     });
@@ -203,7 +229,14 @@ const plugin: JupyterFrontEndPlugin<void> = {
         }
         // A run executes the notebook as saved: save what is on screen first.
         if (widget.context.model.dirty) {
-          await widget.context.save();
+          try {
+            await widget.context.save();
+          } catch (err) {
+            Notification.error(
+              `Not run: ${widget.context.path} could not be saved first (${(err as Error).message ?? err}).`
+            );
+            return;
+          }
         }
         showPanel();
         panel.setNotebookPath(widget.context.path);

@@ -3,6 +3,7 @@
  * the widget renders it and calls its actions; the tests drive it with a fake server.
  */
 import { ApiClient, ILogs, errorMessage } from './api';
+import { parseVariablesText } from './json';
 import type { IPollResult } from './poller';
 import type { IBlockRun, IPipelineRun, IPipelineSchedule, ScheduleStatus } from './types';
 
@@ -54,12 +55,14 @@ export function formatDuration(seconds: number | null | undefined): string {
   if (seconds < 1) {
     return `${Math.round(seconds * 1000)} ms`;
   }
-  if (seconds < 60) {
+  if (seconds < 59.95) {
     return `${seconds.toFixed(1)} s`;
   }
-  const minutes = Math.floor(seconds / 60);
+  // Whole seconds first, so 119.6 s is "2 min 0 s", never "1 min 60 s".
+  const whole = Math.round(seconds);
+  const minutes = Math.floor(whole / 60);
   if (minutes < 60) {
-    return `${minutes} min ${Math.round(seconds - minutes * 60)} s`;
+    return `${minutes} min ${whole - minutes * 60} s`;
   }
   const hours = Math.floor(minutes / 60);
   return `${hours} h ${minutes - hours * 60} min`;
@@ -88,12 +91,17 @@ export function runError(run: IPipelineRun): string | null {
 }
 
 /** The SLA state of a schedule as text (null when it has no SLA). */
-export function slaState(schedule: IPipelineSchedule, runs: IPipelineRun[] = []): string | null {
+export function slaState(schedule: IPipelineSchedule): { text: string; breached: boolean } | null {
   if (!schedule.sla) {
     return null;
   }
-  const breached = runs.some(r => r.pipeline_schedule_id === schedule.id && r.sla_breached);
-  return breached ? `SLA ${formatDuration(schedule.sla)} breached` : `SLA ${formatDuration(schedule.sla)}`;
+  const sla = `SLA ${formatDuration(schedule.sla)}`;
+  const breaches = Number(schedule.sla_breached_runs_count ?? 0);
+  if (breaches > 0) {
+    const runs = Math.max(breaches, schedule.pipeline_runs_count);
+    return { text: `${sla} · missed by ${breaches} of ${runs} runs`, breached: true };
+  }
+  return { text: schedule.pipeline_runs_count ? `${sla} · met by every run` : sla, breached: false };
 }
 
 /** A run that needs attention: it failed, or it missed its SLA. */
@@ -158,6 +166,11 @@ export interface IPanelState {
   blockRuns: IBlockRun[];
   selectedBlockRunId: number | null;
   logs: ILogs | null;
+  /** Why the selected block's log could not be read (null: it was, or is being, read). */
+  logsError: string | null;
+  /** The run list / block list is being read for a new selection (not yet answered). */
+  runsLoading: boolean;
+  blocksLoading: boolean;
   /** The last failed action's error, as the message to show; kept until dismissed or the next
    * action succeeds (null: none). */
   error: string | null;
@@ -184,6 +197,9 @@ export function initialState(): IPanelState {
     blockRuns: [],
     selectedBlockRunId: null,
     logs: null,
+    logsError: null,
+    runsLoading: false,
+    blocksLoading: false,
     error: null,
     connectionError: null,
     busy: [],
@@ -202,6 +218,9 @@ export class PanelModel {
   private alertListeners = new Set<AlertListener>();
   /** Bumped on every filter / selection change, so a stale answer is dropped. */
   private generation = 0;
+  /** Bumped by every change the user makes (toggle, cancel, new token…): a refresh that was
+   * reading before it may carry the old state, so it is dropped too. */
+  private mutations = 0;
 
   constructor(
     readonly api: ApiClient,
@@ -279,9 +298,14 @@ export class PanelModel {
     if (uuid === this._state.notebookUuid) {
       return false;
     }
-    this.generation++;
+    // Only the "notebook in focus" view depends on it: a refresh or selection under way in
+    // the "all" view stays valid.
+    const matters = this._state.filter === 'notebook';
+    if (matters) {
+      this.generation++;
+    }
     this.set({ notebookUuid: uuid });
-    return this._state.filter === 'notebook';
+    return matters;
   }
 
   setFilter(filter: ScheduleFilter): void {
@@ -303,6 +327,8 @@ export class PanelModel {
    */
   async refresh(): Promise<IPollResult> {
     const generation = this.generation;
+    const mutations = this.mutations;
+    const stale = () => generation !== this.generation || mutations !== this.mutations;
     const before = this.signature();
     this.set({ loading: true });
     try {
@@ -315,7 +341,10 @@ export class PanelModel {
           pipelineUuid: s.filter === 'notebook' ? s.notebookUuid : null
         });
       }
-      if (generation !== this.generation) {
+      if (stale()) {
+        // Something changed while this refresh was reading (a selection, an action): its
+        // answer may be older than that; the poller reads again at once (see Poller.now).
+        this.set({ loading: false });
         return { active: this.active, changed: true };
       }
       let selectedScheduleId = this._state.selectedScheduleId;
@@ -334,14 +363,36 @@ export class PanelModel {
       if (selectedRunId !== null) {
         blockRuns = await this.api.listBlockRuns(selectedRunId);
       }
-      if (generation !== this.generation) {
+      if (stale()) {
+        // Something changed while this refresh was reading (a selection, an action): its
+        // answer may be older than that; the poller reads again at once (see Poller.now).
+        this.set({ loading: false });
         return { active: this.active, changed: true };
       }
       let selectedBlockRunId = this._state.selectedBlockRunId;
       let logs = this._state.logs;
-      if (selectedBlockRunId !== null && !blockRuns.some(b => b.id === selectedBlockRunId)) {
+      let logsError = this._state.logsError;
+      const shownBlock = blockRuns.find(b => b.id === selectedBlockRunId);
+      if (selectedBlockRunId !== null && !shownBlock) {
         selectedBlockRunId = null;
         logs = null;
+        logsError = null;
+      } else if (shownBlock) {
+        // The runner writes a log when its block ends: read it again while the block runs,
+        // when its status changed, and after a failed read.
+        const before = this._state.blockRuns.find(b => b.id === shownBlock.id);
+        if (isInProgress(shownBlock.status) || before?.status !== shownBlock.status || logsError) {
+          try {
+            logs = await this.api.blockRunLogs(shownBlock.id);
+            logsError = null;
+          } catch (err) {
+            logsError = errorMessage(err);
+          }
+          if (stale()) {
+            this.set({ loading: false });
+            return { active: this.active, changed: true };
+          }
+        }
       }
       const alerts = sameScope ? runAlerts(this._state.runs, runs, this.scheduleNames(schedules)) : [];
       this.set({
@@ -354,6 +405,9 @@ export class PanelModel {
         blockRuns,
         selectedBlockRunId,
         logs,
+        logsError,
+        runsLoading: false,
+        blocksLoading: false,
         loading: false,
         connectionError: null,
         lastUpdated: this.now()
@@ -376,7 +430,7 @@ export class PanelModel {
 
   private signature(): string {
     const s = this._state;
-    return JSON.stringify([s.schedules, s.runs, s.blockRuns]);
+    return JSON.stringify([s.schedules, s.runs, s.blockRuns, s.logs?.text ?? null]);
   }
 
   /** Select a schedule (its run history is read); the same id again unselects it. */
@@ -392,7 +446,10 @@ export class PanelModel {
       selectedRunId: null,
       blockRuns: [],
       selectedBlockRunId: null,
-      logs: null
+      logs: null,
+      logsError: null,
+      runsLoading: runsScope !== null,
+      blocksLoading: false
     });
     if (runsScope === null) {
       return;
@@ -400,10 +457,10 @@ export class PanelModel {
     try {
       const runs = await this.readRuns(runsScope, next);
       if (generation === this.generation) {
-        this.set({ runs });
+        this.set({ runs, runsLoading: false });
       }
     } catch (err) {
-      this.set({ error: errorMessage(err) });
+      this.set({ error: errorMessage(err), runsLoading: false });
     }
   }
 
@@ -412,24 +469,31 @@ export class PanelModel {
     const next = id === this._state.selectedRunId ? null : id;
     this.generation++;
     const generation = this.generation;
-    this.set({ selectedRunId: next, blockRuns: [], selectedBlockRunId: null, logs: null });
+    this.set({
+      selectedRunId: next,
+      blockRuns: [],
+      selectedBlockRunId: null,
+      logs: null,
+      logsError: null,
+      blocksLoading: next !== null
+    });
     if (next === null) {
       return;
     }
     try {
       const blockRuns = await this.api.listBlockRuns(next);
       if (generation === this.generation) {
-        this.set({ blockRuns });
+        this.set({ blockRuns, blocksLoading: false });
       }
     } catch (err) {
-      this.set({ error: errorMessage(err) });
+      this.set({ error: errorMessage(err), blocksLoading: false });
     }
   }
 
   /** Show a block run's log; the same id again hides it. */
   async showLogs(blockRunId: number | null): Promise<void> {
     const next = blockRunId === this._state.selectedBlockRunId ? null : blockRunId;
-    this.set({ selectedBlockRunId: next, logs: null });
+    this.set({ selectedBlockRunId: next, logs: null, logsError: null });
     if (next === null) {
       return;
     }
@@ -439,7 +503,10 @@ export class PanelModel {
         this.set({ logs });
       }
     } catch (err) {
-      this.set({ error: errorMessage(err) });
+      // Shown where the log would be (and read again by the next refresh).
+      if (this._state.selectedBlockRunId === next) {
+        this.set({ logsError: errorMessage(err) });
+      }
     }
   }
 
@@ -455,6 +522,7 @@ export class PanelModel {
     this.markBusy(id, true);
     try {
       const updated = await this.api.setScheduleStatus(id, status);
+      this.mutations++;
       this.set({
         schedules: this._state.schedules.map(s => (s.id === id ? { ...s, ...updated } : s)),
         error: null
@@ -473,6 +541,7 @@ export class PanelModel {
     this.markBusy(id, true);
     try {
       const run = await this.api.runNow(id, { variables });
+      this.mutations++;
       this.generation++;
       const sameSchedule = this._state.selectedScheduleId === id;
       const runs = sameSchedule ? [run, ...this._state.runs.filter(r => r.id !== run.id)] : [run];
@@ -510,6 +579,7 @@ export class PanelModel {
   async runNotebook(pipelineUuid: string, variables?: Record<string, unknown> | null): Promise<IPipelineRun> {
     try {
       const run = await this.api.runNotebook(pipelineUuid, variables);
+      this.mutations++;
       if (this._state.filter === 'notebook' && this._state.notebookUuid === pipelineUuid) {
         this.generation++;
         const keep = this._state.runsScope === 'notebook' ? this._state.runs : [];
@@ -535,6 +605,7 @@ export class PanelModel {
   async changeRun(id: number, action: 'cancel' | 'retry'): Promise<IPipelineRun> {
     try {
       const updated = await this.api.changeRun(id, action);
+      this.mutations++;
       this.set({ runs: this._state.runs.map(r => (r.id === id ? { ...r, ...updated } : r)), error: null });
       return updated;
     } catch (err) {
@@ -561,6 +632,7 @@ export class PanelModel {
     this.markBusy(id, true);
     try {
       const { schedule, token } = await this.api.rotateToken(id);
+      this.mutations++;
       this.set({
         schedules: this._state.schedules.map(s => (s.id === id ? { ...s, ...schedule } : s)),
         tokens: { ...this._state.tokens, [id]: token },
@@ -580,6 +652,7 @@ export class PanelModel {
     this.markBusy(id, true);
     try {
       await this.api.deleteSchedule(id);
+      this.mutations++;
       this.generation++;
       const wasSelected = this._state.selectedScheduleId === id;
       this.set({
@@ -600,6 +673,7 @@ export class PanelModel {
   /** A schedule was created or saved elsewhere (the form): show it, selected. */
   scheduleSaved(schedule: IPipelineSchedule, token: string | null): void {
     this.generation++;
+    this.mutations++;
     const exists = this._state.schedules.some(s => s.id === schedule.id);
     const schedules = exists
       ? this._state.schedules.map(s => (s.id === schedule.id ? { ...s, ...schedule } : s))
@@ -612,20 +686,5 @@ export class PanelModel {
   }
 }
 
-/** Parse the "run now" variables field: empty → none; else a JSON object. */
-export function parseVariables(text: string): Record<string, unknown> | null {
-  const trimmed = text.trim();
-  if (!trimmed) {
-    return null;
-  }
-  let value: unknown;
-  try {
-    value = JSON.parse(trimmed);
-  } catch (err) {
-    throw new Error(`Variables must be a JSON object: ${errorMessage(err)}`);
-  }
-  if (!value || typeof value !== 'object' || Array.isArray(value)) {
-    throw new Error('Variables must be a JSON object, like {"date": "2024-01-15"}');
-  }
-  return value as Record<string, unknown>;
-}
+/** Parse the "run now" variables field: empty → none; else a JSON object (the forms' rule). */
+export const parseVariables = parseVariablesText;

@@ -1,9 +1,19 @@
 /**
  * The sidebar widget: renders a PanelModel with plain DOM and forwards clicks and keys to it.
+ *
+ * The body is re-rendered from the model's state, but only when something a person can see
+ * changed (not on every poll), and a render keeps what the user was doing: the focused control
+ * (by its `data-focus-key`, falling back to its row), the caret in a text field, the scroll
+ * position of logs and tracebacks (`data-scroll-key`), and a text selection (no render while
+ * text in the panel is selected). Forms live in the "sheet" above the body, which renders never
+ * touch.
  */
 import { Widget } from '@lumino/widgets';
 import { errorMessage } from './api';
+import { BackfillView } from './backfillView';
+import { el } from './dom';
 import {
+  IPanelState,
   PanelModel,
   describeInterval,
   formatDuration,
@@ -15,11 +25,9 @@ import {
   slaState
 } from './model';
 import { Poller } from './poller';
-import { BackfillView } from './backfillView';
 import { ScheduleFormView } from './scheduleFormView';
 import { renderTimeline } from './timeline';
 import type { IPipelineRun, IPipelineSchedule } from './types';
-import { el } from './dom';
 
 export const PANEL_ID = 'mage-nb-sched-panel';
 
@@ -46,7 +54,6 @@ interface ISheet {
   dispose(): void;
   focus?(): void;
 }
-
 
 function formatDate(value: string | null | undefined, timeZone?: string): string {
   if (!value) {
@@ -80,6 +87,45 @@ function statusBadge(status: string | null | undefined): HTMLElement {
   );
 }
 
+/** The browser's own time zone (what a notebook's mixed runs are shown in). */
+function localZone(): string {
+  try {
+    return Intl.DateTimeFormat().resolvedOptions().timeZone || 'UTC';
+  } catch {
+    return 'UTC';
+  }
+}
+
+/** A button that stays focusable while it cannot be used (`aria-disabled`, with the reason as
+ * its tooltip): a disabled button would drop the keyboard focus to the page. */
+function button(
+  attrs: Record<string, string>,
+  text: string,
+  onClick: (ev: MouseEvent) => void,
+  unavailable: string | null = null
+): HTMLButtonElement {
+  const b = el('button', { type: 'button', class: 'jp-MageNbSched-button', ...attrs }, text);
+  if (unavailable) {
+    b.setAttribute('aria-disabled', 'true');
+    b.title = unavailable;
+  }
+  b.addEventListener('click', ev => {
+    ev.stopPropagation();
+    if (b.getAttribute('aria-disabled') !== 'true') {
+      onClick(ev);
+    }
+  });
+  return b;
+}
+
+/** What of the state is drawn (everything but the loading flag and the refresh time). */
+function drawn(s: IPanelState): string {
+  const { loading: _loading, lastUpdated: _updated, ...rest } = s;
+  void _loading;
+  void _updated;
+  return JSON.stringify(rest);
+}
+
 export class SchedulesPanel extends Widget {
   readonly model: PanelModel;
   readonly poller: Poller;
@@ -87,8 +133,19 @@ export class SchedulesPanel extends Widget {
   private body: HTMLElement;
   private sheetNode: HTMLElement;
   private sheet: ISheet | null = null;
-  private variablesText = new Map<number, string>();
+  /** The focus key of the control that opened the sheet (focused again when it closes). */
+  private sheetOpener: string | null = null;
+  private variablesText = new Map<string, string>();
+  private variablesError = new Map<string, string>();
   private readonly notifier: INotifier;
+  private lastDrawn = '';
+  private updatedLine: HTMLElement | null = null;
+  private renderDeferred = false;
+  private readonly onSelectionChange = (): void => {
+    if (this.renderDeferred && !this.selectingText()) {
+      this.render();
+    }
+  };
 
   constructor(
     model: PanelModel,
@@ -109,6 +166,7 @@ export class SchedulesPanel extends Widget {
     this.node.setAttribute('aria-label', 'Notebook schedules');
     this.poller = new Poller(() => this.model.refresh());
     this.unsubscribe = this.model.subscribe(() => this.render());
+    document.addEventListener('selectionchange', this.onSelectionChange);
     this.render();
   }
 
@@ -116,6 +174,7 @@ export class SchedulesPanel extends Widget {
     if (this.isDisposed) {
       return;
     }
+    document.removeEventListener('selectionchange', this.onSelectionChange);
     this.closeSheet();
     this.poller.stop();
     this.unsubscribe();
@@ -149,21 +208,36 @@ export class SchedulesPanel extends Widget {
     }
   }
 
+  /** Tell about a failure: a toast when the panel is hidden (its banner would go unseen). */
+  private failed(message: string): void {
+    if (!this.isVisible) {
+      this.notifier.error(message);
+    }
+  }
+
   /** Show a form above the list (closing the one shown). */
   private showSheet(sheet: ISheet): void {
+    const opener = (document.activeElement as HTMLElement | null)?.dataset?.focusKey ?? null;
     this.closeSheet();
     this.sheet = sheet;
+    this.sheetOpener = this.node.contains(document.activeElement) ? opener : null;
     this.sheetNode.replaceChildren(sheet.node);
     sheet.focus?.();
   }
 
-  /** Close the form shown, if any. */
+  /** Close the form shown, if any, and give the focus back to what opened it. */
   closeSheet(): void {
+    const hadFocus = this.sheetNode.contains(document.activeElement);
     if (this.sheet) {
       this.sheet.dispose();
       this.sheet = null;
     }
     this.sheetNode.replaceChildren();
+    const opener = this.sheetOpener;
+    this.sheetOpener = null;
+    if (hadFocus && opener) {
+      this.focusKey(opener);
+    }
   }
 
   /** Whether a form is shown (for tests and commands). */
@@ -187,7 +261,11 @@ export class SchedulesPanel extends Widget {
       onSaved: ({ schedule, token }) => {
         this.closeSheet();
         this.model.scheduleSaved(schedule, token);
-        this.notifier.info(`Schedule ${schedule.name} created.`);
+        this.notifier.info(
+          schedule.status === 'active'
+            ? `Schedule ${schedule.name} created and active.`
+            : `Schedule ${schedule.name} created, paused: Activate it to start.`
+        );
         void this.model.selectSchedule(schedule.id);
         this.refreshSoon();
       },
@@ -204,11 +282,15 @@ export class SchedulesPanel extends Widget {
       mode: 'edit',
       pipelineUuid: schedule.pipeline_uuid,
       schedule,
-      onSaved: ({ schedule: saved, token }) => {
+      onSaved: result => {
         this.closeSheet();
-        this.model.scheduleSaved(saved, token);
-        this.notifier.info(`Schedule ${saved.name} saved.`);
-        this.refreshSoon();
+        if (result.changed) {
+          this.model.scheduleSaved(result.schedule, result.token);
+          this.notifier.info(`Schedule ${result.schedule.name} saved.`);
+          this.refreshSoon();
+        } else {
+          this.notifier.info(`No changes to save in ${schedule.name}.`);
+        }
       },
       onCancel: () => this.closeSheet()
     });
@@ -232,7 +314,7 @@ export class SchedulesPanel extends Widget {
         }
         this.refreshSoon();
       },
-      notifyError: message => this.notifier.error(message)
+      notifyError: message => this.failed(message)
     });
     this.showSheet(view);
     // Its runs show up in the schedule's history as they are made.
@@ -243,13 +325,16 @@ export class SchedulesPanel extends Widget {
   }
 
   /** Run a notebook on its own now (the notebook in focus by default). */
-  async runNotebook(pipelineUuid: string | null = this.model.state.notebookUuid): Promise<IPipelineRun | null> {
+  async runNotebook(
+    pipelineUuid: string | null = this.model.state.notebookUuid,
+    variables: Record<string, unknown> | null = null
+  ): Promise<IPipelineRun | null> {
     if (!pipelineUuid) {
       this.notifier.error('Open a notebook first: "run now" runs the notebook in focus.');
       return null;
     }
     try {
-      const run = await this.model.runNotebook(pipelineUuid);
+      const run = await this.model.runNotebook(pipelineUuid, variables);
       this.notifier.info(`Run ${run.id} of ${pipelineUuid} started.`);
       this.refreshSoon();
       return run;
@@ -259,6 +344,25 @@ export class SchedulesPanel extends Widget {
     }
   }
 
+  /** Show one run (a toast's "Show"): its schedule selected (all notebooks if need be), the
+   * run opened. */
+  async showRun(scheduleId: number | null, runId: number): Promise<void> {
+    const s = this.model.state;
+    if (scheduleId !== null) {
+      if (!s.schedules.some(x => x.id === scheduleId)) {
+        this.model.setFilter('all');
+        await this.model.refresh().catch(() => undefined);
+      }
+      if (this.model.state.selectedScheduleId !== scheduleId) {
+        await this.model.selectSchedule(scheduleId);
+      }
+    }
+    if (this.model.state.runs.some(r => r.id === runId) && this.model.state.selectedRunId !== runId) {
+      await this.model.selectRun(runId);
+    }
+    this.focusKey(`run-row-${runId}`);
+  }
+
   private async copyTriggerUrl(schedule: IPipelineSchedule): Promise<void> {
     const { url, hasToken } = this.model.triggerUrl(schedule.id);
     const copied = this.host.copyText ? await this.host.copyText(url) : false;
@@ -266,9 +370,8 @@ export class SchedulesPanel extends Widget {
       this.notifier.info(copied ? `Trigger URL of ${schedule.name} copied.` : `Trigger URL: ${url}`);
     } else {
       this.notifier.info(
-        (copied ? `Trigger URL of ${schedule.name} copied` : `Trigger URL: ${url}`) +
-          ' with <token> in place of the token: the server shows a token only when it is made. ' +
-          'Use "New token" to make one.'
+        `${copied ? 'URL template copied' : `URL template: ${url}`}: put the schedule's token in ` +
+          'place of <token>. The server shows a token only when it is made; "New token" makes one.'
       );
     }
   }
@@ -292,10 +395,14 @@ export class SchedulesPanel extends Widget {
   }
 
   private async deleteSchedule(schedule: IPipelineSchedule): Promise<void> {
+    const runs = schedule.pipeline_runs_count;
     const ok = this.host.confirm
       ? await this.host.confirm(
           `Delete ${schedule.name}?`,
-          'The schedule stops; its past runs stay in the notebook\'s history.',
+          runs
+            ? `This deletes the schedule and its ${runs} run${runs === 1 ? '' : 's'}, with their ` +
+                'block runs, logs and backfills. It cannot be undone.'
+            : 'This deletes the schedule (it has no runs). It cannot be undone.',
           'Delete'
         )
       : true;
@@ -314,17 +421,91 @@ export class SchedulesPanel extends Widget {
     }
   }
 
+  /** Do an action; its failure is in the model's error banner (and a toast when hidden). */
   private async act(action: () => Promise<unknown>, failure: string): Promise<void> {
     try {
       await action();
     } catch (err) {
-      this.notifier.error(`${failure}: ${errorMessage(err)}`);
+      this.failed(`${failure}: ${errorMessage(err)}`);
     }
     this.refreshSoon();
   }
 
+  /** Focus the control with this key, else its row's (`…-<id>` keys belong to a row). */
+  private focusKey(key: string, rowKey: string | null = null): boolean {
+    for (const candidate of [key, rowKey]) {
+      if (!candidate) {
+        continue;
+      }
+      const target = this.node.querySelector<HTMLElement>(`[data-focus-key="${CSS.escape(candidate)}"]`);
+      if (target) {
+        target.focus();
+        return true;
+      }
+    }
+    return false;
+  }
+
+  /** Text in the body is selected (a render would lose the selection). */
+  private selectingText(): boolean {
+    const selection = document.getSelection();
+    return (
+      !!selection &&
+      !selection.isCollapsed &&
+      !!selection.anchorNode &&
+      this.body.contains(selection.anchorNode)
+    );
+  }
+
   private render(): void {
-    const focusKey = (document.activeElement as HTMLElement | null)?.dataset?.focusKey;
+    const s = this.model.state;
+    const picture = drawn(s);
+    if (picture === this.lastDrawn && this.updatedLine) {
+      // Only the refresh time moved: no new DOM, nothing the user is doing is disturbed.
+      this.updatedLine.textContent = s.lastUpdated ? `Updated ${s.lastUpdated.toLocaleTimeString()}` : '';
+      return;
+    }
+    if (this.selectingText()) {
+      this.renderDeferred = true;
+      return;
+    }
+    this.renderDeferred = false;
+    this.lastDrawn = picture;
+
+    // What the user is doing, to put back after the new DOM is in.
+    const active = document.activeElement as HTMLElement | null;
+    const hadFocus = !!active && this.body.contains(active);
+    const focusKey = hadFocus ? (active?.dataset?.focusKey ?? null) : null;
+    const rowKey = hadFocus
+      ? ((active?.closest('[data-row-key]') as HTMLElement | null)?.dataset.rowKey ?? null)
+      : null;
+    const caret =
+      hadFocus && active instanceof HTMLInputElement
+        ? [active.selectionStart, active.selectionEnd]
+        : null;
+    const scrolls = new Map<string, number>();
+    this.body.querySelectorAll<HTMLElement>('[data-scroll-key]').forEach(node => {
+      scrolls.set(node.dataset.scrollKey as string, node.scrollTop);
+    });
+
+    this.body.replaceChildren(...this.renderParts());
+
+    this.body.querySelectorAll<HTMLElement>('[data-scroll-key]').forEach(node => {
+      const top = scrolls.get(node.dataset.scrollKey as string);
+      if (top !== undefined) {
+        node.scrollTop = top;
+      }
+    });
+    if (hadFocus && (focusKey || rowKey)) {
+      this.focusKey(focusKey ?? '', rowKey);
+      const now = document.activeElement;
+      if (caret && now instanceof HTMLInputElement && caret[0] !== null) {
+        now.setSelectionRange(caret[0], caret[1]);
+      }
+    }
+  }
+
+  private renderParts(): HTMLElement[] {
     const s = this.model.state;
     const parts: HTMLElement[] = [];
 
@@ -340,12 +521,11 @@ export class SchedulesPanel extends Widget {
       this.model.setFilter(filter.value === 'all' ? 'all' : 'notebook');
       this.refreshSoon();
     });
-    const refresh = el(
-      'button',
-      { class: 'jp-MageNbSched-button', title: 'Refresh', 'data-focus-key': 'refresh' },
-      'Refresh'
+    const refresh = button(
+      { title: 'Read the schedules and runs again now', 'data-focus-key': 'refresh' },
+      'Refresh',
+      () => this.refreshSoon()
     );
-    refresh.addEventListener('click', () => this.refreshSoon());
     parts.push(
       el(
         'div',
@@ -364,29 +544,7 @@ export class SchedulesPanel extends Widget {
       );
     }
     if (s.notebookUuid) {
-      const create = el(
-        'button',
-        {
-          class: 'jp-MageNbSched-button jp-mod-accept',
-          'data-action': 'new-schedule',
-          'data-focus-key': 'new-schedule',
-          'aria-label': `New schedule for ${s.notebookUuid}`
-        },
-        'New schedule'
-      );
-      create.addEventListener('click', () => this.openCreateForm());
-      const runNotebook = el(
-        'button',
-        {
-          class: 'jp-MageNbSched-button',
-          'data-action': 'run-notebook',
-          'data-focus-key': 'run-notebook',
-          'aria-label': `Run ${s.notebookUuid} now, without a schedule`
-        },
-        'Run notebook now'
-      );
-      runNotebook.addEventListener('click', () => void this.runNotebook());
-      parts.push(el('div', { class: 'jp-MageNbSched-toolbar jp-MageNbSched-create' }, create, runNotebook));
+      parts.push(this.renderNotebookActions(s.notebookUuid));
     }
 
     for (const [message, kind] of [
@@ -396,12 +554,11 @@ export class SchedulesPanel extends Widget {
       if (!message) {
         continue;
       }
-      const dismiss = el(
-        'button',
-        { class: 'jp-MageNbSched-button', 'aria-label': 'Dismiss error', 'data-focus-key': `dismiss-${kind}` },
-        '×'
+      const dismiss = button(
+        { 'aria-label': 'Dismiss error', 'data-focus-key': `dismiss-${kind}` },
+        '×',
+        () => this.model.clearError()
       );
-      dismiss.addEventListener('click', () => this.model.clearError());
       parts.push(
         el(
           'div',
@@ -418,7 +575,15 @@ export class SchedulesPanel extends Widget {
       list.append(this.renderSchedule(schedule));
     }
     if (s.schedulesLoaded && !this.model.visibleSchedules.length) {
-      list.append(el('li', { class: 'jp-MageNbSched-empty' }, 'No schedules.'));
+      list.append(
+        el(
+          'li',
+          { class: 'jp-MageNbSched-empty' },
+          s.filter === 'notebook' && s.notebookUuid
+            ? 'No schedules for this notebook yet: "New schedule" makes one.'
+            : 'No schedules.'
+        )
+      );
     } else if (!s.schedulesLoaded) {
       list.append(el('li', { class: 'jp-MageNbSched-empty' }, s.loading ? 'Loading…' : ''));
     }
@@ -427,99 +592,173 @@ export class SchedulesPanel extends Widget {
     // Run history: the selected schedule's, else the notebook in focus's.
     const selected = this.model.selectedSchedule;
     if (selected) {
-      parts.push(this.renderScheduleActions(selected));
-      parts.push(this.renderRuns(`Runs of ${selected.name}`, scheduleTimezone(selected)));
+      const zone = scheduleTimezone(selected);
+      parts.push(this.renderRuns(`Runs of ${selected.name}`, zone));
     } else if (s.runsScope === 'notebook' && s.notebookUuid) {
-      parts.push(this.renderRuns(`Runs of ${s.notebookUuid}`));
+      parts.push(this.renderRuns(`Runs of ${s.notebookUuid}`, localZone()));
     }
-    if (s.lastUpdated) {
-      parts.push(
-        el('div', { class: 'jp-MageNbSched-updated' }, `Updated ${s.lastUpdated.toLocaleTimeString()}`)
-      );
-    }
+    this.updatedLine = el(
+      'div',
+      { class: 'jp-MageNbSched-updated', 'aria-live': 'off' },
+      s.lastUpdated ? `Updated ${s.lastUpdated.toLocaleTimeString()}` : ''
+    );
+    parts.push(this.updatedLine);
+    return parts;
+  }
 
-    this.body.replaceChildren(...parts);
-    if (focusKey) {
-      const target = this.body.querySelector<HTMLElement>(`[data-focus-key="${CSS.escape(focusKey)}"]`);
-      target?.focus();
+  /** A JSON variables field whose error is shown under it (`key`: whose field it is). */
+  private variablesField(key: string, label: string, onEnter: () => void): HTMLElement {
+    const errorId = `jp-MageNbSched-vars-error-${key}`;
+    const input = el('input', {
+      class: 'jp-MageNbSched-variables',
+      type: 'text',
+      placeholder: 'variables as JSON (optional)',
+      'aria-label': label,
+      'data-focus-key': `vars-${key}`
+    });
+    input.value = this.variablesText.get(key) ?? '';
+    const error = this.variablesError.get(key);
+    if (error) {
+      input.setAttribute('aria-invalid', 'true');
+      input.setAttribute('aria-describedby', errorId);
     }
+    input.addEventListener('input', () => {
+      this.variablesText.set(key, input.value);
+      if (this.variablesError.delete(key)) {
+        input.removeAttribute('aria-invalid');
+        document.getElementById(errorId)?.remove();
+      }
+    });
+    input.addEventListener('click', ev => ev.stopPropagation());
+    input.addEventListener('keydown', ev => {
+      // The row's own Enter / Space handler must not see keys typed here.
+      ev.stopPropagation();
+      if (ev.key === 'Enter' && !ev.isComposing) {
+        ev.preventDefault();
+        onEnter();
+      }
+    });
+    const wrap = el('div', { class: 'jp-MageNbSched-varsField' }, input);
+    if (error) {
+      wrap.append(el('div', { class: 'jp-MageNbSched-field-error', role: 'alert', id: errorId }, error));
+    }
+    return wrap;
+  }
+
+  /** The variables typed for `key`, or null (and the error shown) when they are not JSON. */
+  private readVariables(key: string): { ok: boolean; value: Record<string, unknown> | null } {
+    try {
+      const value = parseVariables(this.variablesText.get(key) ?? '');
+      this.variablesError.delete(key);
+      return { ok: true, value };
+    } catch (err) {
+      this.variablesError.set(key, errorMessage(err));
+      this.lastDrawn = '';
+      this.render();
+      return { ok: false, value: null };
+    }
+  }
+
+  private renderNotebookActions(uuid: string): HTMLElement {
+    const create = button(
+      {
+        class: 'jp-MageNbSched-button jp-mod-accept',
+        'data-action': 'new-schedule',
+        'data-focus-key': 'new-schedule',
+        'aria-label': `New schedule for ${uuid}`
+      },
+      'New schedule',
+      () => this.openCreateForm()
+    );
+    const run = () => {
+      const vars = this.readVariables('notebook');
+      if (vars.ok) {
+        void this.runNotebook(uuid, vars.value);
+      }
+    };
+    const runNotebook = button(
+      {
+        'data-action': 'run-notebook',
+        'data-focus-key': 'run-notebook',
+        'aria-label': `Run ${uuid} now, without a schedule`
+      },
+      'Run notebook now',
+      run
+    );
+    return el(
+      'div',
+      { class: 'jp-MageNbSched-create' },
+      el('div', { class: 'jp-MageNbSched-toolbar' }, create, runNotebook),
+      this.variablesField('notebook', `Variables for running ${uuid} now`, run)
+    );
   }
 
   private renderSchedule(schedule: IPipelineSchedule): HTMLElement {
     const s = this.model.state;
-    const busy = s.busy.includes(schedule.id);
+    const busy = s.busy.includes(schedule.id) ? 'Working…' : null;
     const selected = s.selectedScheduleId === schedule.id;
     const tz = scheduleTimezone(schedule);
     const active = schedule.status === 'active';
+    const key = `schedule-${schedule.id}`;
 
-    const toggle = el(
-      'button',
+    const toggle = button(
       {
         class: 'jp-MageNbSched-button jp-MageNbSched-toggle',
         role: 'switch',
         'aria-checked': String(active),
-        'aria-label': `${active ? 'Pause' : 'Activate'} schedule ${schedule.name}`,
+        'aria-label': `${schedule.name} active`,
         'data-focus-key': `toggle-${schedule.id}`,
         'data-action': 'toggle'
       },
-      active ? 'Pause' : 'Activate'
+      active ? 'Pause' : 'Activate',
+      () => void this.act(() => this.model.toggleStatus(schedule.id), `Cannot change ${schedule.name}`),
+      busy
     );
-    toggle.disabled = busy;
-    toggle.addEventListener('click', ev => {
-      ev.stopPropagation();
-      void this.act(() => this.model.toggleStatus(schedule.id), `Cannot change ${schedule.name}`);
-    });
-
-    const variables = el('input', {
-      class: 'jp-MageNbSched-variables',
-      type: 'text',
-      placeholder: 'variables as JSON (optional)',
-      'aria-label': `Variables for running ${schedule.name} now`,
-      'data-focus-key': `vars-${schedule.id}`
-    });
-    variables.value = this.variablesText.get(schedule.id) ?? '';
-    variables.addEventListener('input', () => this.variablesText.set(schedule.id, variables.value));
-    variables.addEventListener('click', ev => ev.stopPropagation());
-    variables.addEventListener('keydown', ev => ev.stopPropagation());
-
-    const runNow = el(
-      'button',
+    const varsKey = String(schedule.id);
+    const run = () => {
+      const vars = this.readVariables(varsKey);
+      if (!vars.ok) {
+        return;
+      }
+      void this.act(async () => {
+        const created = await this.model.runNow(schedule.id, vars.value);
+        this.notifier.info(`Run ${created.id} of ${schedule.name} created.`);
+      }, `Cannot run ${schedule.name}`);
+    };
+    const runNow = button(
       {
         class: 'jp-MageNbSched-button jp-MageNbSched-runnow',
         'aria-label': `Run ${schedule.name} now`,
         'data-focus-key': `run-${schedule.id}`,
         'data-action': 'run-now'
       },
-      'Run now'
+      'Run now',
+      run,
+      busy
     );
-    runNow.disabled = busy;
-    runNow.addEventListener('click', ev => {
-      ev.stopPropagation();
-      let vars: Record<string, unknown> | null;
-      try {
-        vars = parseVariables(variables.value);
-      } catch (err) {
-        this.notifier.error(errorMessage(err));
-        return;
-      }
-      void this.act(async () => {
-        const run = await this.model.runNow(schedule.id, vars);
-        this.notifier.info(`Run ${run.id} of ${schedule.name} created.`);
-      }, `Cannot run ${schedule.name}`);
-    });
+    const runsId = `jp-MageNbSched-runs-of-${schedule.id}`;
+    const disclose = button(
+      {
+        class: 'jp-MageNbSched-button jp-MageNbSched-disclose',
+        'aria-expanded': String(selected),
+        'aria-controls': runsId,
+        'aria-label': `${selected ? 'Hide' : 'Show'} the runs and actions of ${schedule.name}`,
+        'data-focus-key': `disclose-${schedule.id}`,
+        'data-action': 'select'
+      },
+      selected ? 'Hide runs' : 'Runs',
+      () => void this.model.selectSchedule(schedule.id)
+    );
 
-    const sla = slaState(schedule, selected ? s.runs : []);
+    const sla = slaState(schedule);
     const row = el(
       'li',
       {
         class: `jp-MageNbSched-schedule${selected ? ' jp-mod-selected' : ''}`,
         'data-schedule-id': String(schedule.id),
         'data-status': schedule.status,
-        tabindex: '0',
-        role: 'button',
-        'aria-expanded': String(selected),
-        'aria-label': `Schedule ${schedule.name}, ${schedule.status}; show its runs`,
-        'data-focus-key': `schedule-${schedule.id}`
+        'data-row-key': key,
+        'aria-current': selected ? 'true' : 'false'
       },
       el(
         'div',
@@ -528,7 +767,7 @@ export class SchedulesPanel extends Widget {
         el(
           'span',
           { class: `jp-MageNbSched-state jp-MageNbSched-state-${schedule.status}` },
-          schedule.status
+          active ? 'active' : 'paused'
         )
       ),
       el(
@@ -547,100 +786,107 @@ export class SchedulesPanel extends Widget {
         ),
         el('span', { class: 'jp-MageNbSched-last' }, 'Last: ', statusBadge(schedule.last_pipeline_run_status))
       ),
-      sla ? el('div', { class: 'jp-MageNbSched-sla' }, sla) : null,
-      el('div', { class: 'jp-MageNbSched-actions' }, toggle, variables, runNow)
+      sla
+        ? el('div', { class: `jp-MageNbSched-sla${sla.breached ? ' jp-mod-breached' : ''}` }, sla.text)
+        : null,
+      el('div', { class: 'jp-MageNbSched-actions' }, toggle, runNow, disclose),
+      this.variablesField(varsKey, `Variables for running ${schedule.name} now`, run),
+      selected ? this.renderScheduleActions(schedule) : null
     );
-    const select = () => void this.model.selectSchedule(schedule.id);
-    row.addEventListener('click', select);
-    row.addEventListener('keydown', ev => {
-      if ((ev.key === 'Enter' || ev.key === ' ') && ev.target === row) {
-        ev.preventDefault();
-        select();
+    // A click anywhere on the row (not on a control) opens it too: the mouse's shortcut for
+    // the "Runs" button.
+    row.addEventListener('click', ev => {
+      if (!(ev.target as HTMLElement).closest('button, input, select, textarea, a')) {
+        void this.model.selectSchedule(schedule.id);
       }
     });
     return row;
   }
 
-  /** The actions of the selected schedule that do not fit in its row. */
+  /** The actions of the selected schedule, in its row. */
   private renderScheduleActions(schedule: IPipelineSchedule): HTMLElement {
-    const busy = this.model.state.busy.includes(schedule.id);
-    const button = (action: string, text: string, label: string, onClick: () => void): HTMLButtonElement => {
-      const b = el(
-        'button',
-        {
-          class: 'jp-MageNbSched-button',
-          'data-action': action,
-          'data-focus-key': `${action}-${schedule.id}`,
-          'aria-label': label
-        },
-        text
+    const busy = this.model.state.busy.includes(schedule.id) ? 'Working…' : null;
+    const action = (name: string, text: string, label: string, onClick: () => void): HTMLButtonElement =>
+      button(
+        { 'data-action': name, 'data-focus-key': `${name}-${schedule.id}`, 'aria-label': label },
+        text,
+        onClick,
+        busy
       );
-      b.disabled = busy;
-      b.addEventListener('click', onClick);
-      return b;
-    };
-    const buttons = [
-      button('edit', 'Edit', `Edit schedule ${schedule.name}`, () => this.openEditForm(schedule))
-    ];
+    const buttons = [action('edit', 'Edit', `Edit schedule ${schedule.name}`, () => this.openEditForm(schedule))];
     if (schedule.schedule_type === 'time') {
       buttons.push(
-        button('backfill', 'Backfill…', `Backfill ${schedule.name} over past dates`, () => this.openBackfill(schedule))
+        action('backfill', 'Backfill…', `Backfill ${schedule.name} over past dates`, () => this.openBackfill(schedule))
       );
     }
+    const { url, hasToken } = this.model.triggerUrl(schedule.id);
     if (schedule.schedule_type === 'api') {
       buttons.push(
-        button('copy-url', 'Copy trigger URL', `Copy the API trigger URL of ${schedule.name}`, () =>
-          void this.copyTriggerUrl(schedule)
+        action(
+          'copy-url',
+          hasToken ? 'Copy trigger URL' : 'Copy URL template',
+          hasToken
+            ? `Copy the API trigger URL of ${schedule.name}`
+            : `Copy the API trigger URL of ${schedule.name}, with <token> in place of its token`,
+          () => void this.copyTriggerUrl(schedule)
         ),
-        button('new-token', 'New token', `Make a new API token for ${schedule.name}`, () => void this.newToken(schedule))
+        action('new-token', 'New token', `Make a new API token for ${schedule.name}`, () => void this.newToken(schedule))
       );
     }
-    buttons.push(
-      button('delete', 'Delete', `Delete schedule ${schedule.name}`, () => void this.deleteSchedule(schedule))
-    );
+    buttons.push(action('delete', 'Delete', `Delete schedule ${schedule.name}`, () => void this.deleteSchedule(schedule)));
     const section = el(
       'div',
-      { class: 'jp-MageNbSched-toolbar jp-MageNbSched-scheduleActions', 'aria-label': `Actions of ${schedule.name}` },
+      {
+        class: 'jp-MageNbSched-toolbar jp-MageNbSched-scheduleActions',
+        role: 'group',
+        'aria-label': `Actions of ${schedule.name}`
+      },
       ...buttons
     );
-    if (schedule.schedule_type === 'api') {
-      const { url, hasToken } = this.model.triggerUrl(schedule.id);
-      return el(
-        'div',
-        {},
-        section,
-        el(
-          'div',
-          { class: 'jp-MageNbSched-trigger', 'data-trigger-url': url },
-          hasToken ? url : `${url} (token ${schedule.token_hint ?? ''}…, shown once)`
-        )
-      );
+    if (schedule.schedule_type !== 'api') {
+      return section;
     }
-    return section;
+    const hint = schedule.token_hint
+      ? ` — the token starting ${schedule.token_hint}… was shown only when it was made`
+      : '';
+    return el(
+      'div',
+      {},
+      section,
+      el(
+        'div',
+        { class: 'jp-MageNbSched-trigger', 'data-trigger-url': url },
+        hasToken ? url : `${url}${hint}`
+      )
+    );
   }
 
-  private renderRuns(title: string, timeZone?: string): HTMLElement {
+  private renderRuns(title: string, timeZone: string): HTMLElement {
     const s = this.model.state;
-    const list = el('ul', { class: 'jp-MageNbSched-runs', 'aria-label': title });
+    const listId =
+      s.selectedScheduleId !== null ? `jp-MageNbSched-runs-of-${s.selectedScheduleId}` : 'jp-MageNbSched-runs-of-notebook';
+    const list = el('ul', { class: 'jp-MageNbSched-runs', 'aria-label': title, id: listId });
     for (const run of s.runs) {
       const selected = s.selectedRunId === run.id;
+      const key = `run-row-${run.id}`;
       const row = el(
         'li',
         {
           class: `jp-MageNbSched-run${selected ? ' jp-mod-selected' : ''}`,
           'data-run-id': String(run.id),
           'data-status': run.status,
+          'data-row-key': key,
           tabindex: '0',
           role: 'button',
           'aria-expanded': String(selected),
-          'aria-label': `Run ${run.id}, ${run.status}; show its blocks`,
-          'data-focus-key': `run-row-${run.id}`
+          'aria-label': `Run ${run.id}, ${run.status}${run.sla_breached ? ', SLA breached' : ''}; ${selected ? 'hide' : 'show'} its blocks`,
+          'data-focus-key': key
         },
         el(
           'div',
           { class: 'jp-MageNbSched-row' },
           el('span', { class: 'jp-MageNbSched-runid' }, `#${run.id}`),
-          el('span', { class: 'jp-MageNbSched-date' }, formatDate(run.execution_date, timeZone)),
+          el('span', { class: 'jp-MageNbSched-date', title: timeZone }, formatDate(run.execution_date, timeZone)),
           statusBadge(run.status),
           el('span', { class: 'jp-MageNbSched-duration' }, formatDuration(runDuration(run)))
         )
@@ -662,10 +908,10 @@ export class SchedulesPanel extends Widget {
       }
     }
     if (!s.runs.length) {
-      list.append(el('li', { class: 'jp-MageNbSched-empty' }, 'No runs yet.'));
+      list.append(el('li', { class: 'jp-MageNbSched-empty' }, s.runsLoading ? 'Loading runs…' : 'No runs yet.'));
     }
     const chart = s.runs.length
-      ? renderTimeline([...s.runs].reverse(), { width: 260, height: 48, now: new Date() })
+      ? renderTimeline([...s.runs].reverse(), { width: 260, height: 48, now: new Date(), timeZone })
       : null;
     return el(
       'section',
@@ -684,22 +930,20 @@ export class SchedulesPanel extends Widget {
       return detail;
     }
     const actions: HTMLElement[] = [];
-    if (!isInProgress(run.status) && this.host.openNotebook) {
-      const open = el(
-        'button',
-        {
-          class: 'jp-MageNbSched-button',
-          'data-action': 'open-notebook',
-          'data-focus-key': `open-${run.id}`,
-          'aria-label': `Open the notebook run ${run.id} executed`
-        },
-        'Open executed notebook'
+    if (this.host.openNotebook) {
+      const running = isInProgress(run.status);
+      actions.push(
+        button(
+          {
+            'data-action': 'open-notebook',
+            'data-focus-key': `open-${run.id}`,
+            'aria-label': `Open the notebook run ${run.id} executed`
+          },
+          'Open executed notebook',
+          () => this.host.openNotebook?.(run),
+          running ? 'Available when the run ends: the executed notebook is written then.' : null
+        )
       );
-      open.addEventListener('click', ev => {
-        ev.stopPropagation();
-        this.host.openNotebook?.(run);
-      });
-      actions.push(open);
     }
     const change = isInProgress(run.status)
       ? (['cancel', 'Cancel run'] as const)
@@ -708,21 +952,17 @@ export class SchedulesPanel extends Widget {
         : null;
     if (change) {
       const [action, text] = change;
-      const b = el(
-        'button',
-        {
-          class: 'jp-MageNbSched-button',
-          'data-action': `${action}-run`,
-          'data-focus-key': `${action}-${run.id}`,
-          'aria-label': `${text} ${run.id}`
-        },
-        text
+      actions.push(
+        button(
+          {
+            'data-action': `${action}-run`,
+            'data-focus-key': `${action}-${run.id}`,
+            'aria-label': `${text} ${run.id}`
+          },
+          text,
+          () => void this.act(() => this.model.changeRun(run.id, action), `Cannot ${action} run ${run.id}`)
+        )
       );
-      b.addEventListener('click', ev => {
-        ev.stopPropagation();
-        void this.act(() => this.model.changeRun(run.id, action), `Cannot ${action} run ${run.id}`);
-      });
-      actions.push(b);
     }
     if (actions.length) {
       detail.append(el('div', { class: 'jp-MageNbSched-toolbar' }, ...actions));
@@ -730,26 +970,31 @@ export class SchedulesPanel extends Widget {
     const error = runError(run);
     if (error) {
       detail.append(
-        el('pre', { class: 'jp-MageNbSched-traceback', role: 'log', 'aria-label': `Error of run ${run.id}` }, error)
+        el(
+          'pre',
+          {
+            class: 'jp-MageNbSched-traceback',
+            role: 'log',
+            tabindex: '0',
+            'aria-label': `Error of run ${run.id}`,
+            'data-scroll-key': `run-error-${run.id}`
+          },
+          error
+        )
       );
     }
     const blocks = el('ul', { class: 'jp-MageNbSched-blocks', 'aria-label': `Blocks of run ${run.id}` });
     for (const block of s.blockRuns) {
       const open = s.selectedBlockRunId === block.id;
-      const logsButton = el(
-        'button',
+      const logsButton = button(
         {
-          class: 'jp-MageNbSched-button',
           'aria-expanded': String(open),
           'aria-label': `${open ? 'Hide' : 'Show'} the log of block ${block.block_uuid}`,
           'data-focus-key': `logs-${block.id}`
         },
-        open ? 'Hide log' : 'Log'
+        open ? 'Hide log' : 'Log',
+        () => void this.model.showLogs(block.id)
       );
-      logsButton.addEventListener('click', ev => {
-        ev.stopPropagation();
-        void this.model.showLogs(block.id);
-      });
       const item = el(
         'li',
         { class: 'jp-MageNbSched-block', 'data-block-run-id': String(block.id), 'data-status': block.status },
@@ -763,18 +1008,48 @@ export class SchedulesPanel extends Widget {
         )
       );
       if (block.error) {
-        item.append(el('pre', { class: 'jp-MageNbSched-traceback' }, block.error));
+        item.append(
+          el(
+            'pre',
+            { class: 'jp-MageNbSched-traceback', tabindex: '0', 'data-scroll-key': `block-error-${block.id}` },
+            block.error
+          )
+        );
       }
       if (open) {
-        const text = s.logs ? s.logs.text || '(empty log)' : 'Loading…';
-        const dropped = s.logs && s.logs.dropped > 0 ? `… ${s.logs.dropped} bytes before\n` : '';
-        item.append(el('pre', { class: 'jp-MageNbSched-log', 'aria-label': 'Log' }, dropped + text));
+        let text: string;
+        if (s.logsError) {
+          text = `Cannot read the log: ${s.logsError}`;
+        } else if (!s.logs) {
+          text = 'Loading…';
+        } else if (!s.logs.text) {
+          text = isInProgress(block.status) ? 'The log appears when the block ends.' : '(empty log)';
+        } else {
+          const dropped = s.logs.dropped > 0 ? `… ${s.logs.dropped} bytes before\n` : '';
+          text = dropped + s.logs.text;
+        }
+        item.append(
+          el(
+            'pre',
+            {
+              class: 'jp-MageNbSched-log',
+              tabindex: '0',
+              'aria-label': `Log of block ${block.block_uuid}`,
+              'data-scroll-key': `log-${block.id}`
+            },
+            text
+          )
+        );
       }
       blocks.append(item);
     }
     if (!s.blockRuns.length) {
       blocks.append(
-        el('li', { class: 'jp-MageNbSched-empty' }, isInProgress(run.status) ? 'Waiting for blocks…' : 'No blocks.')
+        el(
+          'li',
+          { class: 'jp-MageNbSched-empty' },
+          s.blocksLoading ? 'Loading blocks…' : isInProgress(run.status) ? 'Waiting for blocks…' : 'No blocks.'
+        )
       );
     }
     detail.append(blocks);

@@ -67,6 +67,9 @@ export interface IPollResult {
 export class Poller {
   private handle: unknown = null;
   private running = false;
+  /** `now()` came while a poll was in flight: poll again as soon as it ends (its answer may
+   * predate what the user just did). */
+  private pending = false;
   private stopped = true;
   readonly state: IPollState = { active: false, unchanged: 0, failures: 0 };
   /** The delay chosen after the last poll (ms). */
@@ -97,7 +100,9 @@ export class Poller {
   now(): void {
     this.state.unchanged = 0;
     this.state.failures = 0;
-    if (!this.stopped) {
+    if (this.running) {
+      this.pending = true;
+    } else if (!this.stopped) {
       this.arm(0);
     }
   }
@@ -120,9 +125,11 @@ export class Poller {
   /** One poll, then the next one armed. Exposed for tests. */
   async tick(): Promise<void> {
     if (this.running) {
+      this.pending = true;
       return;
     }
     this.running = true;
+    this.pending = false;
     try {
       const result = await this.poll();
       this.state.failures = 0;
@@ -133,7 +140,8 @@ export class Poller {
     } finally {
       this.running = false;
     }
-    this.lastDelay = nextDelay(this.state, this.options);
+    this.lastDelay = this.pending ? 0 : nextDelay(this.state, this.options);
+    this.pending = false;
     if (!this.stopped) {
       this.arm(this.lastDelay);
     }

@@ -12,7 +12,10 @@
  * keys of `settings`; a PUT of `settings` replaces the whole dict, so an edit sends the
  * schedule's other settings (retries, limits ...) back unchanged beside the edited keys.
  */
-import { ApiClient, ApiError, errorMessage } from './api';
+import { ApiClient, errorMessage } from './api';
+import { FieldError } from './errors';
+import { parseJsonObject } from './json';
+import { instantOfWall, isKnownTimeZone, isoUtc, localDateTimeText, parseWall } from './time';
 import type { IPipelineSchedule, ScheduleStatus, ScheduleType } from './types';
 
 /** The named intervals (`ScheduleInterval`); anything else is a cron expression. */
@@ -104,169 +107,47 @@ export interface ISaveResult {
   schedule: IPipelineSchedule;
   /** The clear API token, when the server answered one (create, or a new token set). */
   token: string | null;
+  /**
+   * False when an edit had nothing to save (no request was made; `schedule` is the original),
+   * so the host can say "No changes to save." rather than "saved". Always true on create.
+   */
+  changed: boolean;
 }
 
-/**
- * A value the form could not turn into a request. `field` is the server's name for the
- * field (`variables`, `settings.timeout` ...), as in an ApiError, so `fieldOfError` maps both.
- */
-export class FieldError extends Error {
-  readonly field: string;
-  readonly fix: string;
+// The shared pieces, re-exported: the view and the tests have always taken them from here.
+export { FieldError, errorTexts } from './errors';
+export { browserTimezone, knownTimezones, localDateTimeText } from './time';
 
-  constructor(field: string, message: string, fix: string) {
-    super(message);
-    this.name = 'FieldError';
-    this.field = field;
-    this.fix = fix;
-  }
-}
-
-/** The browser's IANA time zone, or 'UTC' when it cannot tell. */
-export function browserTimezone(): string {
-  try {
-    const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
-    return zone || 'UTC';
-  } catch {
-    return 'UTC';
-  }
-}
-
-/** The zone names the browser knows (for suggestions), or [] on older browsers. */
-export function knownTimezones(): string[] {
-  const intl = Intl as unknown as { supportedValuesOf?: (key: string) => string[] };
-  try {
-    return intl.supportedValuesOf ? intl.supportedValuesOf('timeZone') : [];
-  } catch {
-    return [];
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Time zones: the start time is typed as wall time in the schedule's zone (the zone its cron
-// is evaluated in); the server stores instants (a naive time would be read as UTC).
-// ---------------------------------------------------------------------------------------------
-
-type WallTime = [number, number, number, number, number, number];
-
-const formatters = new Map<string, Intl.DateTimeFormat>();
-
-function formatterOf(timeZone: string): Intl.DateTimeFormat {
-  let formatter = formatters.get(timeZone);
-  if (!formatter) {
-    // Throws RangeError for a zone the browser does not know.
-    formatter = new Intl.DateTimeFormat('en-US', {
-      timeZone,
-      hour12: false,
-      year: 'numeric',
-      month: '2-digit',
-      day: '2-digit',
-      hour: '2-digit',
-      minute: '2-digit',
-      second: '2-digit'
-    });
-    formatters.set(timeZone, formatter);
-  }
-  return formatter;
-}
-
-function wallTimeAt(ms: number, timeZone: string): WallTime {
-  const parts: Record<string, number> = {};
-  for (const part of formatterOf(timeZone).formatToParts(new Date(ms))) {
-    if (part.type !== 'literal') {
-      parts[part.type] = Number(part.value);
-    }
-  }
-  // Some engines write midnight as 24 with hour12: false.
-  const hour = parts.hour === 24 ? 0 : parts.hour;
-  return [parts.year, parts.month, parts.day, hour, parts.minute, parts.second];
-}
-
-function utcOf(wall: WallTime): number {
-  return Date.UTC(wall[0], wall[1] - 1, wall[2], wall[3], wall[4], wall[5]);
-}
-
-/** The zone's offset from UTC at instant `ms`, in milliseconds. */
-function offsetAt(ms: number, timeZone: string): number {
-  const whole = Math.floor(ms / 1000) * 1000;
-  return utcOf(wallTimeAt(whole, timeZone)) - whole;
-}
-
-/** The instant of a wall time in a zone (a time in a DST gap moves by the gap). */
-function instantOf(wall: WallTime, timeZone: string): number {
-  const guess = utcOf(wall);
-  const first = offsetAt(guess, timeZone);
-  const instant = guess - first;
-  const second = offsetAt(instant, timeZone);
-  return second === first ? instant : guess - second;
-}
-
-function pad(n: number, width = 2): string {
-  return String(n).padStart(width, '0');
-}
-
-/**
- * An instant (ISO text) as datetime-local text in `timeZone` (`2024-01-01T09:00`, seconds
- * only when not zero); '' for none or unreadable; UTC when the zone is unknown.
- */
-export function localDateTimeText(iso: string | null | undefined, timeZone: string): string {
-  if (!iso) {
-    return '';
-  }
-  const ms = new Date(iso).getTime();
-  if (isNaN(ms)) {
-    return '';
-  }
-  let wall: WallTime;
-  try {
-    wall = wallTimeAt(ms, timeZone);
-  } catch {
-    wall = wallTimeAt(ms, 'UTC');
-  }
-  const text = `${pad(wall[0], 4)}-${pad(wall[1])}-${pad(wall[2])}T${pad(wall[3])}:${pad(wall[4])}`;
-  return wall[5] ? `${text}:${pad(wall[5])}` : text;
-}
-
-const LOCAL_DATETIME = /^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?$/;
+const START_FIX = "Pick a date and time, e.g. 2024-01-01T09:00 (in the schedule's time zone).";
 
 /**
  * Datetime-local text, read as wall time in `timeZone`, as the ISO instant the server takes
- * (`2024-01-01T08:00:00+00:00`); null for ''. Throws FieldError (`start_time`, or
- * `settings.timezone` when the zone is unknown).
+ * (`2024-01-01T08:00:00+00:00`); null for ''. A time skipped by a DST change moves forward by
+ * the gap, one that happens twice is the earlier (time.ts). Throws FieldError (`start_time`,
+ * or `settings.timezone` when the zone is unknown).
  */
 export function parseLocalDateTime(text: string, timeZone: string): string | null {
   const trimmed = text.trim();
   if (!trimmed) {
     return null;
   }
-  const match = LOCAL_DATETIME.exec(trimmed);
-  const fix = "Pick a date and time, e.g. 2024-01-01T09:00 (in the schedule's time zone).";
-  if (!match) {
-    throw new FieldError('start_time', `"${trimmed}" is not a date and time`, fix);
+  const wall = parseWall(trimmed);
+  if (!wall) {
+    const looksLikeOne = /^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}/.test(trimmed);
+    throw new FieldError(
+      'start_time',
+      looksLikeOne ? `"${trimmed}" is not a valid date and time` : `"${trimmed}" is not a date and time`,
+      START_FIX
+    );
   }
-  const wall = match.slice(1, 7).map(part => Number(part ?? 0)) as WallTime;
-  const check = new Date(utcOf(wall));
-  if (
-    check.getUTCFullYear() !== wall[0] ||
-    check.getUTCMonth() + 1 !== wall[1] ||
-    check.getUTCDate() !== wall[2] ||
-    wall[3] > 23 ||
-    wall[4] > 59 ||
-    wall[5] > 59
-  ) {
-    throw new FieldError('start_time', `"${trimmed}" is not a valid date and time`, fix);
-  }
-  let instant: number;
-  try {
-    instant = instantOf(wall, timeZone);
-  } catch {
+  if (!isKnownTimeZone(timeZone)) {
     throw new FieldError(
       'settings.timezone',
       `"${timeZone}" is not a time zone this browser knows`,
       "Use an IANA name such as 'UTC', 'America/New_York' or 'Europe/Berlin'."
     );
   }
-  return new Date(instant).toISOString().slice(0, 19) + '+00:00';
+  return isoUtc(instantOfWall(wall, timeZone));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -410,19 +291,6 @@ function parseJson(text: string, field: string, fix: string): unknown {
   }
 }
 
-function parseVariablesText(text: string): Record<string, unknown> | null {
-  const trimmed = text.trim();
-  if (!trimmed) {
-    return null;
-  }
-  const fix = 'Use a JSON object, e.g. {"env": "production"}, or leave it empty.';
-  const value = parseJson(trimmed, 'variables', fix);
-  if (!value || typeof value !== 'object' || Array.isArray(value)) {
-    throw new FieldError('variables', 'must be a JSON object', fix);
-  }
-  return value as Record<string, unknown>;
-}
-
 function parseMatchersText(text: string): unknown[] {
   const trimmed = text.trim();
   if (!trimmed) {
@@ -469,10 +337,10 @@ export function localErrors(values: IScheduleFormValues): FieldError[] {
       }
     }
   };
-  attempt(() => parseVariablesText(values.variables));
+  attempt(() => parseJsonObject(values.variables, 'variables'));
   attempt(() => parseSeconds(values.sla, 'sla', 3600));
   attempt(() => parseSeconds(values.timeout, 'settings.timeout', 1800));
-  attempt(() => parseLocalDateTime(values.start_time, values.timezone.trim()));
+  attempt(() => parseLocalDateTime(values.start_time, values.timezone.trim() || SETTING_DEFAULTS.timezone));
   if (values.schedule_type === 'event') {
     attempt(() => parseMatchersText(values.event_matchers));
   }
@@ -546,7 +414,7 @@ export function bodyFromValues(values: IScheduleFormValues, ctx: IFormContext): 
     schedule_type: type,
     status: values.status,
     description: values.description === '' ? null : values.description,
-    variables: parseVariablesText(values.variables),
+    variables: parseJsonObject(values.variables, 'variables'),
     sla: parseSeconds(values.sla, 'sla', 3600),
     settings: settingsFromValues(values, settingsOf(original))
   };
@@ -664,25 +532,6 @@ export function fieldOfError(
   return head as FormField;
 }
 
-/**
- * What to show for an error: the message without the fix when the message already ends with
- * it (the server's messages do), and the fix on its own.
- */
-export function errorTexts(err: unknown): { message: string; fix: string | null } {
-  if (err instanceof ApiError) {
-    let message = err.serverMessage || err.message;
-    const fix = err.fix;
-    if (fix && message.includes(fix)) {
-      message = message.replace(fix, '').trim();
-    }
-    return { message, fix };
-  }
-  if (err instanceof FieldError) {
-    return { message: err.message, fix: err.fix };
-  }
-  return { message: errorMessage(err), fix: null };
-}
-
 // ---------------------------------------------------------------------------------------------
 // Saving
 // ---------------------------------------------------------------------------------------------
@@ -694,7 +543,7 @@ function tokenOf(schedule: IPipelineSchedule | undefined): string | null {
 
 /**
  * Save the form: `POST pipeline_schedules` (create) or `PUT pipeline_schedules/{id}` (edit;
- * no request when nothing changed, answering the original). The token is the clear one the
+ * no request when nothing changed, answering the original with `changed: false`). The token is the clear one the
  * server answers once (create, or a token set), else null. Throws FieldError before any
  * request for a value that cannot be sent, and the server's ApiError unchanged.
  */
@@ -710,10 +559,10 @@ export async function saveSchedule(
   } else {
     const original = ctx.original as IPipelineSchedule;
     if (!Object.keys(body.pipeline_schedule).length) {
-      return { schedule: original, token: null };
+      return { schedule: original, token: null, changed: false };
     }
     answer = await api.json('PUT', `pipeline_schedules/${original.id}`, {}, body);
   }
   const schedule = answer.pipeline_schedule;
-  return { schedule, token: tokenOf(schedule) };
+  return { schedule, token: tokenOf(schedule), changed: true };
 }

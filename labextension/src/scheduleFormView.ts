@@ -4,25 +4,33 @@
  * and puts each error (local or the server's) under the input it names.
  */
 import { ApiClient, ApiError } from './api';
+import { el } from './dom';
+import { FieldError, IErrorTexts, errorTexts } from './errors';
+import {
+  Control,
+  DiscardConfirm,
+  clearFieldErrors,
+  escapeAction,
+  fieldRow,
+  formChanged,
+  showFieldError,
+  showFormErrors
+} from './formParts';
 import {
   FORM_FIELDS,
-  FieldError,
   FormField,
   INTERVAL_PRESETS,
   IScheduleFormValues,
   ISaveResult,
-  browserTimezone,
   defaultValues,
-  errorTexts,
   fieldOfError,
-  knownTimezones,
   localErrors,
   saveSchedule,
   valuesFromSchedule,
   visibleFields
 } from './scheduleForm';
+import { browserTimezone, knownTimezones } from './time';
 import type { IPipelineSchedule } from './types';
-import { el } from './dom';
 
 export interface IScheduleFormViewOptions {
   api: ApiClient;
@@ -33,12 +41,10 @@ export interface IScheduleFormViewOptions {
   schedule?: IPipelineSchedule;
   /** Zone for a new schedule; the browser's when left out. */
   timezone?: string;
+  /** Saved; `result.changed` is false when an edit had nothing to save (no request made). */
   onSaved(result: ISaveResult): void;
   onCancel(): void;
 }
-
-type Control = HTMLInputElement | HTMLSelectElement | HTMLTextAreaElement;
-
 
 const INTERVAL_LABELS: Record<string, string> = {
   '@once': '@once — one run',
@@ -61,6 +67,8 @@ export class ScheduleFormView {
   private readonly formError: HTMLElement;
   private readonly saveButton: HTMLButtonElement;
   private readonly prefix: string;
+  private readonly initial: IScheduleFormValues;
+  private readonly discard: DiscardConfirm;
   private saving = false;
   private disposed = false;
 
@@ -79,7 +87,7 @@ export class ScheduleFormView {
         : `New schedule for ${options.pipelineUuid}`
     );
     this.form = el('form', {
-      class: 'jp-MageNbSched-form',
+      class: 'jp-MageNbSched-form jp-MageNbSched-dialog',
       'data-form': 'schedule',
       'data-mode': options.mode,
       'aria-labelledby': headingId,
@@ -93,7 +101,7 @@ export class ScheduleFormView {
     });
     this.saveButton = el(
       'button',
-      { type: 'submit', class: 'jp-MageNbSched-button jp-MageNbSched-button-primary' },
+      { type: 'submit', class: 'jp-MageNbSched-button jp-MageNbSched-primary' },
       options.mode === 'edit' ? 'Save' : 'Create'
     );
     const cancel = el('button', { type: 'button', class: 'jp-MageNbSched-button' }, 'Cancel');
@@ -103,8 +111,17 @@ export class ScheduleFormView {
     for (const field of FORM_FIELDS) {
       this.form.append(this.row(field));
     }
-    this.form.append(el('div', { class: 'jp-MageNbSched-form-buttons' }, this.saveButton, cancel));
+    this.discard = new DiscardConfirm('Discard the changes to this schedule?', () =>
+      this.options.onCancel()
+    );
+    this.form.append(
+      el('div', { class: 'jp-MageNbSched-form-buttons' }, this.saveButton, cancel),
+      this.discard.node
+    );
     this.setValues(initial);
+    // As the inputs hold them (an input may normalise what it is given): "changed" means the
+    // person changed something, not that an input rewrote a value.
+    this.initial = this.readValues();
     this.updateVisibility();
 
     this.form.addEventListener('submit', this.onSubmit);
@@ -139,12 +156,7 @@ export class ScheduleFormView {
 
   private row(field: FormField): HTMLElement {
     const id = this.id(field);
-    const attrs = (extra: Record<string, string> = {}) => ({
-      id,
-      name: field,
-      class: 'jp-MageNbSched-input',
-      ...extra
-    });
+    const attrs = (extra: Record<string, string> = {}) => ({ name: field, ...extra });
     let control: Control;
     let label = '';
     let hint: string | null = null;
@@ -218,7 +230,7 @@ export class ScheduleFormView {
         break;
       case 'skip_if_previous_running':
         label = 'Skip a run while the previous one is still running';
-        control = el('input', { id, name: field, type: 'checkbox', class: 'jp-MageNbSched-checkbox' });
+        control = el('input', { name: field, type: 'checkbox', class: 'jp-MageNbSched-checkbox' });
         break;
       case 'description':
         label = 'Description';
@@ -257,19 +269,13 @@ export class ScheduleFormView {
     hint: string | null,
     extra: Node | null = null
   ): HTMLElement {
-    const labelNode = el('label', { for: this.id(field), class: 'jp-MageNbSched-label' }, label);
-    const row = el('div', { class: 'jp-MageNbSched-field', 'data-field-row': field });
-    if (control instanceof HTMLInputElement && control.type === 'checkbox') {
-      row.classList.add('jp-MageNbSched-field-check');
-      row.append(control, labelNode);
-    } else {
-      row.append(labelNode, control);
-    }
-    if (hint) {
-      const hintId = `${this.id(field)}-hint`;
-      row.append(el('div', { class: 'jp-MageNbSched-hint', id: hintId }, hint));
-      control.setAttribute('aria-describedby', hintId);
-    }
+    const row = fieldRow({
+      id: this.id(field),
+      label,
+      control,
+      hint,
+      attrs: { 'data-field-row': field }
+    });
     if (extra) {
       row.append(extra);
     }
@@ -317,52 +323,27 @@ export class ScheduleFormView {
   }
 
   private clearErrors(): void {
-    this.form.querySelectorAll('.jp-MageNbSched-field-error').forEach(node => node.remove());
-    for (const control of this.controls.values()) {
-      control.removeAttribute('aria-invalid');
-      const hint = control.getAttribute('aria-describedby')?.split(' ')[0];
-      if (hint && hint.endsWith('-hint')) {
-        control.setAttribute('aria-describedby', hint);
-      } else {
-        control.removeAttribute('aria-describedby');
-      }
-    }
-    this.formError.textContent = '';
-    this.formError.hidden = true;
+    clearFieldErrors(this.form, this.formError);
   }
 
   /** Put each error under its input; one whose field has no visible input goes on top. */
   private showErrors(errors: unknown[], values: IScheduleFormValues): void {
     const shown = visibleFields(values);
-    const general: HTMLElement[] = [];
+    const general: IErrorTexts[] = [];
     for (const err of errors) {
-      const { message, fix } = errorTexts(err);
+      const texts = errorTexts(err);
       const field =
         err instanceof FieldError || err instanceof ApiError ? fieldOfError(err, values) : null;
-      const parts = [el('span', { class: 'jp-MageNbSched-error-message' }, message)];
-      if (fix) {
-        parts.push(el('span', { class: 'jp-MageNbSched-error-fix' }, fix));
-      }
       const control = field ? this.controls.get(field) : undefined;
-      if (field && control && shown.has(field)) {
-        const errorId = `${this.id(field)}-error`;
-        const node = el(
-          'div',
-          { class: 'jp-MageNbSched-field-error', role: 'alert', 'data-field': field, id: errorId },
-          ...parts
-        );
-        this.rows.get(field)?.append(node);
-        control.setAttribute('aria-invalid', 'true');
-        const described = control.getAttribute('aria-describedby');
-        control.setAttribute('aria-describedby', described ? `${described} ${errorId}` : errorId);
+      const row = field ? this.rows.get(field) : undefined;
+      if (field && control && row && shown.has(field)) {
+        // data-field is the form's input name, as the browser tests look it up.
+        showFieldError(row, control, field, texts);
       } else {
-        general.push(el('div', {}, ...parts));
+        general.push(texts);
       }
     }
-    if (general.length) {
-      this.formError.replaceChildren(...general);
-      this.formError.hidden = false;
-    }
+    showFormErrors(this.formError, general);
   }
 
   private setSaving(saving: boolean): void {
@@ -411,11 +392,24 @@ export class ScheduleFormView {
     this.options.onSaved(result);
   }
 
+  /** True when the form holds something other than what it opened with. */
+  get isChanged(): boolean {
+    return formChanged(this.initial, this.readValues());
+  }
+
   private readonly onKeyDown = (event: KeyboardEvent): void => {
-    if (event.key === 'Escape') {
-      // The panel's row handlers must not see it as well.
-      event.preventDefault();
-      event.stopPropagation();
+    const action = escapeAction(event, this.isChanged, this.discard.isShown);
+    if (action === 'none') {
+      return;
+    }
+    // No stopPropagation: JupyterLab's shortcuts listen in the capture phase and have seen
+    // the key already, and the form is not inside a schedule row, whose handlers it could reach.
+    event.preventDefault();
+    if (action === 'keep') {
+      this.discard.hide();
+    } else if (action === 'ask') {
+      this.discard.show();
+    } else {
       this.options.onCancel();
     }
   };

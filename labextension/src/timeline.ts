@@ -3,8 +3,8 @@
  * as it ran long (one scale for all bars), coloured by status in CSS. The geometry is the pure
  * `timelineBars`; `renderTimeline` only turns bars into SVG.
  */
-import { wallInZone } from './backfill';
 import { formatDuration, runDuration } from './model';
+import { formatShortDate } from './time';
 import type { IPipelineRun, RunStatus } from './types';
 
 const SVG_NS = 'http://www.w3.org/2000/svg';
@@ -21,7 +21,10 @@ export interface ITimelineOptions {
   height: number;
   /** The end of a running run's bar (its duration so far). */
   now: Date;
-  /** The zone the tooltips' dates are in (default UTC), e.g. the schedule's. */
+  /**
+   * The zone the tooltips' dates are in (default UTC): pass the schedule's (`scheduleTimezone`),
+   * so a run of a 09:00 Berlin schedule reads 09:00, as its schedule says.
+   */
   timeZone?: string;
 }
 
@@ -51,20 +54,9 @@ export function runTime(run: IPipelineRun): number {
   return NaN;
 }
 
-function pad(n: number): string {
-  return String(n).padStart(2, '0');
-}
+export { formatShortDate };
 
-/** `2026-01-02 10:00` in the zone. */
-export function formatShortDate(ms: number, timeZone = 'UTC'): string {
-  if (!isFinite(ms)) {
-    return 'no date';
-  }
-  const w = wallInZone(ms, timeZone);
-  return `${w.year}-${pad(w.month)}-${pad(w.day)} ${pad(w.hour)}:${pad(w.minute)}`;
-}
-
-/** The tooltip of one run. */
+/** The tooltip of one run, its date in `timeZone`. */
 export function barLabel(run: IPipelineRun, now: Date, timeZone = 'UTC'): string {
   const duration = runDuration(run, now);
   const length = duration === null ? 'not started' : formatDuration(duration);

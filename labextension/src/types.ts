@@ -33,6 +33,8 @@ export interface IPipelineSchedule {
   pipeline_runs_count: number;
   last_pipeline_run_status: RunStatus | null;
   pipeline_in_progress_runs_count: number;
+  /** The schedule's runs that missed its SLA. */
+  sla_breached_runs_count?: number;
   [key: string]: unknown;
 }
 

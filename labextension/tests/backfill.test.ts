@@ -1,10 +1,11 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ApiClient } from '../src/api';
+import { ApiClient, ApiError } from '../src/api';
 import {
   BackfillFormError,
   BackfillStartError,
+  BackfillStarter,
   BackfillWatcher,
   IBackfill,
   IBackfillFormValues,
@@ -19,10 +20,12 @@ import {
   progressFraction,
   progressText,
   startBackfill,
+  startOrResume,
   statusText,
   validateBackfill,
   wallToIso
 } from '../src/backfill';
+import { formChanged } from '../src/formParts';
 import type { ITimer } from '../src/poller';
 import { BASE, FakeServer, apiError, json, schedule } from './fake';
 
@@ -216,10 +219,13 @@ describe('times are in the schedule’s time zone', () => {
     expect(wallToIso('2024-03-10T12:00', 'America/New_York')).toBe('2024-03-10T12:00:00-04:00');
   });
 
-  it('moves a time skipped by DST forward and takes the later of a repeated one', () => {
-    expect(wallToIso('2024-03-31T02:30', 'Europe/Paris')).toBe('2024-03-31T03:30:00+02:00');
-    const repeated = wallToIso('2024-10-27T02:30', 'Europe/Paris') as string;
-    expect(repeated).toBe('2024-10-27T02:30:00+01:00');
+  it('moves a time skipped by DST forward and takes the earlier of a repeated one (time.ts)', () => {
+    const paris = schedule({ settings: { timezone: 'Europe/Paris' } });
+    const body = backfillBody(values({ start: '2024-03-31T02:30', end: '2024-10-27T02:30' }), paris);
+    expect(body.backfill.start_datetime).toBe('2024-03-31T03:30:00+02:00');
+    // The earlier 02:30 (summer time), as the schedule form and Python's fold=0 read it.
+    expect(body.backfill.end_datetime).toBe('2024-10-27T02:30:00+02:00');
+    expect(wallToIso('2024-11-03T01:30', 'America/New_York')).toBe('2024-11-03T01:30:00-04:00');
   });
 
   it('falls back to UTC for a zone this browser does not know', () => {
@@ -283,6 +289,15 @@ describe('local errors name the server’s fields', () => {
     expect(inputForField('pipeline_schedule_id')).toBeNull();
     expect(inputForField('backfill')).toBeNull();
     expect(inputForField(null)).toBeNull();
+  });
+});
+
+describe('unsaved changes', () => {
+  it('the form is changed once a value differs from the defaults it opened with', () => {
+    const initial = defaultBackfillValues(schedule(), new Date('2026-01-05T10:20:00Z'));
+    expect(formChanged(initial, { ...initial })).toBe(false);
+    expect(formChanged(initial, { ...initial, variables: '{"a": 1}' })).toBe(true);
+    expect(formChanged(initial, { ...initial, interval_type: 'hour' })).toBe(true);
   });
 });
 
@@ -379,9 +394,82 @@ describe('REST calls', () => {
       .on('PUT', 'backfills/12', () => apiError(409, 'conflict', 'cannot start', 'status', 'Create a new one.'));
     const err = await startBackfill(client(server), values(), schedule()).catch(e => e);
     expect(err).toBeInstanceOf(BackfillStartError);
-    expect((err as BackfillStartError).backfill.id).toBe(12);
+    expect((err as BackfillStartError).backfillId).toBe(12);
+    expect((err as BackfillStartError).backfill?.id).toBe(12);
     expect(err.message).toContain('12');
     expect(err.message).toContain('cannot start');
+  });
+
+  it('starts a backfill created before with a PUT alone, whatever the form holds', async () => {
+    const server = new FakeServer().on('PUT', 'backfills/12', () =>
+      json({ backfill: backfill({ id: 12, status: 'running' }) })
+    );
+    // Values that would not even make a body: they are not used.
+    const started = await startOrResume(client(server), values({ variables: '[' }), schedule(), 12);
+    expect(server.calls.map(c => `${c.method} ${c.path}`)).toEqual(['PUT backfills/12']);
+    expect(server.calls[0].body).toEqual({ backfill: { status: 'running' } });
+    expect(started.status).toBe('running');
+  });
+
+  it('BackfillStarter: a failed start keeps the created backfill, and the next try only starts it', async () => {
+    let puts = 0;
+    const server = new FakeServer()
+      .on('POST', 'backfills', () => json({ backfill: backfill({ id: 21 }) }, 201))
+      .on('PUT', 'backfills/21', () =>
+        ++puts === 1
+          ? apiError(503, 'store_unavailable', 'the store is busy', null, 'Try again in a moment.')
+          : json({ backfill: backfill({ id: 21, status: 'running' }) })
+      );
+    const starter = new BackfillStarter(client(server), schedule({ id: 3 }));
+    expect(starter.label).toBe('Start backfill');
+    expect(starter.pendingId).toBeNull();
+
+    const err = await starter.start(values()).catch(e => e);
+    expect(err).toBeInstanceOf(BackfillStartError);
+    expect(starter.pendingId).toBe(21);
+    expect(starter.label).toBe('Start backfill 21');
+
+    // Even with other values typed since: the range of backfill 21 is fixed.
+    const started = await starter.start(values({ interval_units: '2' }));
+    expect(started.id).toBe(21);
+    expect(server.calls.map(c => `${c.method} ${c.path}`)).toEqual([
+      'POST backfills',
+      'PUT backfills/21',
+      'PUT backfills/21'
+    ]);
+    expect(starter.pendingId).toBeNull();
+    expect(starter.label).toBe('Start backfill');
+  });
+
+  it('BackfillStarter: a failed create leaves nothing pending, so the next try creates', async () => {
+    let posts = 0;
+    const server = new FakeServer()
+      .on('POST', 'backfills', () =>
+        ++posts === 1
+          ? apiError(400, 'validation_error', 'too many runs', 'interval_type', 'Use a larger interval_type.')
+          : json({ backfill: backfill({ id: 22 }) }, 201)
+      )
+      .on('PUT', 'backfills/22', () => json({ backfill: backfill({ id: 22, status: 'running' }) }));
+    const starter = new BackfillStarter(client(server), schedule({ id: 3 }));
+    await expect(starter.start(values())).rejects.toBeInstanceOf(ApiError);
+    expect(starter.pendingId).toBeNull();
+    expect((await starter.start(values())).id).toBe(22);
+    expect(server.calls.map(c => `${c.method} ${c.path}`)).toEqual([
+      'POST backfills',
+      'POST backfills',
+      'PUT backfills/22'
+    ]);
+  });
+
+  it('shows the fix once: the server’s message ends with it', async () => {
+    const fix = 'Use an interval_units from 1 to 1000, e.g. interval_units=1.';
+    const server = new FakeServer().on('POST', 'backfills', () =>
+      apiError(400, 'validation_error', `interval_units=0: must be at least 1. ${fix}`, 'interval_units', fix)
+    );
+    const err = await startBackfill(client(server), values(), schedule()).catch(e => e);
+    const errors = fieldErrorsOf(err);
+    expect(errors).toEqual([{ field: 'interval_units', message: 'interval_units=0: must be at least 1.', fix }]);
+    expect(errors?.[0].message).not.toContain(fix);
   });
 
   it('reads and cancels one backfill', async () => {

@@ -37,12 +37,23 @@ describe('helpers', () => {
     expect(formatDuration(245)).toBe('4 min 5 s');
     expect(formatDuration(7380)).toBe('2 h 3 min');
     expect(formatDuration(null)).toBe('—');
+    // Rounded before it is split: never "1 min 60 s" or "60.0 s".
+    expect(formatDuration(119.6)).toBe('2 min 0 s');
+    expect(formatDuration(59.97)).toBe('1 min 0 s');
+    expect(formatDuration(3599.7)).toBe('1 h 0 min');
     expect(runDuration(run())).toBe(3);
     expect(runDuration(run({ started_at: null }))).toBeNull();
     expect(runError(run({ metrics: { error: 'Traceback: boom' } }))).toBe('Traceback: boom');
     expect(runError(run())).toBeNull();
     const s = schedule({ id: 70, sla: 600 });
-    expect(slaState(s, [run({ pipeline_schedule_id: 70, sla_breached: true })])).toBe('SLA 10 min 0 s breached');
+    expect(slaState(s)).toEqual({ text: 'SLA 10 min 0 s', breached: false });
+    expect(slaState({ ...s, pipeline_runs_count: 4, sla_breached_runs_count: 0 })?.text).toBe(
+      'SLA 10 min 0 s · met by every run'
+    );
+    expect(slaState({ ...s, pipeline_runs_count: 14, sla_breached_runs_count: 2 })).toEqual({
+      text: 'SLA 10 min 0 s · missed by 2 of 14 runs',
+      breached: true
+    });
     expect(slaState(schedule({ sla: null }))).toBeNull();
   });
 

@@ -78,4 +78,29 @@ describe('Poller', () => {
     expect(timer.pending).toHaveLength(0);
     expect(poller.isStopped).toBe(true);
   });
+
+  it('polls again right after a poll that was in flight when now() came', async () => {
+    const timer = new FakeTimer();
+    let release: () => void = () => undefined;
+    let calls = 0;
+    const poller = new Poller(
+      () =>
+        new Promise(resolve => {
+          calls++;
+          release = () => resolve({ active: false, changed: false });
+        }),
+      DEFAULT_BACKOFF,
+      timer
+    );
+    poller.start(0);
+    timer.pending.shift()!.fn(); // the poll starts and waits for its answer
+    expect(calls).toBe(1);
+    poller.now(); // a user action while it is in flight
+    release();
+    await new Promise(r => setTimeout(r, 0));
+    // Not the idle backoff: at once, since the answer may predate the action.
+    expect(timer.pending.map(p => p.ms)).toEqual([0]);
+    await timer.fire();
+    expect(calls).toBe(2);
+  });
 });

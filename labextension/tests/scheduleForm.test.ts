@@ -10,13 +10,14 @@ import {
   defaultValues,
   errorTexts,
   fieldOfError,
-  localDateTimeText,
   localErrors,
   parseLocalDateTime,
   saveSchedule,
   valuesFromSchedule,
   visibleFields
 } from '../src/scheduleForm';
+import { stripFix } from '../src/errors';
+import { escapeAction, formChanged } from '../src/formParts';
 import { BASE, FakeServer, apiError, json, schedule } from './fake';
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -400,7 +401,7 @@ describe('visibleFields', () => {
 });
 
 describe('start time and zones', () => {
-  it('converts both ways across DST', () => {
+  it('converts wall time in the zone to the UTC instant the server stores', () => {
     expect(parseLocalDateTime('2024-01-10T09:00', 'America/New_York')).toBe('2024-01-10T14:00:00+00:00');
     expect(parseLocalDateTime('2024-07-10T09:00:30', 'America/New_York')).toBe('2024-07-10T13:00:30+00:00');
     expect(parseLocalDateTime('2024-07-10T09:00', 'UTC')).toBe('2024-07-10T09:00:00+00:00');
@@ -408,9 +409,26 @@ describe('start time and zones', () => {
     expect(parseLocalDateTime('2024-03-10T03:30', 'America/New_York')).toBe('2024-03-10T07:30:00+00:00');
     expect(parseLocalDateTime('2024-03-31T01:30', 'Europe/Berlin')).toBe('2024-03-31T00:30:00+00:00');
     expect(parseLocalDateTime('  ', 'UTC')).toBeNull();
-    expect(localDateTimeText('2024-07-10T13:00:30Z', 'America/New_York')).toBe('2024-07-10T09:00:30');
-    expect(localDateTimeText('2024-01-10T00:00:00+00:00', 'Asia/Kolkata')).toBe('2024-01-10T05:30');
-    expect(localDateTimeText(null, 'UTC')).toBe('');
+  });
+
+  it('resolves DST gaps and overlaps as the backfill form does (time.ts: forward, earlier)', () => {
+    // Gaps: forward by the gap, east and west of UTC alike.
+    expect(parseLocalDateTime('2024-03-31T02:30', 'Europe/Berlin')).toBe('2024-03-31T01:30:00+00:00');
+    expect(parseLocalDateTime('2024-03-10T02:30', 'America/New_York')).toBe('2024-03-10T07:30:00+00:00');
+    // Overlaps: the earlier instant.
+    expect(parseLocalDateTime('2024-10-27T02:30', 'Europe/Berlin')).toBe('2024-10-27T00:30:00+00:00');
+    expect(parseLocalDateTime('2024-11-03T01:30', 'America/New_York')).toBe('2024-11-03T05:30:00+00:00');
+  });
+
+  it('an edit leaves an overlap start time alone when it was not touched', () => {
+    const original = schedule({
+      id: 7,
+      start_time: '2024-10-27T01:30:00+00:00', // 02:30 CET, the later of the two 02:30s
+      settings: { timezone: 'Europe/Berlin' }
+    });
+    const values = valuesFromSchedule(original);
+    expect(values.start_time).toBe('2024-10-27T02:30');
+    expect(bodyFromValues(values, { mode: 'edit', pipelineUuid: 'etl/daily', original }).pipeline_schedule).toEqual({});
   });
 });
 
@@ -427,6 +445,37 @@ describe('errorTexts', () => {
     expect(errorTexts(new FieldError('sla', 'bad', 'do this'))).toEqual({ message: 'bad', fix: 'do this' });
     expect(errorTexts(new Error('boom'))).toEqual({ message: 'boom', fix: null });
   });
+
+  it('keeps a message without the fix, and one that is only the fix, whole', () => {
+    const noFix = new ApiError(409, { type: 'conflict', message: 'name taken', field: 'name', fix: 'Choose another name.' });
+    expect(errorTexts(noFix)).toEqual({ message: 'name taken', fix: 'Choose another name.' });
+    const none = new ApiError(404, { type: 'not_found', message: 'no schedule 3', field: null, fix: null });
+    expect(errorTexts(none)).toEqual({ message: 'no schedule 3', fix: null });
+    expect(stripFix('Use 3600.', 'Use 3600.')).toBe('Use 3600.');
+    expect(stripFix('sla=-1: bad. Use 3600. (see docs)', 'Use 3600.')).toBe('sla=-1: bad. (see docs)');
+    expect(stripFix('  a. b.  ', null)).toBe('a. b.');
+  });
+});
+
+describe('unsaved changes and Escape', () => {
+  const initial = defaultValues('etl/daily', 'UTC');
+
+  it('a form is changed when any value differs from the one it opened with', () => {
+    expect(formChanged(initial, { ...initial })).toBe(false);
+    expect(formChanged(initial, { ...initial, name: `${initial.name}!` })).toBe(true);
+    expect(formChanged(initial, { ...initial, skip_if_previous_running: true })).toBe(true);
+    expect(formChanged(initial, { ...initial, timezone: 'Europe/Berlin' })).toBe(true);
+  });
+
+  it('cancels at once with nothing to lose, asks first otherwise, and ignores composing', () => {
+    const esc = { key: 'Escape' };
+    expect(escapeAction(esc, false, false)).toBe('cancel');
+    expect(escapeAction(esc, true, false)).toBe('ask');
+    // The question is open: Escape closes it, editing goes on.
+    expect(escapeAction(esc, true, true)).toBe('keep');
+    expect(escapeAction({ key: 'Escape', isComposing: true }, false, false)).toBe('none');
+    expect(escapeAction({ key: 'Enter' }, true, false)).toBe('none');
+  });
 });
 
 describe('saveSchedule', () => {
@@ -442,6 +491,7 @@ describe('saveSchedule', () => {
     expect((server.calls[0].body as any).pipeline_schedule.pipeline_uuid).toBe('etl/daily');
     expect(result.schedule.id).toBe(12);
     expect(result.token).toBe('clear-token-xyz');
+    expect(result.changed).toBe(true);
   });
 
   it('edits with PUT pipeline_schedules/{id}, only the changes; no token answered → null', async () => {
@@ -455,6 +505,7 @@ describe('saveSchedule', () => {
     expect(server.calls[0].body).toEqual({ pipeline_schedule: { sla: 45 } });
     expect(result.schedule.sla).toBe(45);
     expect(result.token).toBeNull();
+    expect(result.changed).toBe(true);
   });
 
   it('sends nothing when nothing changed', async () => {
@@ -462,7 +513,8 @@ describe('saveSchedule', () => {
     const server = new FakeServer();
     const result = await saveSchedule(client(server), valuesFromSchedule(original), editOf(original));
     expect(server.calls).toHaveLength(0);
-    expect(result).toEqual({ schedule: original, token: null });
+    // The view still calls onSaved; `changed: false` lets the host say "No changes to save."
+    expect(result).toEqual({ schedule: original, token: null, changed: false });
   });
 
   it("rethrows the server's ApiError with its field and fix", async () => {

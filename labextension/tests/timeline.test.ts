@@ -130,6 +130,15 @@ describe('labels', () => {
     expect(timelineBars([r], OPTS)[0].label).toBe(barLabel(r, NOW));
   });
 
+  it('dates the tooltips in the zone given (the schedule’s), UTC without one', () => {
+    const r = runOn(12, 2, 3.2);
+    const [berlin] = timelineBars([r], { ...OPTS, timeZone: 'Europe/Berlin' });
+    expect(berlin.label).toBe('#12 completed 3.2 s, 2026-01-02 11:00');
+    const [ny] = timelineBars([r], { ...OPTS, timeZone: 'America/New_York' });
+    expect(ny.label).toBe('#12 completed 3.2 s, 2026-01-02 05:00');
+    expect(timelineBars([r], OPTS)[0].label).toBe('#12 completed 3.2 s, 2026-01-02 10:00');
+  });
+
   it('summarises the runs by status', () => {
     const runs = [
       ...Array.from({ length: 10 }, (_, i) => runOn(i + 1, i + 1, 1)),
