@@ -164,7 +164,10 @@ export class ApiClient {
   ) {}
 
   /** Absolute URL of an API path (`pipeline_schedules/3`) with an optional query. */
-  url(path: string, query: Record<string, string | number | boolean | null | undefined> = {}): string {
+  url(
+    path: string,
+    query: Record<string, string | number | boolean | null | undefined> = {}
+  ): string {
     return joinUrl(this.baseUrl, API_PATH, path) + queryString(query);
   }
 
@@ -356,7 +359,8 @@ export class ApiClient {
   /** `PUT pipeline_runs/{id}`: cancel a run that has not finished, or run a failed or cancelled
    * one again (`retry`). */
   async changeRun(id: number, action: 'cancel' | 'retry'): Promise<IPipelineRun> {
-    const change = action === 'cancel' ? { status: 'cancelled' } : { pipeline_run_action: 'retry_blocks' };
+    const change =
+      action === 'cancel' ? { status: 'cancelled' } : { pipeline_run_action: 'retry_blocks' };
     const answer = await this.json<{ pipeline_run: IPipelineRun }>(
       'PUT',
       `pipeline_runs/${id}`,

@@ -160,8 +160,7 @@ export function defaultBackfillValues(schedule: IPipelineSchedule, now: Date): I
   const midnight: IWall = { ...today, hour: 0, minute: 0, second: 0 };
   const kind = suggestedIntervalType(schedule);
   const start = addDays(midnight, -3);
-  const end =
-    kind === 'hour' ? { ...addDays(midnight, -1), hour: 23 } : addDays(midnight, -1);
+  const end = kind === 'hour' ? { ...addDays(midnight, -1), hour: 23 } : addDays(midnight, -1);
   return {
     start: formatWall(start),
     end: formatWall(end),
@@ -509,11 +508,7 @@ export class BackfillWatcher {
     readonly backfillId: number,
     private readonly options: IBackfillWatcherOptions
   ) {
-    this.poller = new Poller(
-      () => this.poll(),
-      options.backoff ?? BACKFILL_BACKOFF,
-      options.timer
-    );
+    this.poller = new Poller(() => this.poll(), options.backoff ?? BACKFILL_BACKOFF, options.timer);
   }
 
   /** True once stopped or finished. */

@@ -53,7 +53,6 @@ export interface IBackfillViewOptions {
   notifyError?(message: string): void;
 }
 
-
 let counter = 0;
 
 type InputName = keyof IBackfillFormValues;
@@ -95,7 +94,11 @@ export class BackfillView {
       'data-backfill-schedule-id': String(schedule.id)
     });
     this.node.append(
-      el('h3', { class: 'jp-MageNbSched-form-title', id: `${uid}-title` }, `Backfill ${schedule.name}`)
+      el(
+        'h3',
+        { class: 'jp-MageNbSched-form-title', id: `${uid}-title` },
+        `Backfill ${schedule.name}`
+      )
     );
 
     this.form = el('form', {
@@ -115,7 +118,12 @@ export class BackfillView {
     );
     const add = (name: InputName, label: string, input: Control): void => {
       input.name = name;
-      const field = fieldRow({ id: `${uid}-${name}`, label, control: input, attrs: { 'data-input': name } });
+      const field = fieldRow({
+        id: `${uid}-${name}`,
+        label,
+        control: input,
+        attrs: { 'data-input': name }
+      });
       this.inputs.set(name, input);
       this.fields.set(name, field);
       this.form.append(field);
@@ -184,8 +192,16 @@ export class BackfillView {
       'data-backfill-status': 'initial',
       'aria-live': 'polite'
     });
-    this.progressError = el('div', { class: 'jp-MageNbSched-form-error', role: 'alert', hidden: '' });
-    this.cancelRun = el('button', { type: 'button', class: 'jp-MageNbSched-button' }, 'Cancel backfill');
+    this.progressError = el('div', {
+      class: 'jp-MageNbSched-form-error',
+      role: 'alert',
+      hidden: ''
+    });
+    this.cancelRun = el(
+      'button',
+      { type: 'button', class: 'jp-MageNbSched-button' },
+      'Cancel backfill'
+    );
     this.cancelRun.addEventListener('click', () => void this.onCancelBackfill());
     this.closeButton = el('button', { type: 'button', class: 'jp-MageNbSched-button' }, 'Close');
     this.closeButton.addEventListener('click', () => this.close());
@@ -317,7 +333,9 @@ export class BackfillView {
         // The start's reason, not the wrapper's text: the note above says which backfill.
         const reason = err instanceof BackfillStartError ? err.reason : err;
         showFormErrors(this.formError, [errorTexts(reason)]);
-        this.options.notifyError?.(`Backfill of ${this.options.schedule.name}: ${errorMessage(err)}`);
+        this.options.notifyError?.(
+          `Backfill of ${this.options.schedule.name}: ${errorMessage(err)}`
+        );
         this.submit.focus();
       }
       return;

@@ -139,7 +139,9 @@ export function showFormErrors(box: HTMLElement, errors: IErrorTexts[]): void {
 /** Remove every error of the form: field errors, their marks on the controls, the error box. */
 export function clearFieldErrors(form: HTMLElement, box: HTMLElement | null = null): void {
   form.querySelectorAll('.jp-MageNbSched-field-error').forEach(node => node.remove());
-  form.querySelectorAll('[aria-invalid]').forEach(control => control.removeAttribute('aria-invalid'));
+  form
+    .querySelectorAll('[aria-invalid]')
+    .forEach(control => control.removeAttribute('aria-invalid'));
   form.querySelectorAll('[aria-describedby]').forEach(control => {
     // Keep what is not an error (the hint).
     const kept = (control.getAttribute('aria-describedby') ?? '')
@@ -171,8 +173,16 @@ export class DiscardConfirm {
   private returnFocus: HTMLElement | null = null;
 
   constructor(question: string, onDiscard: () => void) {
-    const discard = el('button', { type: 'button', class: 'jp-MageNbSched-button jp-MageNbSched-discard-button' }, 'Discard');
-    this.keepButton = el('button', { type: 'button', class: 'jp-MageNbSched-button' }, 'Keep editing');
+    const discard = el(
+      'button',
+      { type: 'button', class: 'jp-MageNbSched-button jp-MageNbSched-discard-button' },
+      'Discard'
+    );
+    this.keepButton = el(
+      'button',
+      { type: 'button', class: 'jp-MageNbSched-button' },
+      'Keep editing'
+    );
     discard.addEventListener('click', () => onDiscard());
     this.keepButton.addEventListener('click', () => this.hide());
     this.node = el(

@@ -1,8 +1,4 @@
-import {
-  ILayoutRestorer,
-  JupyterFrontEnd,
-  JupyterFrontEndPlugin
-} from '@jupyterlab/application';
+import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { Dialog, ICommandPalette, Notification, showDialog } from '@jupyterlab/apputils';
 import {
   INotebookTracker,
@@ -135,7 +131,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
             });
           }
         })
-        .catch(err => Notification.error(`Cannot open the notebook of run ${run.id}: ${err.message ?? err}`));
+        .catch(err =>
+          Notification.error(`Cannot open the notebook of run ${run.id}: ${err.message ?? err}`)
+        );
     };
 
     const model = new PanelModel(api);

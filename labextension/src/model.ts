@@ -101,7 +101,10 @@ export function slaState(schedule: IPipelineSchedule): { text: string; breached:
     const runs = Math.max(breaches, schedule.pipeline_runs_count);
     return { text: `${sla} · missed by ${breaches} of ${runs} runs`, breached: true };
   }
-  return { text: schedule.pipeline_runs_count ? `${sla} · met by every run` : sla, breached: false };
+  return {
+    text: schedule.pipeline_runs_count ? `${sla} · met by every run` : sla,
+    breached: false
+  };
 }
 
 /** A run that needs attention: it failed, or it missed its SLA. */
@@ -138,7 +141,11 @@ export function runAlerts(
     const who =
       (run.pipeline_schedule_id !== null ? names.get(run.pipeline_schedule_id) : undefined) ??
       run.pipeline_uuid;
-    const base = { runId: run.id, scheduleId: run.pipeline_schedule_id, pipelineUuid: run.pipeline_uuid };
+    const base = {
+      runId: run.id,
+      scheduleId: run.pipeline_schedule_id,
+      pipelineUuid: run.pipeline_uuid
+    };
     if (run.status === 'failed' && old.status !== 'failed') {
       const error = runError(run);
       const first = error ? `: ${error.trim().split('\n').pop()}` : '';
@@ -275,7 +282,10 @@ export class PanelModel {
     return this._state.filter === 'notebook' && this._state.notebookUuid ? 'notebook' : null;
   }
 
-  private async readRuns(scope: 'schedule' | 'notebook' | null, scheduleId: number | null): Promise<IPipelineRun[]> {
+  private async readRuns(
+    scope: 'schedule' | 'notebook' | null,
+    scheduleId: number | null
+  ): Promise<IPipelineRun[]> {
     if (scope === 'schedule' && scheduleId !== null) {
       return this.api.listScheduleRuns(scheduleId);
     }
@@ -354,7 +364,8 @@ export class PanelModel {
       const runsScope = this.runsScopeFor(selectedScheduleId);
       const runs = await this.readRuns(runsScope, selectedScheduleId);
       const sameScope =
-        runsScope === this._state.runsScope && selectedScheduleId === this._state.selectedScheduleId;
+        runsScope === this._state.runsScope &&
+        selectedScheduleId === this._state.selectedScheduleId;
       let selectedRunId = runsScope === null || !sameScope ? null : this._state.selectedRunId;
       if (selectedRunId !== null && !runs.some(r => r.id === selectedRunId)) {
         selectedRunId = null;
@@ -394,7 +405,9 @@ export class PanelModel {
           }
         }
       }
-      const alerts = sameScope ? runAlerts(this._state.runs, runs, this.scheduleNames(schedules)) : [];
+      const alerts = sameScope
+        ? runAlerts(this._state.runs, runs, this.scheduleNames(schedules))
+        : [];
       this.set({
         schedules,
         schedulesLoaded: true,
@@ -576,7 +589,10 @@ export class PanelModel {
    * Run a notebook on its own (no schedule); its runs are shown and the new one selected when
    * it is the notebook in focus. Throws the server's error.
    */
-  async runNotebook(pipelineUuid: string, variables?: Record<string, unknown> | null): Promise<IPipelineRun> {
+  async runNotebook(
+    pipelineUuid: string,
+    variables?: Record<string, unknown> | null
+  ): Promise<IPipelineRun> {
     try {
       const run = await this.api.runNotebook(pipelineUuid, variables);
       this.mutations++;
@@ -606,7 +622,10 @@ export class PanelModel {
     try {
       const updated = await this.api.changeRun(id, action);
       this.mutations++;
-      this.set({ runs: this._state.runs.map(r => (r.id === id ? { ...r, ...updated } : r)), error: null });
+      this.set({
+        runs: this._state.runs.map(r => (r.id === id ? { ...r, ...updated } : r)),
+        error: null
+      });
       return updated;
     } catch (err) {
       this.set({ error: errorMessage(err) });
@@ -658,7 +677,14 @@ export class PanelModel {
       this.set({
         schedules: this._state.schedules.filter(s => s.id !== id),
         ...(wasSelected
-          ? { selectedScheduleId: null, runs: [], runsScope: null, selectedRunId: null, blockRuns: [], logs: null }
+          ? {
+              selectedScheduleId: null,
+              runs: [],
+              runsScope: null,
+              selectedRunId: null,
+              blockRuns: [],
+              logs: null
+            }
           : {}),
         error: null
       });

@@ -357,7 +357,10 @@ export class SchedulesPanel extends Widget {
         await this.model.selectSchedule(scheduleId);
       }
     }
-    if (this.model.state.runs.some(r => r.id === runId) && this.model.state.selectedRunId !== runId) {
+    if (
+      this.model.state.runs.some(r => r.id === runId) &&
+      this.model.state.selectedRunId !== runId
+    ) {
       await this.model.selectRun(runId);
     }
     this.focusKey(`run-row-${runId}`);
@@ -367,7 +370,9 @@ export class SchedulesPanel extends Widget {
     const { url, hasToken } = this.model.triggerUrl(schedule.id);
     const copied = this.host.copyText ? await this.host.copyText(url) : false;
     if (hasToken) {
-      this.notifier.info(copied ? `Trigger URL of ${schedule.name} copied.` : `Trigger URL: ${url}`);
+      this.notifier.info(
+        copied ? `Trigger URL of ${schedule.name} copied.` : `Trigger URL: ${url}`
+      );
     } else {
       this.notifier.info(
         `${copied ? 'URL template copied' : `URL template: ${url}`}: put the schedule's token in ` +
@@ -390,7 +395,9 @@ export class SchedulesPanel extends Widget {
     await this.act(async () => {
       const url = await this.model.rotateToken(schedule.id);
       const copied = this.host.copyText ? await this.host.copyText(url) : false;
-      this.notifier.info(copied ? `New trigger URL of ${schedule.name} copied.` : `New trigger URL: ${url}`);
+      this.notifier.info(
+        copied ? `New trigger URL of ${schedule.name} copied.` : `New trigger URL: ${url}`
+      );
     }, `Cannot make a new token for ${schedule.name}`);
   }
 
@@ -437,7 +444,9 @@ export class SchedulesPanel extends Widget {
       if (!candidate) {
         continue;
       }
-      const target = this.node.querySelector<HTMLElement>(`[data-focus-key="${CSS.escape(candidate)}"]`);
+      const target = this.node.querySelector<HTMLElement>(
+        `[data-focus-key="${CSS.escape(candidate)}"]`
+      );
       if (target) {
         target.focus();
         return true;
@@ -462,7 +471,9 @@ export class SchedulesPanel extends Widget {
     const picture = drawn(s);
     if (picture === this.lastDrawn && this.updatedLine) {
       // Only the refresh time moved: no new DOM, nothing the user is doing is disturbed.
-      this.updatedLine.textContent = s.lastUpdated ? `Updated ${s.lastUpdated.toLocaleTimeString()}` : '';
+      this.updatedLine.textContent = s.lastUpdated
+        ? `Updated ${s.lastUpdated.toLocaleTimeString()}`
+        : '';
       return;
     }
     if (this.selectingText()) {
@@ -512,7 +523,11 @@ export class SchedulesPanel extends Widget {
     // Header: title, filter, refresh.
     const filter = el(
       'select',
-      { class: 'jp-MageNbSched-filter', 'aria-label': 'Show schedules of', 'data-focus-key': 'filter' },
+      {
+        class: 'jp-MageNbSched-filter',
+        'aria-label': 'Show schedules of',
+        'data-focus-key': 'filter'
+      },
       el('option', { value: 'notebook' }, 'Notebook in focus'),
       el('option', { value: 'all' }, 'All notebooks')
     );
@@ -539,7 +554,9 @@ export class SchedulesPanel extends Widget {
         el(
           'div',
           { class: 'jp-MageNbSched-context' },
-          s.notebookUuid ? `Notebook: ${s.notebookUuid}` : 'No notebook in focus — open one, or show all.'
+          s.notebookUuid
+            ? `Notebook: ${s.notebookUuid}`
+            : 'No notebook in focus — open one, or show all.'
         )
       );
     }
@@ -640,7 +657,9 @@ export class SchedulesPanel extends Widget {
     });
     const wrap = el('div', { class: 'jp-MageNbSched-varsField' }, input);
     if (error) {
-      wrap.append(el('div', { class: 'jp-MageNbSched-field-error', role: 'alert', id: errorId }, error));
+      wrap.append(
+        el('div', { class: 'jp-MageNbSched-field-error', role: 'alert', id: errorId }, error)
+      );
     }
     return wrap;
   }
@@ -711,7 +730,8 @@ export class SchedulesPanel extends Widget {
         'data-action': 'toggle'
       },
       active ? 'Pause' : 'Activate',
-      () => void this.act(() => this.model.toggleStatus(schedule.id), `Cannot change ${schedule.name}`),
+      () =>
+        void this.act(() => this.model.toggleStatus(schedule.id), `Cannot change ${schedule.name}`),
       busy
     );
     const varsKey = String(schedule.id);
@@ -784,10 +804,19 @@ export class SchedulesPanel extends Widget {
           { class: 'jp-MageNbSched-next' },
           `Next: ${formatDate(schedule.next_pipeline_run_date, tz)}`
         ),
-        el('span', { class: 'jp-MageNbSched-last' }, 'Last: ', statusBadge(schedule.last_pipeline_run_status))
+        el(
+          'span',
+          { class: 'jp-MageNbSched-last' },
+          'Last: ',
+          statusBadge(schedule.last_pipeline_run_status)
+        )
       ),
       sla
-        ? el('div', { class: `jp-MageNbSched-sla${sla.breached ? ' jp-mod-breached' : ''}` }, sla.text)
+        ? el(
+            'div',
+            { class: `jp-MageNbSched-sla${sla.breached ? ' jp-mod-breached' : ''}` },
+            sla.text
+          )
         : null,
       el('div', { class: 'jp-MageNbSched-actions' }, toggle, runNow, disclose),
       this.variablesField(varsKey, `Variables for running ${schedule.name} now`, run),
@@ -806,17 +835,26 @@ export class SchedulesPanel extends Widget {
   /** The actions of the selected schedule, in its row. */
   private renderScheduleActions(schedule: IPipelineSchedule): HTMLElement {
     const busy = this.model.state.busy.includes(schedule.id) ? 'Working…' : null;
-    const action = (name: string, text: string, label: string, onClick: () => void): HTMLButtonElement =>
+    const action = (
+      name: string,
+      text: string,
+      label: string,
+      onClick: () => void
+    ): HTMLButtonElement =>
       button(
         { 'data-action': name, 'data-focus-key': `${name}-${schedule.id}`, 'aria-label': label },
         text,
         onClick,
         busy
       );
-    const buttons = [action('edit', 'Edit', `Edit schedule ${schedule.name}`, () => this.openEditForm(schedule))];
+    const buttons = [
+      action('edit', 'Edit', `Edit schedule ${schedule.name}`, () => this.openEditForm(schedule))
+    ];
     if (schedule.schedule_type === 'time') {
       buttons.push(
-        action('backfill', 'Backfill…', `Backfill ${schedule.name} over past dates`, () => this.openBackfill(schedule))
+        action('backfill', 'Backfill…', `Backfill ${schedule.name} over past dates`, () =>
+          this.openBackfill(schedule)
+        )
       );
     }
     const { url, hasToken } = this.model.triggerUrl(schedule.id);
@@ -830,10 +868,22 @@ export class SchedulesPanel extends Widget {
             : `Copy the API trigger URL of ${schedule.name}, with <token> in place of its token`,
           () => void this.copyTriggerUrl(schedule)
         ),
-        action('new-token', 'New token', `Make a new API token for ${schedule.name}`, () => void this.newToken(schedule))
+        action(
+          'new-token',
+          'New token',
+          `Make a new API token for ${schedule.name}`,
+          () => void this.newToken(schedule)
+        )
       );
     }
-    buttons.push(action('delete', 'Delete', `Delete schedule ${schedule.name}`, () => void this.deleteSchedule(schedule)));
+    buttons.push(
+      action(
+        'delete',
+        'Delete',
+        `Delete schedule ${schedule.name}`,
+        () => void this.deleteSchedule(schedule)
+      )
+    );
     const section = el(
       'div',
       {
@@ -864,7 +914,9 @@ export class SchedulesPanel extends Widget {
   private renderRuns(title: string, timeZone: string): HTMLElement {
     const s = this.model.state;
     const listId =
-      s.selectedScheduleId !== null ? `jp-MageNbSched-runs-of-${s.selectedScheduleId}` : 'jp-MageNbSched-runs-of-notebook';
+      s.selectedScheduleId !== null
+        ? `jp-MageNbSched-runs-of-${s.selectedScheduleId}`
+        : 'jp-MageNbSched-runs-of-notebook';
     const list = el('ul', { class: 'jp-MageNbSched-runs', 'aria-label': title, id: listId });
     for (const run of s.runs) {
       const selected = s.selectedRunId === run.id;
@@ -886,7 +938,11 @@ export class SchedulesPanel extends Widget {
           'div',
           { class: 'jp-MageNbSched-row' },
           el('span', { class: 'jp-MageNbSched-runid' }, `#${run.id}`),
-          el('span', { class: 'jp-MageNbSched-date', title: timeZone }, formatDate(run.execution_date, timeZone)),
+          el(
+            'span',
+            { class: 'jp-MageNbSched-date', title: timeZone },
+            formatDate(run.execution_date, timeZone)
+          ),
           statusBadge(run.status),
           el('span', { class: 'jp-MageNbSched-duration' }, formatDuration(runDuration(run)))
         )
@@ -908,7 +964,13 @@ export class SchedulesPanel extends Widget {
       }
     }
     if (!s.runs.length) {
-      list.append(el('li', { class: 'jp-MageNbSched-empty' }, s.runsLoading ? 'Loading runs…' : 'No runs yet.'));
+      list.append(
+        el(
+          'li',
+          { class: 'jp-MageNbSched-empty' },
+          s.runsLoading ? 'Loading runs…' : 'No runs yet.'
+        )
+      );
     }
     const chart = s.runs.length
       ? renderTimeline([...s.runs].reverse(), { width: 260, height: 48, now: new Date(), timeZone })
@@ -960,7 +1022,11 @@ export class SchedulesPanel extends Widget {
             'aria-label': `${text} ${run.id}`
           },
           text,
-          () => void this.act(() => this.model.changeRun(run.id, action), `Cannot ${action} run ${run.id}`)
+          () =>
+            void this.act(
+              () => this.model.changeRun(run.id, action),
+              `Cannot ${action} run ${run.id}`
+            )
         )
       );
     }
@@ -983,7 +1049,10 @@ export class SchedulesPanel extends Widget {
         )
       );
     }
-    const blocks = el('ul', { class: 'jp-MageNbSched-blocks', 'aria-label': `Blocks of run ${run.id}` });
+    const blocks = el('ul', {
+      class: 'jp-MageNbSched-blocks',
+      'aria-label': `Blocks of run ${run.id}`
+    });
     for (const block of s.blockRuns) {
       const open = s.selectedBlockRunId === block.id;
       const logsButton = button(
@@ -997,7 +1066,11 @@ export class SchedulesPanel extends Widget {
       );
       const item = el(
         'li',
-        { class: 'jp-MageNbSched-block', 'data-block-run-id': String(block.id), 'data-status': block.status },
+        {
+          class: 'jp-MageNbSched-block',
+          'data-block-run-id': String(block.id),
+          'data-status': block.status
+        },
         el(
           'div',
           { class: 'jp-MageNbSched-row' },
@@ -1011,7 +1084,11 @@ export class SchedulesPanel extends Widget {
         item.append(
           el(
             'pre',
-            { class: 'jp-MageNbSched-traceback', tabindex: '0', 'data-scroll-key': `block-error-${block.id}` },
+            {
+              class: 'jp-MageNbSched-traceback',
+              tabindex: '0',
+              'data-scroll-key': `block-error-${block.id}`
+            },
             block.error
           )
         );
@@ -1023,7 +1100,9 @@ export class SchedulesPanel extends Widget {
         } else if (!s.logs) {
           text = 'Loading…';
         } else if (!s.logs.text) {
-          text = isInProgress(block.status) ? 'The log appears when the block ends.' : '(empty log)';
+          text = isInProgress(block.status)
+            ? 'The log appears when the block ends.'
+            : '(empty log)';
         } else {
           const dropped = s.logs.dropped > 0 ? `… ${s.logs.dropped} bytes before\n` : '';
           text = dropped + s.logs.text;
@@ -1048,7 +1127,11 @@ export class SchedulesPanel extends Widget {
         el(
           'li',
           { class: 'jp-MageNbSched-empty' },
-          s.blocksLoading ? 'Loading blocks…' : isInProgress(run.status) ? 'Waiting for blocks…' : 'No blocks.'
+          s.blocksLoading
+            ? 'Loading blocks…'
+            : isInProgress(run.status)
+              ? 'Waiting for blocks…'
+              : 'No blocks.'
         )
       );
     }

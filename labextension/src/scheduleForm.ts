@@ -136,7 +136,9 @@ export function parseLocalDateTime(text: string, timeZone: string): string | nul
     const looksLikeOne = /^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}/.test(trimmed);
     throw new FieldError(
       'start_time',
-      looksLikeOne ? `"${trimmed}" is not a valid date and time` : `"${trimmed}" is not a date and time`,
+      looksLikeOne
+        ? `"${trimmed}" is not a valid date and time`
+        : `"${trimmed}" is not a date and time`,
       START_FIX
     );
   }
@@ -340,7 +342,9 @@ export function localErrors(values: IScheduleFormValues): FieldError[] {
   attempt(() => parseJsonObject(values.variables, 'variables'));
   attempt(() => parseSeconds(values.sla, 'sla', 3600));
   attempt(() => parseSeconds(values.timeout, 'settings.timeout', 1800));
-  attempt(() => parseLocalDateTime(values.start_time, values.timezone.trim() || SETTING_DEFAULTS.timezone));
+  attempt(() =>
+    parseLocalDateTime(values.start_time, values.timezone.trim() || SETTING_DEFAULTS.timezone)
+  );
   if (values.schedule_type === 'event') {
     attempt(() => parseMatchersText(values.event_matchers));
   }

@@ -187,7 +187,10 @@ export class ScheduleFormView {
         break;
       case 'cron':
         label = 'Cron expression';
-        control = el('input', attrs({ type: 'text', placeholder: '0 9 * * 1-5', spellcheck: 'false' }));
+        control = el(
+          'input',
+          attrs({ type: 'text', placeholder: '0 9 * * 1-5', spellcheck: 'false' })
+        );
         hint = 'minute hour day-of-month month day-of-week, in the time zone below';
         break;
       case 'start_time':
@@ -198,12 +201,18 @@ export class ScheduleFormView {
       case 'timezone': {
         label = 'Time zone';
         const listId = `${id}-zones`;
-        control = el('input', attrs({ type: 'text', list: listId, spellcheck: 'false', autocomplete: 'off' }));
+        control = el(
+          'input',
+          attrs({ type: 'text', list: listId, spellcheck: 'false', autocomplete: 'off' })
+        );
         const zones = el('datalist', { id: listId });
         for (const zone of knownTimezones()) {
           zones.append(el('option', { value: zone }));
         }
-        this.rows.set(field, this.wrap(field, label, control, 'IANA name, e.g. Europe/Berlin', zones));
+        this.rows.set(
+          field,
+          this.wrap(field, label, control, 'IANA name, e.g. Europe/Berlin', zones)
+        );
         this.controls.set(field, control);
         return this.rows.get(field) as HTMLElement;
       }
@@ -218,7 +227,10 @@ export class ScheduleFormView {
         break;
       case 'variables':
         label = 'Variables (JSON)';
-        control = el('textarea', attrs({ rows: '3', placeholder: '{"env": "production"}', spellcheck: 'false' }));
+        control = el(
+          'textarea',
+          attrs({ rows: '3', placeholder: '{"env": "production"}', spellcheck: 'false' })
+        );
         break;
       case 'sla':
         label = 'SLA (seconds)';
@@ -249,7 +261,10 @@ export class ScheduleFormView {
         break;
       case 'token':
         label = 'API token';
-        control = el('input', attrs({ type: 'password', autocomplete: 'new-password', spellcheck: 'false' }));
+        control = el(
+          'input',
+          attrs({ type: 'password', autocomplete: 'new-password', spellcheck: 'false' })
+        );
         hint =
           this.options.mode === 'edit'
             ? 'optional: a new token of your own (16+ URL-safe characters); empty keeps the current one'

@@ -10,7 +10,9 @@ import type { IAlert } from './model';
 export const RUN_NOTIFICATION_SCHEMA_ID = 'https://events.mage-nb-sched.dev/run_notification/v1';
 
 /** The alert of a failure or SLA-breach event; null for any other event (or a success). */
-export function alertOfServerEvent(event: Record<string, unknown> | null | undefined): IAlert | null {
+export function alertOfServerEvent(
+  event: Record<string, unknown> | null | undefined
+): IAlert | null {
   if (!event || typeof event !== 'object') {
     return null;
   }
@@ -28,8 +30,12 @@ export function alertOfServerEvent(event: Record<string, unknown> | null | undef
   }
   const pipelineUuid = String(event.pipeline_uuid ?? '');
   const scheduleId = typeof event.schedule_id === 'number' ? event.schedule_id : null;
-  const who = typeof event.schedule_name === 'string' && event.schedule_name ? event.schedule_name : pipelineUuid;
-  const reason = typeof event.reason === 'string' && event.reason ? event.reason.trim().split('\n').pop() : '';
+  const who =
+    typeof event.schedule_name === 'string' && event.schedule_name
+      ? event.schedule_name
+      : pipelineUuid;
+  const reason =
+    typeof event.reason === 'string' && event.reason ? event.reason.trim().split('\n').pop() : '';
   const text =
     kind === 'failure'
       ? `${who}: run ${runId} failed${reason ? `: ${reason}` : ''}`

@@ -14,7 +14,13 @@ export const MIN_BAR_SIZE = 2;
 /** Nor wider than this, so three runs do not look like a wall. */
 export const MAX_BAR_WIDTH = 24;
 /** Statuses in the order the summary names them. */
-const SUMMARY_ORDER: readonly RunStatus[] = ['completed', 'failed', 'running', 'initial', 'cancelled'];
+const SUMMARY_ORDER: readonly RunStatus[] = [
+  'completed',
+  'failed',
+  'running',
+  'initial',
+  'cancelled'
+];
 
 export interface ITimelineOptions {
   width: number;
@@ -103,7 +109,8 @@ export function timelineBars(runs: IPipelineRun[], opts: ITimelineOptions): ITim
       position = n === 1 ? 0.5 : i / (n - 1);
     }
     const duration = durations[i];
-    const h = longest > 0 && duration ? Math.max(minHeight, (duration / longest) * height) : minHeight;
+    const h =
+      longest > 0 && duration ? Math.max(minHeight, (duration / longest) * height) : minHeight;
     return {
       runId: item.run.id,
       x: position * span,

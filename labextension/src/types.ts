@@ -5,16 +5,8 @@
 
 export type ScheduleStatus = 'active' | 'inactive';
 export type ScheduleType = 'time' | 'event' | 'api';
-export type RunStatus =
-  | 'initial'
-  | 'running'
-  | 'completed'
-  | 'failed'
-  | 'cancelled';
-export type BlockRunStatus =
-  | RunStatus
-  | 'queued'
-  | 'upstream_failed';
+export type RunStatus = 'initial' | 'running' | 'completed' | 'failed' | 'cancelled';
+export type BlockRunStatus = RunStatus | 'queued' | 'upstream_failed';
 
 export interface IPipelineSchedule {
   id: number;

@@ -30,8 +30,12 @@ describe('URLs', () => {
 
   it('puts every route under {base_url}mage/api/', () => {
     const api = new ApiClient('http://localhost:8888/', async () => json({}));
-    expect(api.url('pipeline_schedules/3')).toBe('http://localhost:8888/mage/api/pipeline_schedules/3');
-    expect(api.url('pipeline_runs', { limit: 5 })).toBe('http://localhost:8888/mage/api/pipeline_runs?limit=5');
+    expect(api.url('pipeline_schedules/3')).toBe(
+      'http://localhost:8888/mage/api/pipeline_schedules/3'
+    );
+    expect(api.url('pipeline_runs', { limit: 5 })).toBe(
+      'http://localhost:8888/mage/api/pipeline_runs?limit=5'
+    );
   });
 });
 
@@ -58,7 +62,10 @@ describe('ApiClient requests', () => {
     );
     const got = await client(server).listSchedules();
     expect(got.map(s => s.id)).toEqual([1, 8]);
-    expect(server.calls.map(c => c.query)).toEqual([{ limit: '1000' }, { limit: '1000', cursor: '7' }]);
+    expect(server.calls.map(c => c.query)).toEqual([
+      { limit: '1000' },
+      { limit: '1000', cursor: '7' }
+    ]);
   });
 
   it('pauses with PUT pipeline_schedules/{id} and a pipeline_schedule envelope', async () => {
@@ -87,7 +94,9 @@ describe('ApiClient requests', () => {
 
   it('reads a schedule run history and a run block runs', async () => {
     const server = new FakeServer()
-      .on('GET', 'pipeline_schedules/3/pipeline_runs', () => list('pipeline_runs', [run({ id: 5 })]))
+      .on('GET', 'pipeline_schedules/3/pipeline_runs', () =>
+        list('pipeline_runs', [run({ id: 5 })])
+      )
       .on('GET', 'pipeline_runs/5/block_runs', () =>
         list('block_runs', [blockRun({ id: 1 }), blockRun({ id: 2 })])
       );
@@ -105,7 +114,11 @@ describe('ApiClient requests', () => {
       () =>
         new Response('hello\n', {
           status: 200,
-          headers: { 'Content-Type': 'text/plain', 'X-Log-Size': '106', 'X-Log-Dropped-Bytes': '100' }
+          headers: {
+            'Content-Type': 'text/plain',
+            'X-Log-Size': '106',
+            'X-Log-Dropped-Bytes': '100'
+          }
         })
     );
     const logs = await client(server).blockRunLogs(9, 6);
@@ -117,7 +130,13 @@ describe('ApiClient requests', () => {
 describe('errors', () => {
   it('turns the server JSON error into a message with the field and the fix', async () => {
     const server = new FakeServer().on('PUT', 'pipeline_schedules/4', () =>
-      apiError(400, 'validation_error', 'schedule_interval is not a cron expression', 'schedule_interval', 'use @daily or "0 6 * * *"')
+      apiError(
+        400,
+        'validation_error',
+        'schedule_interval is not a cron expression',
+        'schedule_interval',
+        'use @daily or "0 6 * * *"'
+      )
     );
     const err = await client(server)
       .setScheduleStatus(4, 'active')
@@ -142,7 +161,9 @@ describe('errors', () => {
   });
 
   it('falls back to the HTTP status when the body is not the JSON error', async () => {
-    const err = await errorFromResponse(new Response('<html>Bad Gateway</html>', { status: 502, statusText: 'Bad Gateway' }));
+    const err = await errorFromResponse(
+      new Response('<html>Bad Gateway</html>', { status: 502, statusText: 'Bad Gateway' })
+    );
     expect(err.status).toBe(502);
     expect(err.message).toBe('HTTP 502 Bad Gateway: <html>Bad Gateway</html>');
     const empty = await errorFromResponse(new Response('', { status: 403 }));
@@ -160,7 +181,8 @@ describe('errors', () => {
   });
 
   it('does not repeat a fix the message already ends with (the server does that)', () => {
-    const fix = "Use one of @once, @hourly, @daily or a 5-field cron expression such as '30 2 * * *'.";
+    const fix =
+      "Use one of @once, @hourly, @daily or a 5-field cron expression such as '30 2 * * *'.";
     expect(
       formatError({
         type: 'validation_error',
@@ -168,10 +190,14 @@ describe('errors', () => {
         field: 'schedule_interval',
         fix
       })
-    ).toBe(`schedule_interval='bogus': cron expressions need exactly 5 fields. ${fix} (field: schedule_interval)`);
+    ).toBe(
+      `schedule_interval='bogus': cron expressions need exactly 5 fields. ${fix} (field: schedule_interval)`
+    );
   });
 
   it('formats a message without field or fix as the message alone', () => {
-    expect(formatError({ type: 'not_found', message: 'no schedule 9', field: null, fix: null })).toBe('no schedule 9');
+    expect(
+      formatError({ type: 'not_found', message: 'no schedule 9', field: null, fix: null })
+    ).toBe('no schedule 9');
   });
 });

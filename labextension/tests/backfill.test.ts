@@ -183,7 +183,10 @@ describe('backfillBody against the OpenAPI request schema', () => {
   it('offers every interval type of the schema, and only those', () => {
     const allowed = yamlEnum(schema.properties.get('interval_type') ?? '');
     for (const kind of allowed) {
-      const body = backfillBody(values({ interval_type: kind as IBackfillFormValues['interval_type'] }), sched);
+      const body = backfillBody(
+        values({ interval_type: kind as IBackfillFormValues['interval_type'] }),
+        sched
+      );
       expect(body.backfill.interval_type).toBe(kind);
     }
     const errors = validateBackfill(values({ interval_type: 'fortnight' as never }), sched);
@@ -197,7 +200,9 @@ describe('backfillBody against the OpenAPI request schema', () => {
 
   it('accepts the most units the schema allows and refuses one more', () => {
     const max = yamlNumber(schema.properties.get('interval_units') ?? '', 'maximum');
-    expect(backfillBody(values({ interval_units: String(max) }), sched).backfill.interval_units).toBe(max);
+    expect(
+      backfillBody(values({ interval_units: String(max) }), sched).backfill.interval_units
+    ).toBe(max);
     const errors = validateBackfill(values({ interval_units: String(max + 1) }), sched);
     expect(errors.map(e => e.field)).toEqual(['interval_units']);
   });
@@ -212,7 +217,10 @@ describe('times are in the schedule’s time zone', () => {
 
   it('uses the zone’s offset of that date (winter and summer)', () => {
     const paris = schedule({ settings: { timezone: 'Europe/Paris' } });
-    const body = backfillBody(values({ start: '2024-01-01T00:00', end: '2024-07-01T06:30' }), paris);
+    const body = backfillBody(
+      values({ start: '2024-01-01T00:00', end: '2024-07-01T06:30' }),
+      paris
+    );
     expect(body.backfill.start_datetime).toBe('2024-01-01T00:00:00+01:00');
     expect(body.backfill.end_datetime).toBe('2024-07-01T06:30:00+02:00');
     expect(Date.parse(body.backfill.start_datetime)).toBe(Date.UTC(2023, 11, 31, 23, 0));
@@ -221,7 +229,10 @@ describe('times are in the schedule’s time zone', () => {
 
   it('moves a time skipped by DST forward and takes the earlier of a repeated one (time.ts)', () => {
     const paris = schedule({ settings: { timezone: 'Europe/Paris' } });
-    const body = backfillBody(values({ start: '2024-03-31T02:30', end: '2024-10-27T02:30' }), paris);
+    const body = backfillBody(
+      values({ start: '2024-03-31T02:30', end: '2024-10-27T02:30' }),
+      paris
+    );
     expect(body.backfill.start_datetime).toBe('2024-03-31T03:30:00+02:00');
     // The earlier 02:30 (summer time), as the schedule form and Python's fold=0 read it.
     expect(body.backfill.end_datetime).toBe('2024-10-27T02:30:00+02:00');
@@ -236,7 +247,8 @@ describe('times are in the schedule’s time zone', () => {
 
 describe('local errors name the server’s fields', () => {
   const sched = schedule();
-  const fieldsOf = (v: Partial<IBackfillFormValues>) => validateBackfill(values(v), sched).map(e => e.field);
+  const fieldsOf = (v: Partial<IBackfillFormValues>) =>
+    validateBackfill(values(v), sched).map(e => e.field);
 
   it('refuses variables that are not a JSON object', () => {
     expect(fieldsOf({ variables: '{"a": ' })).toEqual(['variables']);
@@ -246,7 +258,9 @@ describe('local errors name the server’s fields', () => {
   });
 
   it('refuses an end before the start, and missing or impossible dates', () => {
-    expect(fieldsOf({ start: '2024-02-01T00:00', end: '2024-01-01T00:00' })).toEqual(['end_datetime']);
+    expect(fieldsOf({ start: '2024-02-01T00:00', end: '2024-01-01T00:00' })).toEqual([
+      'end_datetime'
+    ]);
     expect(fieldsOf({ start: '2024-01-01T00:00', end: '2024-01-01T00:00' })).toEqual([]);
     expect(fieldsOf({ start: '' })).toEqual(['start_datetime']);
     expect(fieldsOf({ end: 'someday' })).toEqual(['end_datetime']);
@@ -261,10 +275,19 @@ describe('local errors name the server’s fields', () => {
 
   it('gives every problem at once, each with a fix', () => {
     const errors = validateBackfill(
-      values({ start: '2024-02-01T00:00', end: '2024-01-01T00:00', interval_units: '0', variables: '[' }),
+      values({
+        start: '2024-02-01T00:00',
+        end: '2024-01-01T00:00',
+        interval_units: '0',
+        variables: '['
+      }),
       sched
     );
-    expect(errors.map(e => e.field).sort()).toEqual(['end_datetime', 'interval_units', 'variables']);
+    expect(errors.map(e => e.field).sort()).toEqual([
+      'end_datetime',
+      'interval_units',
+      'variables'
+    ]);
     for (const e of errors) {
       expect(e.message).not.toBe('');
       expect(e.fix).not.toBe('');
@@ -276,7 +299,10 @@ describe('local errors name the server’s fields', () => {
       thrown = err;
     }
     expect(thrown).toBeInstanceOf(BackfillFormError);
-    expect((thrown as BackfillFormError).errors.map(e => e.field)).toEqual(['interval_units', 'variables']);
+    expect((thrown as BackfillFormError).errors.map(e => e.field)).toEqual([
+      'interval_units',
+      'variables'
+    ]);
   });
 
   it('maps server fields onto the form’s inputs', () => {
@@ -329,7 +355,10 @@ describe('defaultBackfillValues', () => {
   });
 
   it('steps hourly for an hourly schedule', () => {
-    const v = defaultBackfillValues(schedule({ schedule_interval: '@hourly' }), new Date('2026-01-05T10:00:00Z'));
+    const v = defaultBackfillValues(
+      schedule({ schedule_interval: '@hourly' }),
+      new Date('2026-01-05T10:00:00Z')
+    );
     expect(v.interval_type).toBe('hour');
     expect(v.end).toBe('2026-01-04T23:00');
   });
@@ -340,16 +369,26 @@ describe('REST calls', () => {
     const server = new FakeServer()
       .on('POST', 'backfills', req =>
         json(
-          { backfill: backfill({ id: 11, ...((req.body as { backfill: object }).backfill as object) }) },
+          {
+            backfill: backfill({
+              id: 11,
+              ...((req.body as { backfill: object }).backfill as object)
+            })
+          },
           201
         )
       )
       .on('PUT', 'backfills/11', () =>
-        json({ backfill: backfill({ id: 11, status: 'running', progress: progress({ initial: 3 }) }) })
+        json({
+          backfill: backfill({ id: 11, status: 'running', progress: progress({ initial: 3 }) })
+        })
       );
     const sched = schedule({ id: 3 });
     const started = await startBackfill(client(server), values(), sched);
-    expect(server.calls.map(c => `${c.method} ${c.path}`)).toEqual(['POST backfills', 'PUT backfills/11']);
+    expect(server.calls.map(c => `${c.method} ${c.path}`)).toEqual([
+      'POST backfills',
+      'PUT backfills/11'
+    ]);
     expect(server.calls[0].body).toEqual(backfillBody(values(), sched));
     expect(server.calls[0].headers['content-type']).toBe('application/json');
     expect(server.calls[1].body).toEqual({ backfill: { status: 'running' } });
@@ -360,15 +399,21 @@ describe('REST calls', () => {
 
   it('sends nothing when the form is wrong', async () => {
     const server = new FakeServer();
-    await expect(startBackfill(client(server), values({ variables: '[' }), schedule())).rejects.toBeInstanceOf(
-      BackfillFormError
-    );
+    await expect(
+      startBackfill(client(server), values({ variables: '[' }), schedule())
+    ).rejects.toBeInstanceOf(BackfillFormError);
     expect(server.calls).toEqual([]);
   });
 
   it('turns the server’s field error into the form’s', async () => {
     const server = new FakeServer().on('POST', 'backfills', () =>
-      apiError(400, 'validation_error', 'too many runs', 'interval_type', 'Use a larger interval_type.')
+      apiError(
+        400,
+        'validation_error',
+        'too many runs',
+        'interval_type',
+        'Use a larger interval_type.'
+      )
     );
     let thrown: unknown;
     try {
@@ -391,7 +436,9 @@ describe('REST calls', () => {
   it('says which backfill was created when starting it fails', async () => {
     const server = new FakeServer()
       .on('POST', 'backfills', () => json({ backfill: backfill({ id: 12 }) }, 201))
-      .on('PUT', 'backfills/12', () => apiError(409, 'conflict', 'cannot start', 'status', 'Create a new one.'));
+      .on('PUT', 'backfills/12', () =>
+        apiError(409, 'conflict', 'cannot start', 'status', 'Create a new one.')
+      );
     const err = await startBackfill(client(server), values(), schedule()).catch(e => e);
     expect(err).toBeInstanceOf(BackfillStartError);
     expect((err as BackfillStartError).backfillId).toBe(12);
@@ -446,7 +493,13 @@ describe('REST calls', () => {
     const server = new FakeServer()
       .on('POST', 'backfills', () =>
         ++posts === 1
-          ? apiError(400, 'validation_error', 'too many runs', 'interval_type', 'Use a larger interval_type.')
+          ? apiError(
+              400,
+              'validation_error',
+              'too many runs',
+              'interval_type',
+              'Use a larger interval_type.'
+            )
           : json({ backfill: backfill({ id: 22 }) }, 201)
       )
       .on('PUT', 'backfills/22', () => json({ backfill: backfill({ id: 22, status: 'running' }) }));
@@ -464,11 +517,19 @@ describe('REST calls', () => {
   it('shows the fix once: the server’s message ends with it', async () => {
     const fix = 'Use an interval_units from 1 to 1000, e.g. interval_units=1.';
     const server = new FakeServer().on('POST', 'backfills', () =>
-      apiError(400, 'validation_error', `interval_units=0: must be at least 1. ${fix}`, 'interval_units', fix)
+      apiError(
+        400,
+        'validation_error',
+        `interval_units=0: must be at least 1. ${fix}`,
+        'interval_units',
+        fix
+      )
     );
     const err = await startBackfill(client(server), values(), schedule()).catch(e => e);
     const errors = fieldErrorsOf(err);
-    expect(errors).toEqual([{ field: 'interval_units', message: 'interval_units=0: must be at least 1.', fix }]);
+    expect(errors).toEqual([
+      { field: 'interval_units', message: 'interval_units=0: must be at least 1.', fix }
+    ]);
     expect(errors?.[0].message).not.toContain(fix);
   });
 
@@ -484,11 +545,17 @@ describe('REST calls', () => {
 
 describe('progress', () => {
   it('counts done (completed) runs of all, then failures and runs going', () => {
-    const b = backfill({ status: 'running', progress: progress({ completed: 3, failed: 1, initial: 1 }) });
+    const b = backfill({
+      status: 'running',
+      progress: progress({ completed: 3, failed: 1, initial: 1 })
+    });
     expect(progressText(b)).toBe('3 of 5 runs done · 1 failed');
     expect(progressFraction(b)).toBeCloseTo(4 / 5);
     expect(isBackfillFinished(b)).toBe(false);
-    const going = backfill({ status: 'running', progress: progress({ completed: 1, running: 2, cancelled: 1 }) });
+    const going = backfill({
+      status: 'running',
+      progress: progress({ completed: 1, running: 2, cancelled: 1 })
+    });
     expect(progressText(going)).toBe('1 of 4 runs done · 1 cancelled · 2 running');
     expect(progressFraction(going)).toBeCloseTo(2 / 4);
   });
@@ -498,9 +565,9 @@ describe('progress', () => {
     expect(statusText(b)).toBe('completed · 3 of 3 runs done');
     expect(progressFraction(b)).toBe(1);
     expect(isBackfillFinished(b)).toBe(true);
-    expect(progressText(backfill({ status: 'completed', progress: progress({ completed: 1 }) }))).toBe(
-      '1 of 1 run done'
-    );
+    expect(
+      progressText(backfill({ status: 'completed', progress: progress({ completed: 1 }) }))
+    ).toBe('1 of 1 run done');
   });
 
   it('reads a backfill without runs', () => {
@@ -511,7 +578,9 @@ describe('progress', () => {
     const cancelled = backfill({ status: 'cancelled' });
     expect(isBackfillFinished(cancelled)).toBe(true);
     expect(progressFraction(cancelled)).toBe(1);
-    expect(isBackfillFinished(backfill({ status: 'failed', progress: progress({ failed: 2 }) }))).toBe(true);
+    expect(
+      isBackfillFinished(backfill({ status: 'failed', progress: progress({ failed: 2 }) }))
+    ).toBe(true);
   });
 });
 
@@ -588,7 +657,10 @@ describe('BackfillWatcher', () => {
   it('polls fast while the runs move and backs off while they do not', async () => {
     const same = backfill({ status: 'running', progress: progress({ running: 1 }) });
     const timer = new FakeTimer();
-    const watcher = new BackfillWatcher(client(serverWith([same])), 7, { onProgress: () => undefined, timer });
+    const watcher = new BackfillWatcher(client(serverWith([same])), 7, {
+      onProgress: () => undefined,
+      timer
+    });
     watcher.start(0);
     await timer.fire();
     const first = timer.pending[0].ms;
@@ -606,11 +678,16 @@ describe('BackfillWatcher', () => {
     const gate = new Promise<void>(r => (release = r));
     const server = new FakeServer().on('GET', 'backfills/7', async () => {
       await gate;
-      return json({ backfill: backfill({ status: 'running', progress: progress({ running: 1 }) }) });
+      return json({
+        backfill: backfill({ status: 'running', progress: progress({ running: 1 }) })
+      });
     });
     const timer = new FakeTimer();
     const seen: IBackfill[] = [];
-    const watcher = new BackfillWatcher(client(server), 7, { onProgress: b => seen.push(b), timer });
+    const watcher = new BackfillWatcher(client(server), 7, {
+      onProgress: b => seen.push(b),
+      timer
+    });
     watcher.start(0);
     await timer.fire(); // the request is in flight
     watcher.stop();
@@ -626,7 +703,9 @@ describe('BackfillWatcher', () => {
     const server = new FakeServer().on('GET', 'backfills/7', () =>
       fail
         ? apiError(503, 'store_unavailable', 'database is locked')
-        : json({ backfill: backfill({ status: 'completed', progress: progress({ completed: 1 }) }) })
+        : json({
+            backfill: backfill({ status: 'completed', progress: progress({ completed: 1 }) })
+          })
     );
     const timer = new FakeTimer();
     const errors: string[] = [];

@@ -15,7 +15,10 @@ describe('parseJsonObject', () => {
   it('is null for an empty or blank box, else the object', () => {
     expect(parseJsonObject('', 'variables')).toBeNull();
     expect(parseJsonObject('  \n ', 'variables')).toBeNull();
-    expect(parseJsonObject(' {"env": "prod", "n": [1, 2]} ', 'variables')).toEqual({ env: 'prod', n: [1, 2] });
+    expect(parseJsonObject(' {"env": "prod", "n": [1, 2]} ', 'variables')).toEqual({
+      env: 'prod',
+      n: [1, 2]
+    });
     expect(parseJsonObject('{}', 'variables')).toEqual({});
   });
 
@@ -36,7 +39,9 @@ describe('parseJsonObject', () => {
   });
 
   it('takes a fix of the caller', () => {
-    expect((thrown(() => parseJsonObject('[]', 'x', 'Do this.')) as FieldError).fix).toBe('Do this.');
+    expect((thrown(() => parseJsonObject('[]', 'x', 'Do this.')) as FieldError).fix).toBe(
+      'Do this.'
+    );
   });
 });
 

@@ -16,7 +16,10 @@ import {
 import { BASE, FakeServer, apiError, blockRun, json, list, run, schedule } from './fake';
 
 function setup(server: FakeServer): PanelModel {
-  return new PanelModel(new ApiClient(BASE, server.request), () => new Date('2026-12-01T12:00:00Z'));
+  return new PanelModel(
+    new ApiClient(BASE, server.request),
+    () => new Date('2026-12-01T12:00:00Z')
+  );
 }
 
 describe('helpers', () => {
@@ -29,8 +32,12 @@ describe('helpers', () => {
 
   it('describes interval, time zone, durations and SLA', () => {
     expect(describeInterval(schedule({ schedule_interval: '0 6 * * *' }))).toBe('0 6 * * *');
-    expect(describeInterval(schedule({ schedule_type: 'api', schedule_interval: null }))).toBe('on API call');
-    expect(scheduleTimezone(schedule({ settings: { timezone: 'Europe/Paris' } }))).toBe('Europe/Paris');
+    expect(describeInterval(schedule({ schedule_type: 'api', schedule_interval: null }))).toBe(
+      'on API call'
+    );
+    expect(scheduleTimezone(schedule({ settings: { timezone: 'Europe/Paris' } }))).toBe(
+      'Europe/Paris'
+    );
     expect(scheduleTimezone(schedule())).toBe('UTC');
     expect(formatDuration(0.25)).toBe('250 ms');
     expect(formatDuration(12.34)).toBe('12.3 s');
@@ -80,10 +87,14 @@ describe('PanelModel', () => {
       .on('GET', 'pipeline_schedules', req =>
         list(
           'pipeline_schedules',
-          req.query.pipeline_uuid ? [schedule({ id: 1 })] : [schedule({ id: 1 }), schedule({ id: 2, pipeline_uuid: 'other' })]
+          req.query.pipeline_uuid
+            ? [schedule({ id: 1 })]
+            : [schedule({ id: 1 }), schedule({ id: 2, pipeline_uuid: 'other' })]
         )
       )
-      .on('GET', 'pipeline_runs', req => list('pipeline_runs', [run({ id: 40, pipeline_uuid: req.query.pipeline_uuid })]));
+      .on('GET', 'pipeline_runs', req =>
+        list('pipeline_runs', [run({ id: 40, pipeline_uuid: req.query.pipeline_uuid })])
+      );
     const model = setup(server);
     expect(model.setNotebookPath('etl/daily.ipynb')).toBe(true);
     expect(model.setNotebookPath('etl/daily.ipynb')).toBe(false);
@@ -106,7 +117,9 @@ describe('PanelModel', () => {
   });
 
   it('notifies subscribers on every change, until unsubscribed', async () => {
-    const server = new FakeServer().on('GET', 'pipeline_schedules', () => list('pipeline_schedules', []));
+    const server = new FakeServer().on('GET', 'pipeline_schedules', () =>
+      list('pipeline_schedules', [])
+    );
     const model = setup(server);
     let seen = 0;
     const off = model.subscribe(() => seen++);
@@ -121,7 +134,9 @@ describe('PanelModel', () => {
 
   it('toggles a schedule status and keeps the server answer', async () => {
     const server = new FakeServer()
-      .on('GET', 'pipeline_schedules', () => list('pipeline_schedules', [schedule({ id: 3, status: 'active' })]))
+      .on('GET', 'pipeline_schedules', () =>
+        list('pipeline_schedules', [schedule({ id: 3, status: 'active' })])
+      )
       .on('PUT', 'pipeline_schedules/3', req => ({
         pipeline_schedule: schedule({ id: 3, ...(req.body as any).pipeline_schedule })
       }));
@@ -149,7 +164,9 @@ describe('PanelModel', () => {
     model.setFilter('all');
     await model.refresh();
     await expect(model.runNow(3)).rejects.toThrow('schedule 3 is inactive');
-    expect(model.state.error).toBe('schedule 3 is inactive (field: status) — fix: activate the schedule first');
+    expect(model.state.error).toBe(
+      'schedule 3 is inactive (field: status) — fix: activate the schedule first'
+    );
     expect(model.state.busy).toEqual([]);
     // A refresh that succeeds keeps the action's error on screen until it is dismissed.
     await model.refresh();
@@ -161,14 +178,18 @@ describe('PanelModel', () => {
   it('runs now: selects the schedule and the new run, and counts it in progress', async () => {
     const server = new FakeServer()
       .on('GET', 'pipeline_schedules', () => list('pipeline_schedules', [schedule({ id: 3 })]))
-      .on('POST', 'pipeline_runs', () => json({ pipeline_run: run({ id: 40, pipeline_schedule_id: 3, status: 'initial' }) }, 201));
+      .on('POST', 'pipeline_runs', () =>
+        json({ pipeline_run: run({ id: 40, pipeline_schedule_id: 3, status: 'initial' }) }, 201)
+      );
     const model = setup(server);
     model.setFilter('all');
     await model.refresh();
     expect(model.active).toBe(false);
     const created = await model.runNow(3, { date: '2024-01-15' });
     expect(created.id).toBe(40);
-    expect(server.calls[1].body).toEqual({ pipeline_run: { pipeline_schedule_id: 3, variables: { date: '2024-01-15' } } });
+    expect(server.calls[1].body).toEqual({
+      pipeline_run: { pipeline_schedule_id: 3, variables: { date: '2024-01-15' } }
+    });
     expect(model.state.selectedScheduleId).toBe(3);
     expect(model.state.selectedRunId).toBe(40);
     expect(model.state.runs.map(r => r.id)).toEqual([40]);
@@ -180,10 +201,16 @@ describe('PanelModel', () => {
     const server = new FakeServer()
       .on('GET', 'pipeline_schedules', () => list('pipeline_schedules', [schedule({ id: 3 })]))
       .on('GET', 'pipeline_schedules/3/pipeline_runs', () =>
-        list('pipeline_runs', [run({ id: 41, status: 'failed', metrics: { error: 'Traceback' } }), run({ id: 40 })])
+        list('pipeline_runs', [
+          run({ id: 41, status: 'failed', metrics: { error: 'Traceback' } }),
+          run({ id: 40 })
+        ])
       )
       .on('GET', 'pipeline_runs/41/block_runs', () =>
-        list('block_runs', [blockRun({ id: 7, block_uuid: 'load' }), blockRun({ id: 8, status: 'failed', error: 'ZeroDivisionError' })])
+        list('block_runs', [
+          blockRun({ id: 7, block_uuid: 'load' }),
+          blockRun({ id: 8, status: 'failed', error: 'ZeroDivisionError' })
+        ])
       )
       .on('GET', 'block_runs/8/logs', () => new Response('boom\n', { status: 200 }));
     const model = setup(server);
@@ -211,8 +238,12 @@ describe('PanelModel', () => {
     let status = 'running';
     const server = new FakeServer()
       .on('GET', 'pipeline_schedules', () => list('pipeline_schedules', [schedule({ id: 3 })]))
-      .on('GET', 'pipeline_schedules/3/pipeline_runs', () => list('pipeline_runs', [run({ id: 50, status })]))
-      .on('GET', 'pipeline_runs/50/block_runs', () => list('block_runs', [blockRun({ id: 9, status })]));
+      .on('GET', 'pipeline_schedules/3/pipeline_runs', () =>
+        list('pipeline_runs', [run({ id: 50, status })])
+      )
+      .on('GET', 'pipeline_runs/50/block_runs', () =>
+        list('block_runs', [blockRun({ id: 9, status })])
+      );
     const model = setup(server);
     model.setFilter('all');
     await model.refresh();
@@ -259,9 +290,17 @@ describe('PanelModel', () => {
 
 describe('alerts', () => {
   it('alerts runs seen in progress that fail, and newly breached SLAs, once', () => {
-    const before = [run({ id: 1, status: 'running' }), run({ id: 2, status: 'completed' }), run({ id: 3, status: 'failed' })];
+    const before = [
+      run({ id: 1, status: 'running' }),
+      run({ id: 2, status: 'completed' }),
+      run({ id: 3, status: 'failed' })
+    ];
     const after = [
-      run({ id: 1, status: 'failed', metrics: { error: 'Traceback\nZeroDivisionError: division by zero' } }),
+      run({
+        id: 1,
+        status: 'failed',
+        metrics: { error: 'Traceback\nZeroDivisionError: division by zero' }
+      }),
       run({ id: 2, status: 'completed', sla_breached: true }),
       run({ id: 3, status: 'failed' }),
       run({ id: 4, status: 'failed' })
@@ -279,7 +318,9 @@ describe('alerts', () => {
   it('tells listeners when a shown run fails between two refreshes', async () => {
     let status = 'running';
     const server = new FakeServer()
-      .on('GET', 'pipeline_schedules', () => list('pipeline_schedules', [schedule({ id: 1, name: 'nightly' })]))
+      .on('GET', 'pipeline_schedules', () =>
+        list('pipeline_schedules', [schedule({ id: 1, name: 'nightly' })])
+      )
       .on('GET', 'pipeline_schedules/1/pipeline_runs', () =>
         list('pipeline_runs', [run({ id: 9, pipeline_schedule_id: 1, status })])
       );
@@ -301,7 +342,14 @@ describe('tokens, notebook runs, deletion', () => {
   it('keeps a token seen once and builds the trigger URL with it', async () => {
     const server = new FakeServer().on('PUT', 'pipeline_schedules/5', req => {
       expect(req.body).toEqual({ pipeline_schedule: { rotate_token: true } });
-      return { pipeline_schedule: schedule({ id: 5, schedule_type: 'api', token: 'tok-new-123456789', token_hint: 'tok-' }) };
+      return {
+        pipeline_schedule: schedule({
+          id: 5,
+          schedule_type: 'api',
+          token: 'tok-new-123456789',
+          token_hint: 'tok-'
+        })
+      };
     });
     const model = setup(server);
     expect(model.triggerUrl(5)).toEqual({
@@ -315,12 +363,19 @@ describe('tokens, notebook runs, deletion', () => {
 
   it('runs the notebook in focus on its own and selects the new run', async () => {
     const server = new FakeServer().on('POST', 'pipeline_runs', req => ({
-      pipeline_run: run({ id: 77, pipeline_schedule_id: null, pipeline_uuid: (req.body as any).pipeline_run.pipeline_uuid, status: 'initial' })
+      pipeline_run: run({
+        id: 77,
+        pipeline_schedule_id: null,
+        pipeline_uuid: (req.body as any).pipeline_run.pipeline_uuid,
+        status: 'initial'
+      })
     }));
     const model = setup(server);
     model.setNotebookPath('etl/daily.ipynb');
     const created = await model.runNotebook('etl/daily', { x: 1 });
-    expect(server.calls[0].body).toEqual({ pipeline_run: { pipeline_uuid: 'etl/daily', variables: { x: 1 } } });
+    expect(server.calls[0].body).toEqual({
+      pipeline_run: { pipeline_uuid: 'etl/daily', variables: { x: 1 } }
+    });
     expect(created.id).toBe(77);
     expect(model.state.runsScope).toBe('notebook');
     expect(model.state.selectedRunId).toBe(77);
@@ -328,7 +383,9 @@ describe('tokens, notebook runs, deletion', () => {
 
   it('deletes a schedule and drops its selection', async () => {
     const server = new FakeServer()
-      .on('GET', 'pipeline_schedules', () => list('pipeline_schedules', [schedule({ id: 1 }), schedule({ id: 2 })]))
+      .on('GET', 'pipeline_schedules', () =>
+        list('pipeline_schedules', [schedule({ id: 1 }), schedule({ id: 2 })])
+      )
       .on('GET', 'pipeline_schedules/2/pipeline_runs', () => list('pipeline_runs', []))
       .on('DELETE', 'pipeline_schedules/2', () => new Response(null, { status: 204 }));
     const model = setup(server);

@@ -65,9 +65,13 @@ describe('Poller', () => {
 
   it('counts failures, and stops arming once stopped', async () => {
     const timer = new FakeTimer();
-    const poller = new Poller(async () => {
-      throw new Error('down');
-    }, DEFAULT_BACKOFF, timer);
+    const poller = new Poller(
+      async () => {
+        throw new Error('down');
+      },
+      DEFAULT_BACKOFF,
+      timer
+    );
     poller.start(0);
     await timer.fire();
     expect(poller.state.failures).toBe(1);

@@ -9,7 +9,9 @@ import {
 import { BASE, FakeServer, apiError } from './fake';
 
 const NOTEBOOK = {
-  cells: [{ cell_type: 'code', source: 'print(1)', outputs: [{ output_type: 'stream', text: '1\n' }] }],
+  cells: [
+    { cell_type: 'code', source: 'print(1)', outputs: [{ output_type: 'stream', text: '1\n' }] }
+  ],
   metadata: {},
   nbformat: 4,
   nbformat_minor: 5
@@ -55,7 +57,11 @@ describe('ExecutedNotebooksDrive', () => {
 
   it("passes the server's error on (e.g. the run has no notebook yet)", async () => {
     const server = new FakeServer().on('GET', 'pipeline_runs/7/notebook', () =>
-      apiError(404, 'not_found', 'run 7 (running) has no executed notebook: it is written when the run ends.')
+      apiError(
+        404,
+        'not_found',
+        'run 7 (running) has no executed notebook: it is written when the run ends.'
+      )
     );
     const err = await drive(server)
       .get('run-7/x.ipynb')
@@ -70,6 +76,8 @@ describe('ExecutedNotebooksDrive', () => {
     await expect(d.save()).rejects.toThrow(/read-only.*Save As/);
     await expect(d.delete()).rejects.toThrow(/read-only/);
     await expect(d.get('elsewhere.ipynb')).rejects.toThrow(/not an executed notebook/);
-    expect(await d.getDownloadUrl('run-4/x.ipynb')).toBe(`${BASE}mage/api/pipeline_runs/4/notebook`);
+    expect(await d.getDownloadUrl('run-4/x.ipynb')).toBe(
+      `${BASE}mage/api/pipeline_runs/4/notebook`
+    );
   });
 });

@@ -70,7 +70,12 @@ function fullSchedule(overrides: Record<string, unknown> = {}) {
     start_time: '2024-03-01T08:15:00+00:00',
     variables: { env: 'prod', n: 3 },
     sla: 3600,
-    settings: { timezone: 'Europe/Berlin', timeout: 900, retries: 2, skip_if_previous_running: true },
+    settings: {
+      timezone: 'Europe/Berlin',
+      timeout: 900,
+      retries: 2,
+      skip_if_previous_running: true
+    },
     description: 'Loads the nightly data',
     ...overrides
   });
@@ -80,7 +85,9 @@ const editOf = (original: any) => ({ mode: 'edit' as const, pipelineUuid: 'etl/d
 
 describe('the yaml and settings the tests check against', () => {
   it('were read (so the shape checks below are not vacuous)', () => {
-    expect(WRITABLE).toEqual(expect.arrayContaining(['name', 'pipeline_uuid', 'settings', 'token']));
+    expect(WRITABLE).toEqual(
+      expect.arrayContaining(['name', 'pipeline_uuid', 'settings', 'token'])
+    );
     expect(WRITABLE).not.toContain('id');
     expect(CREATE_BODY_KEYS).toContain('pipeline_schedule');
     expect(SETTING_KEYS).toEqual(
@@ -101,20 +108,39 @@ describe('valuesFromSchedule → bodyFromValues', () => {
         schedule_interval: null,
         event_matchers: [
           { id: 5, name: null, event_type: 'aws_event', pattern: { source: ['aws.s3'] } },
-          { id: 6, name: 'big', event_type: 'aws_event', pattern: { detail: { size: [{ numeric: ['>', 1] }] } } }
+          {
+            id: 6,
+            name: 'big',
+            event_type: 'aws_event',
+            pattern: { detail: { size: [{ numeric: ['>', 1] }] } }
+          }
         ]
       })
     ],
-    ['an API schedule', schedule({ id: 3, schedule_type: 'api', schedule_interval: null, token_hint: 'abcd' })],
-    ['empty variables and description', schedule({ id: 4, variables: {}, description: '', settings: {} })],
+    [
+      'an API schedule',
+      schedule({ id: 3, schedule_type: 'api', schedule_interval: null, token_hint: 'abcd' })
+    ],
+    [
+      'empty variables and description',
+      schedule({ id: 4, variables: {}, description: '', settings: {} })
+    ],
     [
       'a start time at seconds precision in New York',
-      schedule({ id: 8, start_time: '2025-11-02T05:30:07+00:00', settings: { timezone: 'America/New_York' } })
+      schedule({
+        id: 8,
+        start_time: '2025-11-02T05:30:07+00:00',
+        settings: { timezone: 'America/New_York' }
+      })
     ],
     [
       // 01:30 EST, the second 01:30 of that night: as wall time it reads like the first.
       'a start time in the repeated hour of a DST change',
-      schedule({ id: 9, start_time: '2025-11-02T06:30:00+00:00', settings: { timezone: 'America/New_York' } })
+      schedule({
+        id: 9,
+        start_time: '2025-11-02T06:30:00+00:00',
+        settings: { timezone: 'America/New_York' }
+      })
     ]
   ];
   it.each(cases)('changes nothing for %s', (_name, original) => {
@@ -132,7 +158,9 @@ describe('valuesFromSchedule → bodyFromValues', () => {
     expect(values.timeout).toBe('900');
     expect(values.skip_if_previous_running).toBe(true);
     expect(JSON.parse(values.variables)).toEqual({ env: 'prod', n: 3 });
-    expect(valuesFromSchedule(schedule({ schedule_interval: '@hourly' })).schedule_interval).toBe('@hourly');
+    expect(valuesFromSchedule(schedule({ schedule_interval: '@hourly' })).schedule_interval).toBe(
+      '@hourly'
+    );
     expect(valuesFromSchedule(schedule({ settings: null })).timezone).toBe('UTC');
   });
 
@@ -170,7 +198,12 @@ describe('an edit sends only what changed', () => {
 
   it('a setting: the whole settings dict, the others kept', () => {
     expect(edit({ timeout: '60' })).toEqual({
-      settings: { timezone: 'Europe/Berlin', timeout: 60, retries: 2, skip_if_previous_running: true }
+      settings: {
+        timezone: 'Europe/Berlin',
+        timeout: 60,
+        retries: 2,
+        skip_if_previous_running: true
+      }
     });
     expect(edit({ timeout: '' })).toEqual({
       settings: { timezone: 'Europe/Berlin', retries: 2, skip_if_previous_running: true }
@@ -190,7 +223,9 @@ describe('an edit sends only what changed', () => {
 
   it('a start time typed in the schedule zone, as a UTC instant', () => {
     // Berlin is +02:00 in July (CEST).
-    expect(edit({ start_time: '2024-07-01T09:00' })).toEqual({ start_time: '2024-07-01T07:00:00+00:00' });
+    expect(edit({ start_time: '2024-07-01T09:00' })).toEqual({
+      start_time: '2024-07-01T07:00:00+00:00'
+    });
     expect(edit({ start_time: '' })).toEqual({ start_time: null });
   });
 
@@ -211,7 +246,9 @@ describe('an edit sends only what changed', () => {
       event_matchers: [{ id: 1, name: null, event_type: 'aws_event', pattern: { a: [1] } }]
     });
     const matchers = [{ pattern: { a: [2] } }];
-    expect(edit({ event_matchers: JSON.stringify(matchers) }, event)).toEqual({ event_matchers: matchers });
+    expect(edit({ event_matchers: JSON.stringify(matchers) }, event)).toEqual({
+      event_matchers: matchers
+    });
     // The default event_type and a missing name are no change.
     expect(edit({ event_matchers: '[{"pattern": {"a": [1]}}]' }, event)).toEqual({});
   });
@@ -234,7 +271,11 @@ describe('create', () => {
 
   it('sends the writable fields of the yaml only, with pipeline_uuid, empty ones left out', () => {
     const body = bodyFromValues(
-      { ...defaultValues('etl/daily', 'Europe/Berlin'), sla: '120', start_time: '2024-01-15T06:00' },
+      {
+        ...defaultValues('etl/daily', 'Europe/Berlin'),
+        sla: '120',
+        start_time: '2024-01-15T06:00'
+      },
       { mode: 'create', pipelineUuid: 'etl/daily' }
     );
     expect(Object.keys(body).every(key => CREATE_BODY_KEYS.includes(key))).toBe(true);
@@ -271,7 +312,11 @@ describe('create', () => {
       token: 'tok-1234567890abcdef'
     });
     const event = bodyFromValues(
-      { ...defaultValues('p', 'UTC'), schedule_type: 'event', event_matchers: '[{"pattern": {"x": [1]}}]' },
+      {
+        ...defaultValues('p', 'UTC'),
+        schedule_type: 'event',
+        event_matchers: '[{"pattern": {"x": [1]}}]'
+      },
       { mode: 'create', pipelineUuid: 'p' }
     ).pipeline_schedule;
     expect(event.event_matchers).toEqual([{ pattern: { x: [1] } }]);
@@ -318,7 +363,12 @@ describe('local errors name the server field', () => {
     ['timeout not a number', { timeout: '10m' }, 'settings.timeout', 'timeout'],
     ['start time garbage', { start_time: 'tomorrow' }, 'start_time', 'start_time'],
     ['start time impossible', { start_time: '2024-02-30T10:00' }, 'start_time', 'start_time'],
-    ['unknown zone with a start time', { timezone: 'Mars/Olympus', start_time: '2024-01-01T10:00' }, 'settings.timezone', 'timezone']
+    [
+      'unknown zone with a start time',
+      { timezone: 'Mars/Olympus', start_time: '2024-01-01T10:00' },
+      'settings.timezone',
+      'timezone'
+    ]
   ])('%s', (_name, change, field, formField) => {
     const values = { ...base, ...change } as IScheduleFormValues;
     const err = errorOf(values);
@@ -333,7 +383,10 @@ describe('local errors name the server field', () => {
     expect(localErrors(values).map(e => e.field)).toEqual(['variables', 'sla', 'settings.timeout']);
     expect(localErrors(base)).toEqual([]);
     // Bounds are the server's: a negative SLA is sent as typed.
-    expect(bodyFromValues({ ...base, sla: '-1' }, { mode: 'create', pipelineUuid: 'p' }).pipeline_schedule.sla).toBe(-1);
+    expect(
+      bodyFromValues({ ...base, sla: '-1' }, { mode: 'create', pipelineUuid: 'p' })
+        .pipeline_schedule.sla
+    ).toBe(-1);
   });
 
   it('ignores fields of other types (matchers on a time schedule)', () => {
@@ -377,7 +430,9 @@ describe('fieldOfError', () => {
 
   it('null field → form-level; the interval on a custom cron → the cron input', () => {
     expect(fieldOfError({ field: null })).toBeNull();
-    expect(fieldOfError({ field: 'schedule_interval' }, { schedule_interval: 'custom' })).toBe('cron');
+    expect(fieldOfError({ field: 'schedule_interval' }, { schedule_interval: 'custom' })).toBe(
+      'cron'
+    );
     expect(fieldOfError({ field: 'schedule_interval' }, { schedule_interval: '@daily' })).toBe(
       'schedule_interval'
     );
@@ -402,22 +457,38 @@ describe('visibleFields', () => {
 
 describe('start time and zones', () => {
   it('converts wall time in the zone to the UTC instant the server stores', () => {
-    expect(parseLocalDateTime('2024-01-10T09:00', 'America/New_York')).toBe('2024-01-10T14:00:00+00:00');
-    expect(parseLocalDateTime('2024-07-10T09:00:30', 'America/New_York')).toBe('2024-07-10T13:00:30+00:00');
+    expect(parseLocalDateTime('2024-01-10T09:00', 'America/New_York')).toBe(
+      '2024-01-10T14:00:00+00:00'
+    );
+    expect(parseLocalDateTime('2024-07-10T09:00:30', 'America/New_York')).toBe(
+      '2024-07-10T13:00:30+00:00'
+    );
     expect(parseLocalDateTime('2024-07-10T09:00', 'UTC')).toBe('2024-07-10T09:00:00+00:00');
     // Just after the spring-forward jumps: the offset differs from the one at the first guess.
-    expect(parseLocalDateTime('2024-03-10T03:30', 'America/New_York')).toBe('2024-03-10T07:30:00+00:00');
-    expect(parseLocalDateTime('2024-03-31T01:30', 'Europe/Berlin')).toBe('2024-03-31T00:30:00+00:00');
+    expect(parseLocalDateTime('2024-03-10T03:30', 'America/New_York')).toBe(
+      '2024-03-10T07:30:00+00:00'
+    );
+    expect(parseLocalDateTime('2024-03-31T01:30', 'Europe/Berlin')).toBe(
+      '2024-03-31T00:30:00+00:00'
+    );
     expect(parseLocalDateTime('  ', 'UTC')).toBeNull();
   });
 
   it('resolves DST gaps and overlaps as the backfill form does (time.ts: forward, earlier)', () => {
     // Gaps: forward by the gap, east and west of UTC alike.
-    expect(parseLocalDateTime('2024-03-31T02:30', 'Europe/Berlin')).toBe('2024-03-31T01:30:00+00:00');
-    expect(parseLocalDateTime('2024-03-10T02:30', 'America/New_York')).toBe('2024-03-10T07:30:00+00:00');
+    expect(parseLocalDateTime('2024-03-31T02:30', 'Europe/Berlin')).toBe(
+      '2024-03-31T01:30:00+00:00'
+    );
+    expect(parseLocalDateTime('2024-03-10T02:30', 'America/New_York')).toBe(
+      '2024-03-10T07:30:00+00:00'
+    );
     // Overlaps: the earlier instant.
-    expect(parseLocalDateTime('2024-10-27T02:30', 'Europe/Berlin')).toBe('2024-10-27T00:30:00+00:00');
-    expect(parseLocalDateTime('2024-11-03T01:30', 'America/New_York')).toBe('2024-11-03T05:30:00+00:00');
+    expect(parseLocalDateTime('2024-10-27T02:30', 'Europe/Berlin')).toBe(
+      '2024-10-27T00:30:00+00:00'
+    );
+    expect(parseLocalDateTime('2024-11-03T01:30', 'America/New_York')).toBe(
+      '2024-11-03T05:30:00+00:00'
+    );
   });
 
   it('an edit leaves an overlap start time alone when it was not touched', () => {
@@ -428,7 +499,10 @@ describe('start time and zones', () => {
     });
     const values = valuesFromSchedule(original);
     expect(values.start_time).toBe('2024-10-27T02:30');
-    expect(bodyFromValues(values, { mode: 'edit', pipelineUuid: 'etl/daily', original }).pipeline_schedule).toEqual({});
+    expect(
+      bodyFromValues(values, { mode: 'edit', pipelineUuid: 'etl/daily', original })
+        .pipeline_schedule
+    ).toEqual({});
   });
 });
 
@@ -441,18 +515,36 @@ describe('errorTexts', () => {
       field: 'sla',
       fix
     });
-    expect(errorTexts(err)).toEqual({ message: 'sla=-1: expected a whole number of seconds >= 0.', fix });
-    expect(errorTexts(new FieldError('sla', 'bad', 'do this'))).toEqual({ message: 'bad', fix: 'do this' });
+    expect(errorTexts(err)).toEqual({
+      message: 'sla=-1: expected a whole number of seconds >= 0.',
+      fix
+    });
+    expect(errorTexts(new FieldError('sla', 'bad', 'do this'))).toEqual({
+      message: 'bad',
+      fix: 'do this'
+    });
     expect(errorTexts(new Error('boom'))).toEqual({ message: 'boom', fix: null });
   });
 
   it('keeps a message without the fix, and one that is only the fix, whole', () => {
-    const noFix = new ApiError(409, { type: 'conflict', message: 'name taken', field: 'name', fix: 'Choose another name.' });
+    const noFix = new ApiError(409, {
+      type: 'conflict',
+      message: 'name taken',
+      field: 'name',
+      fix: 'Choose another name.'
+    });
     expect(errorTexts(noFix)).toEqual({ message: 'name taken', fix: 'Choose another name.' });
-    const none = new ApiError(404, { type: 'not_found', message: 'no schedule 3', field: null, fix: null });
+    const none = new ApiError(404, {
+      type: 'not_found',
+      message: 'no schedule 3',
+      field: null,
+      fix: null
+    });
     expect(errorTexts(none)).toEqual({ message: 'no schedule 3', fix: null });
     expect(stripFix('Use 3600.', 'Use 3600.')).toBe('Use 3600.');
-    expect(stripFix('sla=-1: bad. Use 3600. (see docs)', 'Use 3600.')).toBe('sla=-1: bad. (see docs)');
+    expect(stripFix('sla=-1: bad. Use 3600. (see docs)', 'Use 3600.')).toBe(
+      'sla=-1: bad. (see docs)'
+    );
     expect(stripFix('  a. b.  ', null)).toBe('a. b.');
   });
 });
@@ -481,13 +573,27 @@ describe('unsaved changes and Escape', () => {
 describe('saveSchedule', () => {
   it('creates with POST pipeline_schedules and answers the token shown once', async () => {
     const server = new FakeServer().on('POST', 'pipeline_schedules', req =>
-      json({ pipeline_schedule: schedule({ id: 12, ...(req.body as any).pipeline_schedule, token: 'clear-token-xyz' }) }, 201)
+      json(
+        {
+          pipeline_schedule: schedule({
+            id: 12,
+            ...(req.body as any).pipeline_schedule,
+            token: 'clear-token-xyz'
+          })
+        },
+        201
+      )
     );
     const values = defaultValues('etl/daily', 'UTC');
-    const result = await saveSchedule(client(server), values, { mode: 'create', pipelineUuid: 'etl/daily' });
+    const result = await saveSchedule(client(server), values, {
+      mode: 'create',
+      pipelineUuid: 'etl/daily'
+    });
     expect(server.calls).toHaveLength(1);
     expect(server.calls[0].method).toBe('POST');
-    expect(server.calls[0].body).toEqual(bodyFromValues(values, { mode: 'create', pipelineUuid: 'etl/daily' }));
+    expect(server.calls[0].body).toEqual(
+      bodyFromValues(values, { mode: 'create', pipelineUuid: 'etl/daily' })
+    );
     expect((server.calls[0].body as any).pipeline_schedule.pipeline_uuid).toBe('etl/daily');
     expect(result.schedule.id).toBe(12);
     expect(result.token).toBe('clear-token-xyz');
@@ -511,7 +617,11 @@ describe('saveSchedule', () => {
   it('sends nothing when nothing changed', async () => {
     const original = fullSchedule({ id: 32 });
     const server = new FakeServer();
-    const result = await saveSchedule(client(server), valuesFromSchedule(original), editOf(original));
+    const result = await saveSchedule(
+      client(server),
+      valuesFromSchedule(original),
+      editOf(original)
+    );
     expect(server.calls).toHaveLength(0);
     // The view still calls onSaved; `changed: false` lets the host say "No changes to save."
     expect(result).toEqual({ schedule: original, token: null, changed: false });
@@ -520,7 +630,13 @@ describe('saveSchedule', () => {
   it("rethrows the server's ApiError with its field and fix", async () => {
     const original = fullSchedule({ id: 33 });
     const server = new FakeServer().on('PUT', 'pipeline_schedules/33', () =>
-      apiError(400, 'validation_error', "schedule_interval='* * *': not a cron expression. Use e.g. '0 9 * * *'.", 'schedule_interval', "Use e.g. '0 9 * * *'.")
+      apiError(
+        400,
+        'validation_error',
+        "schedule_interval='* * *': not a cron expression. Use e.g. '0 9 * * *'.",
+        'schedule_interval',
+        "Use e.g. '0 9 * * *'."
+      )
     );
     const values = { ...valuesFromSchedule(original), cron: '* * *' };
     const err = await saveSchedule(client(server), values, editOf(original)).catch(e => e);
@@ -536,7 +652,10 @@ describe('saveSchedule', () => {
     const server = new FakeServer().on('POST', 'pipeline_schedules', () =>
       apiError(409, 'conflict', 'name taken', 'name', 'Choose another name.')
     );
-    const err = await saveSchedule(client(server), defaultValues('p'), { mode: 'create', pipelineUuid: 'p' }).catch(e => e);
+    const err = await saveSchedule(client(server), defaultValues('p'), {
+      mode: 'create',
+      pipelineUuid: 'p'
+    }).catch(e => e);
     expect(err).toBeInstanceOf(ApiError);
     expect([err.status, err.field, fieldOfError(err)]).toEqual([409, 'name', 'name']);
   });

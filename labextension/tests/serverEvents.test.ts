@@ -30,7 +30,10 @@ describe('server events', () => {
       pipelineUuid: 'etl/hello',
       text: 'nightly: run 9 failed: block cell_0 failed: ZeroDivisionError: division by zero'
     });
-    const polled = runAlerts([run({ id: 9, status: 'running' })], [run({ id: 9, status: 'failed' })]);
+    const polled = runAlerts(
+      [run({ id: 9, status: 'running' })],
+      [run({ id: 9, status: 'failed' })]
+    );
     expect(alertKey(polled[0])).toBe(alertKey(alert!));
   });
 
@@ -39,7 +42,11 @@ describe('server events', () => {
       'etl/hello: run 9 missed its SLA'
     );
     expect(alertOfServerEvent(event({ kind: 'success' }))).toBeNull();
-    expect(alertOfServerEvent(event({ schema_id: 'https://events.jupyter.org/jupyter_server/contents_service/v1' }))).toBeNull();
+    expect(
+      alertOfServerEvent(
+        event({ schema_id: 'https://events.jupyter.org/jupyter_server/contents_service/v1' })
+      )
+    ).toBeNull();
     expect(alertOfServerEvent(event({ run_id: 'x' }))).toBeNull();
     expect(alertOfServerEvent(null)).toBeNull();
   });

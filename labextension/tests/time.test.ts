@@ -27,10 +27,25 @@ const wall = (text: string) => {
 
 describe('wall times as text', () => {
   it('reads datetime-local text, with or without seconds, and refuses impossible dates', () => {
-    expect(parseWall('2024-01-15T09:05')).toEqual({ year: 2024, month: 1, day: 15, hour: 9, minute: 5, second: 0 });
+    expect(parseWall('2024-01-15T09:05')).toEqual({
+      year: 2024,
+      month: 1,
+      day: 15,
+      hour: 9,
+      minute: 5,
+      second: 0
+    });
     expect(parseWall(' 2024-01-15 09:05:07 ')).toMatchObject({ hour: 9, minute: 5, second: 7 });
     expect(parseWall('2024-02-29T00:00')).not.toBeNull();
-    for (const bad of ['2023-02-29T00:00', '2024-02-30T10:00', '2024-13-01T00:00', '2024-01-01T24:00', '2024-01-01', 'tomorrow', '']) {
+    for (const bad of [
+      '2023-02-29T00:00',
+      '2024-02-30T10:00',
+      '2024-13-01T00:00',
+      '2024-01-01T24:00',
+      '2024-01-01',
+      'tomorrow',
+      ''
+    ]) {
       expect(parseWall(bad), bad).toBeNull();
     }
   });
@@ -62,8 +77,12 @@ describe('zones', () => {
   });
 
   it('reads the wall time and offset of an instant', () => {
-    expect(formatWall(wallInZone(utc('2024-07-10T13:00:30Z'), 'America/New_York'))).toBe('2024-07-10T09:00:30');
-    expect(formatWall(wallInZone(utc('2024-01-10T00:00:00Z'), 'Asia/Kolkata'))).toBe('2024-01-10T05:30');
+    expect(formatWall(wallInZone(utc('2024-07-10T13:00:30Z'), 'America/New_York'))).toBe(
+      '2024-07-10T09:00:30'
+    );
+    expect(formatWall(wallInZone(utc('2024-01-10T00:00:00Z'), 'Asia/Kolkata'))).toBe(
+      '2024-01-10T05:30'
+    );
     expect(offsetAt(utc('2024-01-10T00:00:00Z'), 'Europe/Berlin')).toBe(3600000);
     expect(offsetAt(utc('2024-07-10T00:00:00Z'), 'Europe/Berlin')).toBe(7200000);
     expect(offsetAt(utc('2024-07-10T00:00:00Z'), 'America/New_York')).toBe(-4 * 3600000);
@@ -75,7 +94,9 @@ describe('zones', () => {
   });
 
   it('shows an instant as datetime-local text in a zone', () => {
-    expect(localDateTimeText('2024-07-10T13:00:30Z', 'America/New_York')).toBe('2024-07-10T09:00:30');
+    expect(localDateTimeText('2024-07-10T13:00:30Z', 'America/New_York')).toBe(
+      '2024-07-10T09:00:30'
+    );
     expect(localDateTimeText('2024-01-10T00:00:00+00:00', 'Asia/Kolkata')).toBe('2024-01-10T05:30');
     expect(localDateTimeText('2024-01-10T00:00:00+00:00', 'Mars/Olympus')).toBe('2024-01-10T00:00');
     expect(localDateTimeText(null, 'UTC')).toBe('');
@@ -104,8 +125,18 @@ describe('wall time → instant, across DST', () => {
   it.each([
     ['Europe/Berlin', '2024-03-31T02:30', '2024-03-31T01:30:00.000Z', '2024-03-31T03:30:00+02:00'],
     ['Europe/Berlin', '2024-03-31T02:00', '2024-03-31T01:00:00.000Z', '2024-03-31T03:00:00+02:00'],
-    ['America/New_York', '2024-03-10T02:30', '2024-03-10T07:30:00.000Z', '2024-03-10T03:30:00-04:00'],
-    ['America/New_York', '2024-03-10T02:00', '2024-03-10T07:00:00.000Z', '2024-03-10T03:00:00-04:00']
+    [
+      'America/New_York',
+      '2024-03-10T02:30',
+      '2024-03-10T07:30:00.000Z',
+      '2024-03-10T03:30:00-04:00'
+    ],
+    [
+      'America/New_York',
+      '2024-03-10T02:00',
+      '2024-03-10T07:00:00.000Z',
+      '2024-03-10T03:00:00-04:00'
+    ]
   ])('a time skipped in %s (%s) moves forward by the gap', (zone, text, instant, iso) => {
     expect(new Date(instantOfWall(wall(text), zone)).toISOString()).toBe(instant);
     expect(wallToIso(text, zone)).toBe(iso);
@@ -114,8 +145,18 @@ describe('wall time → instant, across DST', () => {
   it.each([
     ['Europe/Berlin', '2024-10-27T02:30', '2024-10-27T00:30:00.000Z', '2024-10-27T02:30:00+02:00'],
     ['Europe/Berlin', '2024-10-27T02:00', '2024-10-27T00:00:00.000Z', '2024-10-27T02:00:00+02:00'],
-    ['America/New_York', '2024-11-03T01:30', '2024-11-03T05:30:00.000Z', '2024-11-03T01:30:00-04:00'],
-    ['America/New_York', '2024-11-03T01:00', '2024-11-03T05:00:00.000Z', '2024-11-03T01:00:00-04:00']
+    [
+      'America/New_York',
+      '2024-11-03T01:30',
+      '2024-11-03T05:30:00.000Z',
+      '2024-11-03T01:30:00-04:00'
+    ],
+    [
+      'America/New_York',
+      '2024-11-03T01:00',
+      '2024-11-03T05:00:00.000Z',
+      '2024-11-03T01:00:00-04:00'
+    ]
   ])('a time that happens twice in %s (%s) is the earlier one', (zone, text, instant, iso) => {
     expect(new Date(instantOfWall(wall(text), zone)).toISOString()).toBe(instant);
     expect(wallToIso(text, zone)).toBe(iso);

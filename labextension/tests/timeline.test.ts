@@ -1,11 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import {
-  MIN_BAR_SIZE,
-  barLabel,
-  runTime,
-  timelineBars,
-  timelineSummary
-} from '../src/timeline';
+import { MIN_BAR_SIZE, barLabel, runTime, timelineBars, timelineSummary } from '../src/timeline';
 import type { IPipelineRun } from '../src/types';
 import { run } from './fake';
 
@@ -13,7 +7,12 @@ const NOW = new Date('2026-01-10T12:00:00Z');
 const OPTS = { width: 300, height: 60, now: NOW };
 
 /** A run on `day` of January 2026 at 10:00 UTC that took `seconds` (null: not started). */
-function runOn(id: number, day: number, seconds: number | null, status = 'completed'): IPipelineRun {
+function runOn(
+  id: number,
+  day: number,
+  seconds: number | null,
+  status = 'completed'
+): IPipelineRun {
   const date = new Date(Date.UTC(2026, 0, day, 10, 0, 0));
   const started = seconds === null ? null : new Date(date.getTime() + 1000);
   return run({
@@ -28,9 +27,15 @@ function runOn(id: number, day: number, seconds: number | null, status = 'comple
   });
 }
 
-function inside(bar: { x: number; y: number; width: number; height: number }, w: number, h: number): boolean {
+function inside(
+  bar: { x: number; y: number; width: number; height: number },
+  w: number,
+  h: number
+): boolean {
   const eps = 1e-9;
-  return bar.x >= -eps && bar.y >= -eps && bar.x + bar.width <= w + eps && bar.y + bar.height <= h + eps;
+  return (
+    bar.x >= -eps && bar.y >= -eps && bar.x + bar.width <= w + eps && bar.y + bar.height <= h + eps
+  );
 }
 
 describe('timelineBars', () => {
@@ -86,7 +91,10 @@ describe('timelineBars', () => {
   });
 
   it('gives a 0 s run and a run not started a visible minimum size', () => {
-    const bars = timelineBars([runOn(1, 1, 0), runOn(2, 2, null, 'initial'), runOn(3, 3, 60)], OPTS);
+    const bars = timelineBars(
+      [runOn(1, 1, 0), runOn(2, 2, null, 'initial'), runOn(3, 3, 60)],
+      OPTS
+    );
     for (const bar of bars.slice(0, 2)) {
       expect(bar.height).toBe(MIN_BAR_SIZE);
       expect(bar.width).toBeGreaterThanOrEqual(MIN_BAR_SIZE);
@@ -126,7 +134,9 @@ describe('labels', () => {
     const r = runOn(12, 2, 3.2);
     expect(barLabel(r, NOW)).toBe('#12 completed 3.2 s, 2026-01-02 10:00');
     expect(barLabel(r, NOW, 'Europe/Paris')).toBe('#12 completed 3.2 s, 2026-01-02 11:00');
-    expect(barLabel(runOn(13, 3, null, 'initial'), NOW)).toBe('#13 initial not started, 2026-01-03 10:00');
+    expect(barLabel(runOn(13, 3, null, 'initial'), NOW)).toBe(
+      '#13 initial not started, 2026-01-03 10:00'
+    );
     expect(timelineBars([r], OPTS)[0].label).toBe(barLabel(r, NOW));
   });
 
