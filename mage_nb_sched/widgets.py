@@ -616,11 +616,12 @@ class ScheduleManager(_LiveBox):
     how many schedules the table lists (the rest are counted). ``close()`` stops the updates
     (:func:`close_all` closes every widget of this module still updating).
 
-    Run now creates a run as ``mage-nb-sched trigger`` does
-    (:func:`~mage_nb_sched.service.api_triggers.trigger_schedule`): a paused schedule is refused
-    (activate it first) and ``skip_if_previous_running`` is honoured. A run executes when a
-    scheduler serves the store (the Jupyter server extension, or ``mage-nb-sched scheduler``);
-    the widget says when none does.
+    Run now makes a manual run, as the JupyterLab panel, ``%schedule run`` and ``POST
+    pipeline_runs`` do (:func:`~mage_nb_sched.service.runs.run_now`): also of a paused schedule
+    (pausing stops the schedule's own runs, not yours), whatever ``skip_if_previous_running``
+    says — that rule is for the schedule's triggers (``mage-nb-sched trigger``, the trigger URL).
+    A run executes when a scheduler serves the store (the Jupyter server extension, or
+    ``mage-nb-sched scheduler``); the widget says when none does.
     """
 
     def __init__(
@@ -988,19 +989,19 @@ class ScheduleManager(_LiveBox):
             return
         name = self._schedule_name(target)
 
-        def done(triggered: api_triggers.Triggered | None, err: BaseException | None) -> None:
+        def done(run: RunRecord | None, err: BaseException | None) -> None:
             if err is not None:
                 self._say(error_line(err), "error")
                 return
-            assert triggered is not None
+            assert run is not None
             waiting = (
                 ""
                 if self.state is None or self.state.scheduler_active
                 else " (it waits: no scheduler is running for this store)"
             )
-            self._say(f"run {triggered.run.id} of schedule {name} created{waiting}", "ok")
+            self._say(f"run {run.id} of schedule {name} created{waiting}", "ok")
 
-        self.updater.submit(lambda: api_triggers.trigger_schedule(self.store, target), done)
+        self.updater.submit(lambda: runs.run_now(self.store, pipeline_schedule_id=target), done)
 
     def start_backfill(self) -> None:
         """Create and start a backfill of the selected schedule from the form's values; its

@@ -18,6 +18,7 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -146,27 +147,30 @@ def test_the_manager_lists_schedules_and_its_toggle_changes_the_store(store: Sto
     scenario(body)
 
 
-def test_run_now_creates_a_run_and_refusals_are_one_line(store: Store) -> None:
+def test_run_now_creates_a_run_and_refusals_are_one_line(store: Store, project_dir: Path) -> None:
     paused = make_schedule(store, "paused")
+    gone = make_schedule(store, "gone", pipeline_uuid="etl/daily")
+    (project_dir / "etl" / "daily.ipynb").unlink()
 
     async def body() -> None:
         manager = ScheduleManager()
         try:
-            await until(lambda: paused.id in manager.rows, what="the row")
-            manager.rows[paused.id].run.click()
-            await until(lambda: "inactive" in manager.message.value, what="the refusal")
+            await until(lambda: gone.id in manager.rows, what="the rows")
+            # A run of a notebook that is not there: refused in one line, nothing created.
+            manager.rows[gone.id].run.click()
+            await until(lambda: "etl/daily" in manager.message.value, what="the refusal")
             text = text_of(manager.message)
-            assert "status=" in text and "Activate it first" in text
-            assert "Traceback" not in text and "\n" not in text
+            assert "pipeline_uuid" in text and "Traceback" not in text and "\n" not in text
             assert runs.list_runs(store) == []
 
-            schedules.update_schedule(store, paused.id, status="active")
-            await until(lambda: manager.rows[paused.id].toggle.value, what="active")
+            # A paused schedule runs when asked: pausing stops its own runs, not a manual one.
+            assert str(schedules.get_schedule(store, paused.id).status) == "inactive"
             manager.rows[paused.id].run.click()
             created: list[RunRecord] = await until(
                 lambda: runs.list_runs(store, schedule_id=paused.id), what="a run is created"
             )
             (run,) = created
+            assert str(schedules.get_schedule(store, paused.id).status) == "inactive"
             await until(lambda: f"run {run.id} " in manager.message.value, what="message")
             assert "no scheduler is running" in manager.message.value
             assert manager.scheduler_note.value  # says runs wait for a scheduler
