@@ -162,6 +162,34 @@ def test_a_backfill_runs_to_completion_and_another_is_cancelled(
     on_server_loop(scenario())
 
 
+@pytest.mark.kernel
+def test_a_backfill_created_running_is_started_in_the_same_call(
+    api: Api, mage_app: MageNbSchedApp, jp_root_dir: Path, on_server_loop: Any
+) -> None:
+    write_notebook(Path(jp_root_dir) / "once.ipynb", ["print('day', ds)"])
+
+    async def scenario() -> None:
+        reply = await api.post(
+            "backfills", {"backfill": three_days(pipeline_uuid="once", status="running")}
+        )
+        assert reply.status == 201, reply.text
+        backfill = reply.json["backfill"]
+        # Its runs exist when the answer comes: no second call, no backfill left unstarted.
+        assert backfill["status"] == "running" and backfill["started_at"] is not None
+        assert backfill["progress"]["total"] == 3
+        assert await run_service.acount_runs(mage_app.store) == 3
+        done = await poll_backfill(
+            api,
+            backfill["id"],
+            lambda b: b["status"] in ("completed", "failed", "cancelled"),
+            "the backfill ends",
+        )
+        assert done["status"] == "completed", done
+        assert done["progress"]["completed"] == 3
+
+    on_server_loop(scenario())
+
+
 def test_backfills_are_listed_newest_first_and_edited_before_they_start(
     api: Api, mage_app: MageNbSchedApp, jp_root_dir: Path, on_server_loop: Any
 ) -> None:
@@ -282,7 +310,13 @@ def test_bad_backfills_are_refused_naming_the_field_and_nothing_is_written(
             },
             "end_datetime",
         ),
-        ("backfills", {"backfill": three_days(pipeline_uuid="real", status="running")}, "status"),
+        ("backfills", {"backfill": three_days(pipeline_uuid="real", status="completed")}, "status"),
+        # Created running: validated like any other, so a bad range starts nothing either.
+        (
+            "backfills",
+            {"backfill": three_days(pipeline_uuid="real", status="running", interval_units=0)},
+            "interval_units",
+        ),
         ("backfills", {"backfill": three_days(pipeline_uuid="real", id=5)}, "id"),
         ("backfills", {"backfill": three_days(pipeline_uuid="real", store=1)}, "store"),
         (

@@ -74,7 +74,17 @@ class _BackfillsBase(MageApiHandler):
         from mage_nb_sched.service import backfills, fields
 
         values = self.envelope(BACKFILL)
-        fields.unknown_fields(values, CREATE_FIELDS, "backfill")
+        fields.unknown_fields(values, {*CREATE_FIELDS, "status"}, "backfill")
+        values = dict(values)
+        status = values.pop("status", "initial")
+        if status not in ("initial", "running"):
+            raise ValidationError(
+                "status",
+                status,
+                "a backfill is created initial (not started) or running (started at once)",
+                'Leave status out, or send "status": "running" to create and start it in one '
+                "step (nothing is written when it cannot start).",
+            )
         if pipeline_uuid is not None:
             path_uuid = fields.pipeline_uuid(pipeline_uuid)
             given = values.get("pipeline_uuid")
@@ -86,11 +96,15 @@ class _BackfillsBase(MageApiHandler):
                     "Leave pipeline_uuid out of the body (the URL gives it), or POST to backfills.",
                 )
             values = {**values, "pipeline_uuid": path_uuid}
-        record = await backfills.acreate_backfill(await self.store(), **values)
-        self.write_created(
-            f"{BACKFILLS}/{record.id}",
-            {BACKFILL: backfill_json(record, backfills.empty_progress())},
-        )
+        store = await self.store()
+        record = await backfills.acreate_backfill(store, start=status == "running", **values)
+        if status == "running":
+            record, progress = await backfills.abackfill_detail(store, record.id)
+            if self.scheduler is not None:
+                self.scheduler.wake()
+        else:
+            progress = backfills.empty_progress()
+        self.write_created(f"{BACKFILLS}/{record.id}", {BACKFILL: backfill_json(record, progress)})
 
 
 class BackfillsHandler(_BackfillsBase):

@@ -96,8 +96,12 @@ def list_backfills(
         return [from_row(BackfillRecord, row) for row in connection.execute(statement)]
 
 
-def create_backfill(store: Store, **values: Any) -> BackfillRecord:
-    """Validate and insert a backfill; its runs are created by :func:`start_backfill`."""
+def create_backfill(
+    store: Store, *, start: bool = False, now: datetime | None = None, **values: Any
+) -> BackfillRecord:
+    """Validate and insert a backfill; its runs are created by :func:`start_backfill` — or, with
+    ``start=True``, in the same transaction as the backfill itself, so a failure leaves neither
+    behind (no backfill created but never started)."""
     fields.unknown_fields(values, BACKFILL_FIELDS, "backfill")
     cleaned: dict[str, Any] = {}
     schedule = None
@@ -157,6 +161,8 @@ def create_backfill(store: Store, **values: Any) -> BackfillRecord:
         )
         primary = result.inserted_primary_key
         assert primary is not None
+        if start:
+            _start(connection, int(primary[0]), now)
         record = _read(connection, int(primary[0]))
     assert record is not None
     return record
@@ -218,63 +224,68 @@ def start_backfill(
     """Create every run of the range (one transaction; a repeated call creates nothing new) and
     mark the backfill running. The scheduler executes the runs oldest first."""
     with store.write_engine.begin() as connection:
-        backfill = _read(connection, backfill_id)
-        if backfill is None:
-            raise _not_found(backfill_id)
-        if backfill.status == BackfillStatus.CANCELLED:
-            # A conflict with what is stored (409 over REST); still a ValidationError.
-            raise ConflictError(
-                "status",
-                str(backfill.status),
-                "a cancelled backfill cannot be started again",
-                "Create a new backfill for the same range.",
-            )
-        dates = timing.expand_backfill(
-            backfill.start_datetime,
-            backfill.end_datetime,
-            str(backfill.interval_type),
-            backfill.interval_units,
-            _timezone_of(connection, backfill),
+        return _start(connection, backfill_id, now)
+
+
+def _start(connection: Connection, backfill_id: int, now: datetime | None) -> list[RunRecord]:
+    """:func:`start_backfill` inside the caller's transaction."""
+    backfill = _read(connection, backfill_id)
+    if backfill is None:
+        raise _not_found(backfill_id)
+    if backfill.status == BackfillStatus.CANCELLED:
+        # A conflict with what is stored (409 over REST); still a ValidationError.
+        raise ConflictError(
+            "status",
+            str(backfill.status),
+            "a cancelled backfill cannot be started again",
+            "Create a new backfill for the same range.",
         )
-        existing = set(
-            connection.execute(
-                select(RUNS.c.run_key).where(RUNS.c.backfill_id == backfill_id)
-            ).scalars()
+    dates = timing.expand_backfill(
+        backfill.start_datetime,
+        backfill.end_datetime,
+        str(backfill.interval_type),
+        backfill.interval_units,
+        _timezone_of(connection, backfill),
+    )
+    existing = set(
+        connection.execute(
+            select(RUNS.c.run_key).where(RUNS.c.backfill_id == backfill_id)
+        ).scalars()
+    )
+    rows = []
+    for run_date in dates:
+        key = backfill_run_key(backfill_id, run_date.execution_date)
+        if key in existing:
+            continue
+        variables = dict(backfill.variables or {})
+        for name, value in run_date.as_dict().items():
+            if name != "execution_date":
+                variables[name] = value.isoformat() if isinstance(value, datetime) else value
+        rows.append(
+            {
+                "pipeline_schedule_id": backfill.pipeline_schedule_id,
+                "pipeline_uuid": backfill.pipeline_uuid,
+                "execution_date": run_date.execution_date,
+                "status": PipelineRunStatus.INITIAL.value,
+                "variables": variables,
+                "backfill_id": backfill_id,
+                "run_key": key,
+            }
         )
-        rows = []
-        for run_date in dates:
-            key = backfill_run_key(backfill_id, run_date.execution_date)
-            if key in existing:
-                continue
-            variables = dict(backfill.variables or {})
-            for name, value in run_date.as_dict().items():
-                if name != "execution_date":
-                    variables[name] = value.isoformat() if isinstance(value, datetime) else value
-            rows.append(
-                {
-                    "pipeline_schedule_id": backfill.pipeline_schedule_id,
-                    "pipeline_uuid": backfill.pipeline_uuid,
-                    "execution_date": run_date.execution_date,
-                    "status": PipelineRunStatus.INITIAL.value,
-                    "variables": variables,
-                    "backfill_id": backfill_id,
-                    "run_key": key,
-                }
-            )
-        if rows:
-            connection.execute(insert(RUNS), rows)
-        if backfill.status == BackfillStatus.INITIAL:
-            connection.execute(
-                update(BACKFILLS)
-                .where(BACKFILLS.c.id == backfill_id)
-                .values(status=BackfillStatus.RUNNING.value, started_at=now or utcnow())
-            )
-        runs = connection.execute(
-            select(RUNS)
-            .where(RUNS.c.backfill_id == backfill_id)
-            .order_by(RUNS.c.execution_date)
+    if rows:
+        connection.execute(insert(RUNS), rows)
+    if backfill.status == BackfillStatus.INITIAL:
+        connection.execute(
+            update(BACKFILLS)
+            .where(BACKFILLS.c.id == backfill_id)
+            .values(status=BackfillStatus.RUNNING.value, started_at=now or utcnow())
         )
-        return [from_row(RunRecord, row) for row in runs]
+    runs = connection.execute(
+        select(RUNS)
+        .where(RUNS.c.backfill_id == backfill_id)
+        .order_by(RUNS.c.execution_date)
+    )
+    return [from_row(RunRecord, row) for row in runs]
 
 
 def cancel_backfill(
