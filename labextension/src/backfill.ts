@@ -273,102 +273,24 @@ export function backfillBody(
 // REST
 
 /**
- * `POST backfills` then `PUT backfills/{id}` `{"status": "running"}`: the started backfill.
- * Throws BackfillFormError before any request when the form is wrong, the server's ApiError
- * when the create fails, and BackfillStartError (which names the created backfill) when only
- * the start does — then start it with `startOrResume(..., error.backfillId)`, never by
- * creating another.
+ * `POST backfills` with `"status": "running"`: the server creates the backfill and its runs
+ * in one transaction, so a failure leaves nothing behind (never a backfill created but not
+ * started) and trying again is safe. Throws BackfillFormError before any request when the form
+ * is wrong, else the server's ApiError.
  */
-export function startBackfill(
+export async function startBackfill(
   api: ApiClient,
   values: IBackfillFormValues,
   schedule: IPipelineSchedule
 ): Promise<IBackfill> {
-  return startOrResume(api, values, schedule, null);
-}
-
-/**
- * Start a backfill: with `existingId` null, create it from the form (`POST backfills`) and
- * start it; with the id of one created before whose start failed, only start that one again
- * (`PUT backfills/{id}`; the form's values are not sent: its range is fixed once created).
- * A failed start throws BackfillStartError carrying the id to resume with.
- */
-export async function startOrResume(
-  api: ApiClient,
-  values: IBackfillFormValues,
-  schedule: IPipelineSchedule,
-  existingId: number | null
-): Promise<IBackfill> {
-  let created: IBackfill | null = null;
-  let id: number;
-  if (existingId === null) {
-    const body = backfillBody(values, schedule);
-    created = (await api.json<{ backfill: IBackfill }>('POST', 'backfills', {}, body)).backfill;
-    id = created.id;
-  } else {
-    id = existingId;
-  }
-  try {
-    return await setBackfillStatus(api, id, 'running');
-  } catch (err) {
-    throw new BackfillStartError(id, created, err);
-  }
-}
-
-/** The backfill was created but starting it failed: it exists (status initial), unstarted. */
-export class BackfillStartError extends Error {
-  constructor(
-    /** The backfill to start again (`startOrResume`'s `existingId`). */
-    readonly backfillId: number,
-    /** The create's answer; null when this was a retry of the start alone. */
-    readonly backfill: IBackfill | null,
-    readonly reason: unknown
-  ) {
-    super(
-      `Backfill ${backfillId} was created but not started: ` +
-        (reason instanceof Error ? reason.message : String(reason))
-    );
-    this.name = 'BackfillStartError';
-  }
-}
-
-/**
- * The form's start, remembering a backfill it created whose start failed, so the next
- * attempt starts that one instead of creating a second (the POST succeeded; only the PUT
- * failed). `label` is the submit button's text; `pendingId` says whether the form's values
- * still matter (null) or the backfill's range is already fixed.
- */
-export class BackfillStarter {
-  private pending: number | null = null;
-
-  constructor(
-    private readonly api: ApiClient,
-    private readonly schedule: IPipelineSchedule
-  ) {}
-
-  /** The created, not yet started backfill, or null. */
-  get pendingId(): number | null {
-    return this.pending;
-  }
-
-  /** `Start backfill`, or `Start backfill 12` once backfill 12 exists unstarted. */
-  get label(): string {
-    return this.pending === null ? 'Start backfill' : `Start backfill ${this.pending}`;
-  }
-
-  /** Create and start, or start the pending one; on a failed start the id is kept. */
-  async start(values: IBackfillFormValues): Promise<IBackfill> {
-    try {
-      const started = await startOrResume(this.api, values, this.schedule, this.pending);
-      this.pending = null;
-      return started;
-    } catch (err) {
-      if (err instanceof BackfillStartError) {
-        this.pending = err.backfillId;
-      }
-      throw err;
-    }
-  }
+  const body = backfillBody(values, schedule);
+  const answer = await api.json<{ backfill: IBackfill }>(
+    'POST',
+    'backfills',
+    {},
+    { backfill: { ...body.backfill, status: 'running' } }
+  );
+  return answer.backfill;
 }
 
 /** `GET backfills/{id}`. */
@@ -385,7 +307,7 @@ export function cancelBackfill(api: ApiClient, id: number): Promise<IBackfill> {
 async function setBackfillStatus(
   api: ApiClient,
   id: number,
-  status: 'running' | 'cancelled'
+  status: 'cancelled'
 ): Promise<IBackfill> {
   const answer = await api.json<{ backfill: IBackfill }>(
     'PUT',

@@ -6,8 +6,6 @@
 import type { ApiClient } from './api';
 import { errorMessage } from './api';
 import {
-  BackfillStartError,
-  BackfillStarter,
   BackfillWatcher,
   IBackfill,
   IBackfillFormValues,
@@ -22,6 +20,7 @@ import {
   inputForField,
   isBackfillFinished,
   progressFraction,
+  startBackfill,
   statusText
 } from './backfill';
 import { el } from './dom';
@@ -63,10 +62,8 @@ export class BackfillView {
   private readonly inputs = new Map<InputName, Control>();
   private readonly fields = new Map<InputName, HTMLElement>();
   private readonly formError: HTMLElement;
-  private readonly pendingNote: HTMLElement;
   private readonly submit: HTMLButtonElement;
   private readonly discard: DiscardConfirm;
-  private readonly starter: BackfillStarter;
   private readonly initial: IBackfillFormValues;
   private readonly progressArea: HTMLElement;
   private readonly progressBar: HTMLProgressElement;
@@ -84,7 +81,6 @@ export class BackfillView {
     const uid = `jp-MageNbSched-backfill-${++counter}`;
     const zone = safeTimeZone(scheduleTimezone(schedule));
     const values = defaultBackfillValues(schedule, (options.now ?? (() => new Date()))());
-    this.starter = new BackfillStarter(options.api, schedule);
 
     this.node = el('section', {
       class: 'jp-MageNbSched-backfill jp-MageNbSched-dialog',
@@ -160,17 +156,15 @@ export class BackfillView {
     this.initial = this.values();
 
     // Shown once a backfill was created but its start failed (see onSubmit).
-    this.pendingNote = el('p', { class: 'jp-MageNbSched-hint', hidden: '' });
     this.submit = el(
       'button',
       { type: 'submit', class: 'jp-MageNbSched-button jp-MageNbSched-primary' },
-      this.starter.label
+      'Start backfill'
     );
     const cancelForm = el('button', { type: 'button', class: 'jp-MageNbSched-button' }, 'Cancel');
     cancelForm.addEventListener('click', () => this.close());
     this.discard = new DiscardConfirm('Discard this backfill’s settings?', () => this.close());
     this.form.append(
-      this.pendingNote,
       el('div', { class: 'jp-MageNbSched-form-buttons' }, this.submit, cancelForm),
       this.discard.node
     );
@@ -292,21 +286,6 @@ export class BackfillView {
     first?.focus();
   }
 
-  /** Once a backfill exists unstarted, its range is fixed: the inputs are locked, and say so. */
-  private showPending(): void {
-    const id = this.starter.pendingId;
-    for (const input of this.inputs.values()) {
-      input.disabled = id !== null;
-    }
-    this.pendingNote.hidden = id === null;
-    this.pendingNote.textContent =
-      id === null
-        ? ''
-        : `Backfill ${id} was created with these settings but did not start. ` +
-          `“${this.starter.label}” tries to start it again; Cancel leaves it unstarted.`;
-    this.submit.textContent = this.starter.label;
-  }
-
   private async onSubmit(): Promise<void> {
     if (this.starting || this.disposed) {
       return;
@@ -318,21 +297,20 @@ export class BackfillView {
     this.submit.textContent = 'Starting…';
     let backfill: IBackfill;
     try {
-      backfill = await this.starter.start(this.values());
+      backfill = await startBackfill(this.options.api, this.values(), this.options.schedule);
     } catch (err) {
       if (this.disposed) {
         return;
       }
       this.starting = false;
       this.submit.disabled = false;
-      this.showPending();
-      const errors = err instanceof BackfillStartError ? null : fieldErrorsOf(err);
+      this.submit.textContent = 'Start backfill';
+      // Nothing was written (the server creates and starts in one transaction): fix and retry.
+      const errors = fieldErrorsOf(err);
       if (errors) {
         this.showFieldErrors(errors);
       } else {
-        // The start's reason, not the wrapper's text: the note above says which backfill.
-        const reason = err instanceof BackfillStartError ? err.reason : err;
-        showFormErrors(this.formError, [errorTexts(reason)]);
+        showFormErrors(this.formError, [errorTexts(err)]);
         this.options.notifyError?.(
           `Backfill of ${this.options.schedule.name}: ${errorMessage(err)}`
         );

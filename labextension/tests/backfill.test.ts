@@ -4,8 +4,6 @@ import { describe, expect, it } from 'vitest';
 import { ApiClient, ApiError } from '../src/api';
 import {
   BackfillFormError,
-  BackfillStartError,
-  BackfillStarter,
   BackfillWatcher,
   IBackfill,
   IBackfillFormValues,
@@ -20,7 +18,6 @@ import {
   progressFraction,
   progressText,
   startBackfill,
-  startOrResume,
   statusText,
   validateBackfill,
   wallToIso
@@ -365,33 +362,26 @@ describe('defaultBackfillValues', () => {
 });
 
 describe('REST calls', () => {
-  it('creates then starts the backfill, and answers the started one', async () => {
-    const server = new FakeServer()
-      .on('POST', 'backfills', req =>
-        json(
-          {
-            backfill: backfill({
-              id: 11,
-              ...((req.body as { backfill: object }).backfill as object)
-            })
-          },
-          201
-        )
+  it('creates the backfill started, and answers the started one', async () => {
+    const server = new FakeServer().on('POST', 'backfills', req =>
+      json(
+        {
+          backfill: backfill({
+            id: 11,
+            ...((req.body as { backfill: object }).backfill as object),
+            progress: progress({ initial: 3 })
+          })
+        },
+        201
       )
-      .on('PUT', 'backfills/11', () =>
-        json({
-          backfill: backfill({ id: 11, status: 'running', progress: progress({ initial: 3 }) })
-        })
-      );
+    );
     const sched = schedule({ id: 3 });
     const started = await startBackfill(client(server), values(), sched);
-    expect(server.calls.map(c => `${c.method} ${c.path}`)).toEqual([
-      'POST backfills',
-      'PUT backfills/11'
-    ]);
-    expect(server.calls[0].body).toEqual(backfillBody(values(), sched));
+    expect(server.calls.map(c => `${c.method} ${c.path}`)).toEqual(['POST backfills']);
+    expect(server.calls[0].body).toEqual({
+      backfill: { ...backfillBody(values(), sched).backfill, status: 'running' }
+    });
     expect(server.calls[0].headers['content-type']).toBe('application/json');
-    expect(server.calls[1].body).toEqual({ backfill: { status: 'running' } });
     expect(started.id).toBe(11);
     expect(started.status).toBe('running');
     expect(started.progress.total).toBe(3);
@@ -433,85 +423,29 @@ describe('REST calls', () => {
     expect(String(err.message)).toContain('no schedule 3');
   });
 
-  it('says which backfill was created when starting it fails', async () => {
-    const server = new FakeServer()
-      .on('POST', 'backfills', () => json({ backfill: backfill({ id: 12 }) }, 201))
-      .on('PUT', 'backfills/12', () =>
-        apiError(409, 'conflict', 'cannot start', 'status', 'Create a new one.')
-      );
-    const err = await startBackfill(client(server), values(), schedule()).catch(e => e);
-    expect(err).toBeInstanceOf(BackfillStartError);
-    expect((err as BackfillStartError).backfillId).toBe(12);
-    expect((err as BackfillStartError).backfill?.id).toBe(12);
-    expect(err.message).toContain('12');
-    expect(err.message).toContain('cannot start');
-  });
-
-  it('starts a backfill created before with a PUT alone, whatever the form holds', async () => {
-    const server = new FakeServer().on('PUT', 'backfills/12', () =>
-      json({ backfill: backfill({ id: 12, status: 'running' }) })
-    );
-    // Values that would not even make a body: they are not used.
-    const started = await startOrResume(client(server), values({ variables: '[' }), schedule(), 12);
-    expect(server.calls.map(c => `${c.method} ${c.path}`)).toEqual(['PUT backfills/12']);
-    expect(server.calls[0].body).toEqual({ backfill: { status: 'running' } });
-    expect(started.status).toBe('running');
-  });
-
-  it('BackfillStarter: a failed start keeps the created backfill, and the next try only starts it', async () => {
-    let puts = 0;
-    const server = new FakeServer()
-      .on('POST', 'backfills', () => json({ backfill: backfill({ id: 21 }) }, 201))
-      .on('PUT', 'backfills/21', () =>
-        ++puts === 1
-          ? apiError(503, 'store_unavailable', 'the store is busy', null, 'Try again in a moment.')
-          : json({ backfill: backfill({ id: 21, status: 'running' }) })
-      );
-    const starter = new BackfillStarter(client(server), schedule({ id: 3 }));
-    expect(starter.label).toBe('Start backfill');
-    expect(starter.pendingId).toBeNull();
-
-    const err = await starter.start(values()).catch(e => e);
-    expect(err).toBeInstanceOf(BackfillStartError);
-    expect(starter.pendingId).toBe(21);
-    expect(starter.label).toBe('Start backfill 21');
-
-    // Even with other values typed since: the range of backfill 21 is fixed.
-    const started = await starter.start(values({ interval_units: '2' }));
-    expect(started.id).toBe(21);
-    expect(server.calls.map(c => `${c.method} ${c.path}`)).toEqual([
-      'POST backfills',
-      'PUT backfills/21',
-      'PUT backfills/21'
-    ]);
-    expect(starter.pendingId).toBeNull();
-    expect(starter.label).toBe('Start backfill');
-  });
-
-  it('BackfillStarter: a failed create leaves nothing pending, so the next try creates', async () => {
+  it('creates and starts in one POST (status running), so a failure leaves nothing to resume', async () => {
     let posts = 0;
-    const server = new FakeServer()
-      .on('POST', 'backfills', () =>
-        ++posts === 1
-          ? apiError(
-              400,
-              'validation_error',
-              'too many runs',
-              'interval_type',
-              'Use a larger interval_type.'
-            )
-          : json({ backfill: backfill({ id: 22 }) }, 201)
-      )
-      .on('PUT', 'backfills/22', () => json({ backfill: backfill({ id: 22, status: 'running' }) }));
-    const starter = new BackfillStarter(client(server), schedule({ id: 3 }));
-    await expect(starter.start(values())).rejects.toBeInstanceOf(ApiError);
-    expect(starter.pendingId).toBeNull();
-    expect((await starter.start(values())).id).toBe(22);
+    const server = new FakeServer().on('POST', 'backfills', req =>
+      ++posts === 1
+        ? apiError(503, 'store_unavailable', 'the store is busy', null, 'Try again in a moment.')
+        : json(
+            { backfill: backfill({ id: 22, status: 'running', ...(req.body as any).backfill }) },
+            201
+          )
+    );
+    await expect(
+      startBackfill(client(server), values(), schedule({ id: 3 }))
+    ).rejects.toBeInstanceOf(ApiError);
+    // Trying again is one more create: the failed one wrote nothing.
+    const started = await startBackfill(client(server), values(), schedule({ id: 3 }));
+    expect(started.id).toBe(22);
+    expect(started.status).toBe('running');
     expect(server.calls.map(c => `${c.method} ${c.path}`)).toEqual([
       'POST backfills',
-      'POST backfills',
-      'PUT backfills/22'
+      'POST backfills'
     ]);
+    expect((server.calls[1].body as any).backfill.status).toBe('running');
+    expect((server.calls[1].body as any).backfill.pipeline_schedule_id).toBe(3);
   });
 
   it('shows the fix once: the server’s message ends with it', async () => {
