@@ -101,7 +101,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     if (notebookFactory instanceof NotebookWidgetFactory) {
       const factory = new NotebookWidgetFactory({
         name: EXECUTED_FACTORY,
-        label: 'Executed notebook (read-only)',
+        label: 'Executed notebook (read-only, no kernel)',
         fileTypes: ['notebook'],
         modelName: 'notebook',
         preferKernel: false,
@@ -111,6 +111,14 @@ const plugin: JupyterFrontEndPlugin<void> = {
         mimeTypeService: notebookFactory.mimeTypeService,
         editorConfig: notebookFactory.editorConfig,
         notebookConfig: notebookFactory.notebookConfig
+      });
+      // Read-only however it is opened ("Open With" offers it for any notebook too).
+      factory.widgetCreated.connect((_, widget) => {
+        void widget.context.ready.then(() => {
+          if (widget.content.model) {
+            widget.content.model.readOnly = true;
+          }
+        });
       });
       app.docRegistry.addWidgetFactory(factory);
       executedFactory = EXECUTED_FACTORY;
@@ -168,6 +176,11 @@ const plugin: JupyterFrontEndPlugin<void> = {
     // Failures and missed SLAs: the scheduler's events (in this server) and the panel's polls
     // (a scheduler elsewhere) both raise them; each run's alert shows once.
     model.onAlert(alert => toast(alert, showAlert(alert)));
+    // A retried run that fails again alerts again.
+    model.onRestart(runId => {
+      shownAlerts.delete(alertKey({ kind: 'failure', runId }));
+      shownAlerts.delete(alertKey({ kind: 'sla_breach', runId }));
+    });
     app.serviceManager.events.stream.connect((_, event) => {
       const alert = alertOfServerEvent(event as Record<string, unknown>);
       if (alert) {
@@ -176,24 +189,44 @@ const plugin: JupyterFrontEndPlugin<void> = {
       }
     });
 
-    const currentPath = (): string | null => notebooks?.currentWidget?.context.path ?? null;
+    // The notebook the panel follows: the tracker's current one (it stays while focus is in a
+    // sidebar or an executed notebook, so its runs stay in view beside it).
+    const trackedPath = (): string | null => notebooks?.currentWidget?.context.path ?? null;
     if (notebooks) {
-      // An executed notebook (our drive) is not a notebook to schedule: the panel keeps the
-      // notebook it showed, so its runs stay in view beside the executed one.
+      let followed: NotebookPanel | null = null;
       const follow = () => {
-        const path = currentPath();
+        const path = trackedPath();
         if (!path?.startsWith(`${RUNS_DRIVE}:`)) {
           panel.setNotebookPath(path);
         }
       };
-      notebooks.currentChanged.connect(follow);
-      follow();
+      const onCurrent = () => {
+        // A rename or "Save As" changes the path without changing the current notebook.
+        followed?.context.pathChanged.disconnect(follow);
+        followed = notebooks.currentWidget;
+        followed?.context.pathChanged.connect(follow);
+        follow();
+      };
+      notebooks.currentChanged.connect(onCurrent);
+      onCurrent();
     }
-    const notebookUuid = (): string | null => {
-      const path = currentPath();
+    // The notebook a command acts on: a path given by the caller (the toolbar button), else the
+    // main area's current widget when it is a tracked notebook — never a notebook left behind
+    // the one in focus (an executed notebook, an editor).
+    const commandNotebook = (args: { path?: unknown }): NotebookPanel | null => {
+      if (!notebooks) {
+        return null;
+      }
+      if (typeof args.path === 'string') {
+        return notebooks.find(w => w.context.path === args.path) ?? null;
+      }
+      const current = notebooks.currentWidget;
+      return current && current === app.shell.currentWidget ? current : null;
+    };
+    const uuidOf = (widget: NotebookPanel | null): string | null => {
+      const path = widget?.context.path ?? null;
       return path?.startsWith(`${RUNS_DRIVE}:`) ? null : pipelineUuidFromPath(path);
     };
-    const hasNotebook = (): boolean => notebookUuid() !== null;
 
     app.commands.addCommand(COMMAND_OPEN, {
       label: 'Open the schedules panel',
@@ -207,21 +240,24 @@ const plugin: JupyterFrontEndPlugin<void> = {
       label: 'Schedule this notebook…',
       caption: 'Create a schedule (time, event or API trigger) for the notebook in focus',
       icon: scheduleIcon,
-      isEnabled: hasNotebook,
-      execute: () => {
-        const uuid = notebookUuid();
+      isEnabled: args => uuidOf(commandNotebook(args)) !== null,
+      execute: args => {
+        const widget = commandNotebook(args);
+        const uuid = uuidOf(widget);
         showPanel();
-        panel.setNotebookPath(currentPath());
+        if (widget) {
+          panel.setNotebookPath(widget.context.path);
+        }
         panel.openCreateForm(uuid);
       }
     });
     app.commands.addCommand(COMMAND_RUN, {
       label: 'Run this notebook now (scheduler)',
       caption: 'Save the notebook, then run it now as a pipeline run, without a schedule',
-      isEnabled: hasNotebook,
-      execute: async () => {
-        const widget = notebooks?.currentWidget;
-        const uuid = notebookUuid();
+      isEnabled: args => uuidOf(commandNotebook(args)) !== null,
+      execute: async args => {
+        const widget = commandNotebook(args);
+        const uuid = uuidOf(widget);
         if (!widget || !uuid) {
           return;
         }
@@ -259,10 +295,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
           label: 'Schedule',
           className: 'jp-MageNbSched-toolbarButton',
           onClick: () => {
-            if (notebooks && notebooks.currentWidget !== widget) {
-              app.shell.activateById(widget.id);
-            }
-            void app.commands.execute(COMMAND_SCHEDULE);
+            void app.commands.execute(COMMAND_SCHEDULE, { path: widget.context.path });
           }
         });
         button.node.dataset.command = COMMAND_SCHEDULE;

@@ -158,6 +158,17 @@ export function runAlerts(
   return alerts;
 }
 
+/** Runs that had ended failed or cancelled and are in progress again (retried). */
+export function restartedRunIds(before: IPipelineRun[], after: IPipelineRun[]): number[] {
+  const previous = new Map(before.map(r => [r.id, r.status]));
+  return after
+    .filter(r => {
+      const old = previous.get(r.id);
+      return (old === 'failed' || old === 'cancelled') && isInProgress(r.status);
+    })
+    .map(r => r.id);
+}
+
 export interface IPanelState {
   filter: ScheduleFilter;
   /** The pipeline uuid of the notebook in focus (null: none). */
@@ -218,16 +229,22 @@ export function initialState(): IPanelState {
 
 export type Listener = (state: IPanelState) => void;
 export type AlertListener = (alert: IAlert) => void;
+/** A run that had alerted is running again (retried): its next failure must alert anew. */
+export type RestartListener = (runId: number) => void;
 
 export class PanelModel {
   private _state: IPanelState = initialState();
   private listeners = new Set<Listener>();
   private alertListeners = new Set<AlertListener>();
+  private restartListeners = new Set<RestartListener>();
   /** Bumped on every filter / selection change, so a stale answer is dropped. */
   private generation = 0;
   /** Bumped by every change the user makes (toggle, cancel, new token…): a refresh that was
    * reading before it may carry the old state, so it is dropped too. */
   private mutations = 0;
+  /** Bumped when the user opens or closes a log: a refresh reading a log meanwhile keeps the
+   * user's choice. */
+  private logSelection = 0;
 
   constructor(
     readonly api: ApiClient,
@@ -274,6 +291,18 @@ export class PanelModel {
     return () => this.alertListeners.delete(listener);
   }
 
+  /** Be told of runs that start again after they failed or were cancelled (a retry). */
+  onRestart(listener: RestartListener): () => void {
+    this.restartListeners.add(listener);
+    return () => this.restartListeners.delete(listener);
+  }
+
+  private restarted(runId: number): void {
+    for (const listener of [...this.restartListeners]) {
+      listener(runId);
+    }
+  }
+
   /** Where the run list comes from for a selection (see IPanelState.runs). */
   private runsScopeFor(selectedScheduleId: number | null): 'schedule' | 'notebook' | null {
     if (selectedScheduleId !== null) {
@@ -311,11 +340,28 @@ export class PanelModel {
     // Only the "notebook in focus" view depends on it: a refresh or selection under way in
     // the "all" view stays valid.
     const matters = this._state.filter === 'notebook';
-    if (matters) {
-      this.generation++;
+    if (!matters) {
+      this.set({ notebookUuid: uuid });
+      return false;
     }
-    this.set({ notebookUuid: uuid });
-    return matters;
+    this.generation++;
+    // Nothing of the previous notebook may show (or be acted on) under the new one's name.
+    this.set({
+      notebookUuid: uuid,
+      schedules: [],
+      schedulesLoaded: false,
+      selectedScheduleId: null,
+      runs: [],
+      runsScope: null,
+      selectedRunId: null,
+      blockRuns: [],
+      selectedBlockRunId: null,
+      logs: null,
+      logsError: null,
+      runsLoading: false,
+      blocksLoading: false
+    });
+    return true;
   }
 
   setFilter(filter: ScheduleFilter): void {
@@ -323,7 +369,7 @@ export class PanelModel {
       return;
     }
     this.generation++;
-    this.set({ filter });
+    this.set({ filter, runsLoading: false, blocksLoading: false });
   }
 
   clearError(): void {
@@ -393,21 +439,33 @@ export class PanelModel {
         // when its status changed, and after a failed read.
         const before = this._state.blockRuns.find(b => b.id === shownBlock.id);
         if (isInProgress(shownBlock.status) || before?.status !== shownBlock.status || logsError) {
+          const chosen = this.logSelection;
+          let read: ILogs | null = logs;
+          let readError: string | null = null;
           try {
-            logs = await this.api.blockRunLogs(shownBlock.id);
-            logsError = null;
+            read = await this.api.blockRunLogs(shownBlock.id);
           } catch (err) {
-            logsError = errorMessage(err);
+            readError = errorMessage(err);
           }
           if (stale()) {
             this.set({ loading: false });
             return { active: this.active, changed: true };
+          }
+          if (chosen === this.logSelection) {
+            logs = read;
+            logsError = readError;
+          } else {
+            // The user opened another log (or closed it) while this one was read: theirs wins.
+            selectedBlockRunId = this._state.selectedBlockRunId;
+            logs = this._state.logs;
+            logsError = this._state.logsError;
           }
         }
       }
       const alerts = sameScope
         ? runAlerts(this._state.runs, runs, this.scheduleNames(schedules))
         : [];
+      const restartedRuns = sameScope ? restartedRunIds(this._state.runs, runs) : [];
       this.set({
         schedules,
         schedulesLoaded: true,
@@ -429,6 +487,9 @@ export class PanelModel {
         for (const listener of [...this.alertListeners]) {
           listener(alert);
         }
+      }
+      for (const runId of restartedRuns) {
+        this.restarted(runId);
       }
       return { active: this.active, changed: this.signature() !== before };
     } catch (err) {
@@ -473,7 +534,9 @@ export class PanelModel {
         this.set({ runs, runsLoading: false });
       }
     } catch (err) {
-      this.set({ error: errorMessage(err), runsLoading: false });
+      if (generation === this.generation) {
+        this.set({ error: errorMessage(err), runsLoading: false });
+      }
     }
   }
 
@@ -499,13 +562,16 @@ export class PanelModel {
         this.set({ blockRuns, blocksLoading: false });
       }
     } catch (err) {
-      this.set({ error: errorMessage(err), blocksLoading: false });
+      if (generation === this.generation) {
+        this.set({ error: errorMessage(err), blocksLoading: false });
+      }
     }
   }
 
   /** Show a block run's log; the same id again hides it. */
   async showLogs(blockRunId: number | null): Promise<void> {
     const next = blockRunId === this._state.selectedBlockRunId ? null : blockRunId;
+    this.logSelection++;
     this.set({ selectedBlockRunId: next, logs: null, logsError: null });
     if (next === null) {
       return;
@@ -571,6 +637,8 @@ export class PanelModel {
         selectedScheduleId: id,
         runs,
         runsScope: 'schedule',
+        runsLoading: false,
+        blocksLoading: false,
         selectedRunId: run.id,
         blockRuns: [],
         selectedBlockRunId: null,
@@ -603,6 +671,8 @@ export class PanelModel {
           selectedScheduleId: null,
           runs: [run, ...keep.filter(r => r.id !== run.id)],
           runsScope: 'notebook',
+          runsLoading: false,
+          blocksLoading: false,
           selectedRunId: run.id,
           blockRuns: [],
           selectedBlockRunId: null,
@@ -622,6 +692,9 @@ export class PanelModel {
     try {
       const updated = await this.api.changeRun(id, action);
       this.mutations++;
+      if (action === 'retry') {
+        this.restarted(id);
+      }
       this.set({
         runs: this._state.runs.map(r => (r.id === id ? { ...r, ...updated } : r)),
         error: null

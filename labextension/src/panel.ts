@@ -118,12 +118,13 @@ function button(
   return b;
 }
 
-/** What of the state is drawn (everything but the loading flag and the refresh time). */
-function drawn(s: IPanelState): string {
+/** What of the state is drawn: everything but the loading flag and the refresh time — and,
+ * while something runs, the second (its duration and the timeline move with the clock). */
+function drawn(s: IPanelState, active: boolean, now: number): string {
   const { loading: _loading, lastUpdated: _updated, ...rest } = s;
   void _loading;
   void _updated;
-  return JSON.stringify(rest);
+  return JSON.stringify([rest, active ? Math.floor(now / 1000) : null]);
 }
 
 export class SchedulesPanel extends Widget {
@@ -141,6 +142,8 @@ export class SchedulesPanel extends Widget {
   private lastDrawn = '';
   private updatedLine: HTMLElement | null = null;
   private renderDeferred = false;
+  private hiddenRefresh: Promise<void> | null = null;
+  private hiddenRefreshAgain = false;
   private readonly onSelectionChange = (): void => {
     if (this.renderDeferred && !this.selectingText()) {
       this.render();
@@ -162,6 +165,16 @@ export class SchedulesPanel extends Widget {
     this.sheetNode = el('div', { class: 'jp-MageNbSched-sheet' });
     this.body = el('div', { class: 'jp-MageNbSched-body' });
     this.node.append(this.sheetNode, this.body);
+    // A text selection defers renders (so it is not lost); but a click on a control, or a
+    // key pressed on one, is the user moving on: drop the selection so their action shows.
+    const moveOn = (ev: Event): void => {
+      const target = ev.target as HTMLElement | null;
+      if (target?.closest('button, [role=button], select, input') && this.selectingText()) {
+        document.getSelection()?.removeAllRanges();
+      }
+    };
+    this.body.addEventListener('pointerdown', moveOn, true);
+    this.body.addEventListener('keydown', moveOn, true);
     this.node.setAttribute('role', 'region');
     this.node.setAttribute('aria-label', 'Notebook schedules');
     this.poller = new Poller(() => this.model.refresh());
@@ -201,11 +214,26 @@ export class SchedulesPanel extends Widget {
 
   /** Refresh now (after an action, a filter change, the notebook in focus changing). */
   refreshSoon(): void {
-    if (this.poller.isStopped) {
-      this.model.refresh().catch(() => undefined);
-    } else {
+    if (!this.poller.isStopped) {
       this.poller.now();
+      return;
     }
+    // Hidden: one refresh at a time, and one more after it when asked meanwhile (a burst of
+    // server events costs two reads, not one each).
+    if (this.hiddenRefresh) {
+      this.hiddenRefreshAgain = true;
+      return;
+    }
+    this.hiddenRefresh = this.model
+      .refresh()
+      .catch(() => undefined)
+      .then(() => {
+        this.hiddenRefresh = null;
+        if (this.hiddenRefreshAgain) {
+          this.hiddenRefreshAgain = false;
+          this.refreshSoon();
+        }
+      });
   }
 
   /** Tell about a failure: a toast when the panel is hidden (its banner would go unseen). */
@@ -357,10 +385,28 @@ export class SchedulesPanel extends Widget {
         await this.model.selectSchedule(scheduleId);
       }
     }
-    if (
-      this.model.state.runs.some(r => r.id === runId) &&
-      this.model.state.selectedRunId !== runId
-    ) {
+    if (!this.model.state.runs.some(r => r.id === runId)) {
+      // Not in any list the panel can show (a notebook's own run, that notebook not in
+      // focus): its executed notebook shows what happened, traceback included.
+      try {
+        const answer = await this.model.api.json<{ pipeline_run: IPipelineRun }>(
+          'GET',
+          `pipeline_runs/${runId}`
+        );
+        const run = answer.pipeline_run;
+        if (this.host.openNotebook && !isInProgress(run.status)) {
+          this.host.openNotebook(run);
+        } else {
+          this.notifier.info(
+            `Run ${runId} is of ${run.pipeline_uuid}: open that notebook to see its runs here.`
+          );
+        }
+      } catch (err) {
+        this.notifier.error(`Cannot show run ${runId}: ${errorMessage(err)}`);
+      }
+      return;
+    }
+    if (this.model.state.selectedRunId !== runId) {
       await this.model.selectRun(runId);
     }
     this.focusKey(`run-row-${runId}`);
@@ -468,7 +514,7 @@ export class SchedulesPanel extends Widget {
 
   private render(): void {
     const s = this.model.state;
-    const picture = drawn(s);
+    const picture = drawn(s, this.model.active, Date.now());
     if (picture === this.lastDrawn && this.updatedLine) {
       // Only the refresh time moved: no new DOM, nothing the user is doing is disturbed.
       this.updatedLine.textContent = s.lastUpdated
@@ -602,7 +648,7 @@ export class SchedulesPanel extends Widget {
         )
       );
     } else if (!s.schedulesLoaded) {
-      list.append(el('li', { class: 'jp-MageNbSched-empty' }, s.loading ? 'Loading…' : ''));
+      list.append(el('li', { class: 'jp-MageNbSched-empty' }, 'Loading…'));
     }
     parts.push(list);
 
@@ -987,7 +1033,12 @@ export class SchedulesPanel extends Widget {
   private renderRunDetail(): HTMLElement {
     const s = this.model.state;
     const run = this.model.selectedRun;
-    const detail = el('li', { class: 'jp-MageNbSched-detail' });
+    // The detail belongs to its run row: focus lost in it (a button that became another)
+    // goes back to the row.
+    const detail = el('li', {
+      class: 'jp-MageNbSched-detail',
+      'data-row-key': `run-row-${this.model.state.selectedRunId}`
+    });
     if (!run) {
       return detail;
     }
@@ -1043,7 +1094,8 @@ export class SchedulesPanel extends Widget {
             role: 'log',
             tabindex: '0',
             'aria-label': `Error of run ${run.id}`,
-            'data-scroll-key': `run-error-${run.id}`
+            'data-scroll-key': `run-error-${run.id}`,
+            'data-focus-key': `run-error-${run.id}`
           },
           error
         )
@@ -1087,7 +1139,9 @@ export class SchedulesPanel extends Widget {
             {
               class: 'jp-MageNbSched-traceback',
               tabindex: '0',
-              'data-scroll-key': `block-error-${block.id}`
+              'aria-label': `Error of block ${block.block_uuid}`,
+              'data-scroll-key': `block-error-${block.id}`,
+              'data-focus-key': `block-error-${block.id}`
             },
             block.error
           )
@@ -1114,7 +1168,8 @@ export class SchedulesPanel extends Widget {
               class: 'jp-MageNbSched-log',
               tabindex: '0',
               'aria-label': `Log of block ${block.block_uuid}`,
-              'data-scroll-key': `log-${block.id}`
+              'data-scroll-key': `log-${block.id}`,
+              'data-focus-key': `log-${block.id}`
             },
             text
           )

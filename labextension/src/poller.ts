@@ -15,6 +15,9 @@ export interface IBackoffOptions {
   errorFactor: number;
   /** No delay is longer (ms). */
   maxMs: number;
+  /** A poll not answered by then counts as failed, so a request that hangs never stops the
+   * polling (ms). */
+  timeoutMs?: number;
 }
 
 export const DEFAULT_BACKOFF: IBackoffOptions = {
@@ -22,7 +25,8 @@ export const DEFAULT_BACKOFF: IBackoffOptions = {
   idleMs: 5000,
   idleFactor: 1.5,
   errorFactor: 2,
-  maxMs: 60000
+  maxMs: 60000,
+  timeoutMs: 30000
 };
 
 export interface IPollState {
@@ -130,14 +134,30 @@ export class Poller {
     }
     this.running = true;
     this.pending = false;
+    let timer: unknown = null;
     try {
-      const result = await this.poll();
+      const answer = this.poll();
+      const limit = this.options.timeoutMs;
+      const result = limit
+        ? await Promise.race([
+            answer,
+            new Promise<never>((_, reject) => {
+              timer = this.timer.setTimeout(
+                () => reject(new Error(`no answer in ${Math.round(limit / 1000)} s`)),
+                limit
+              );
+            })
+          ])
+        : await answer;
       this.state.failures = 0;
       this.state.active = result.active;
       this.state.unchanged = result.changed ? 0 : this.state.unchanged + 1;
     } catch {
       this.state.failures += 1;
     } finally {
+      if (timer !== null) {
+        this.timer.clearTimeout(timer);
+      }
       this.running = false;
     }
     this.lastDelay = this.pending ? 0 : nextDelay(this.state, this.options);

@@ -397,3 +397,77 @@ describe('tokens, notebook runs, deletion', () => {
     expect(model.state.selectedScheduleId).toBeNull();
   });
 });
+
+describe('races with the user', () => {
+  it("keeps the log the user opened while a refresh was reading another one's", async () => {
+    let releaseLog: () => void = () => undefined;
+    const server = new FakeServer()
+      .on('GET', 'pipeline_schedules', () => list('pipeline_schedules', [schedule({ id: 1 })]))
+      .on('GET', 'pipeline_schedules/1/pipeline_runs', () =>
+        list('pipeline_runs', [run({ id: 9, pipeline_schedule_id: 1, status: 'running' })])
+      )
+      .on('GET', 'pipeline_runs/9/block_runs', () =>
+        list('block_runs', [
+          blockRun({ id: 50, pipeline_run_id: 9, status: 'running' }),
+          blockRun({ id: 51, pipeline_run_id: 9, status: 'completed' })
+        ])
+      )
+      .on(
+        'GET',
+        'block_runs/50/logs',
+        () => new Promise(resolve => (releaseLog = () => resolve(new Response('log of 50'))))
+      )
+      .on('GET', 'block_runs/51/logs', () => new Response('log of 51'));
+    const model = setup(server);
+    model.setFilter('all');
+    await model.refresh();
+    await model.selectSchedule(1);
+    await model.selectRun(9);
+    const first = model.showLogs(50);
+    releaseLog();
+    await first;
+    // A poll re-reads the running block's log; the user opens block 51 meanwhile.
+    const polling = model.refresh();
+    await new Promise(r => setTimeout(r, 0));
+    await model.showLogs(51);
+    releaseLog();
+    await polling;
+    expect(model.state.selectedBlockRunId).toBe(51);
+    expect(model.state.logs?.text).toBe('log of 51');
+  });
+
+  it("clears the previous notebook's schedules and runs when another comes into focus", async () => {
+    const server = new FakeServer()
+      .on('GET', 'pipeline_schedules', () => list('pipeline_schedules', [schedule({ id: 1 })]))
+      .on('GET', 'pipeline_runs', () => list('pipeline_runs', [run({ id: 3 })]));
+    const model = setup(server);
+    model.setNotebookPath('a.ipynb');
+    await model.refresh();
+    expect(model.visibleSchedules).toHaveLength(1);
+    expect(model.setNotebookPath('b.ipynb')).toBe(true);
+    // Until b's answer comes, nothing of a's shows (or can be acted on) under b's name.
+    expect(model.visibleSchedules).toEqual([]);
+    expect(model.state.runs).toEqual([]);
+    expect(model.state.schedulesLoaded).toBe(false);
+  });
+
+  it('says when a failed run is retried, so its next failure alerts again', async () => {
+    let status = 'failed';
+    const server = new FakeServer()
+      .on('GET', 'pipeline_schedules', () => list('pipeline_schedules', [schedule({ id: 1 })]))
+      .on('GET', 'pipeline_schedules/1/pipeline_runs', () =>
+        list('pipeline_runs', [run({ id: 9, pipeline_schedule_id: 1, status })])
+      );
+    const model = setup(server);
+    model.setFilter('all');
+    await model.refresh();
+    await model.selectSchedule(1);
+    const restarted: number[] = [];
+    model.onRestart(id => restarted.push(id));
+    await model.refresh();
+    expect(restarted).toEqual([]);
+    status = 'running'; // retried elsewhere (the CLI, another browser)
+    await model.refresh();
+    expect(restarted).toEqual([9]);
+  });
+});

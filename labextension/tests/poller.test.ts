@@ -107,4 +107,26 @@ describe('Poller', () => {
     await timer.fire();
     expect(calls).toBe(2);
   });
+
+  it('counts a poll that never answers as failed and keeps polling', async () => {
+    const timer = new FakeTimer();
+    let calls = 0;
+    const poller = new Poller(
+      () => {
+        calls++;
+        return new Promise(() => undefined); // a request that hangs
+      },
+      { ...DEFAULT_BACKOFF, timeoutMs: 30000 },
+      timer
+    );
+    poller.start(0);
+    timer.pending.shift()!.fn();
+    // The only timer armed is the poll's deadline.
+    expect(timer.pending.map(p => p.ms)).toEqual([30000]);
+    await timer.fire();
+    expect(poller.state.failures).toBe(1);
+    expect(timer.pending.map(p => p.ms)).toEqual([10000]);
+    await timer.fire();
+    expect(calls).toBe(2);
+  });
 });
