@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib
 import os
 from pathlib import Path
@@ -40,6 +41,9 @@ from mage_nb_sched.core.project import (
     SERVER_URL_ENV,
     default_database_url,
 )
+
+#: Whether :meth:`MageNbSchedApp._freeze_gc` ran in this process.
+_GC_FROZEN = False
 
 #: Extension traits forwarded to the part that owns them: (trait, section, name there).
 _FORWARDED = (
@@ -89,6 +93,14 @@ class MageNbSchedApp(ExtensionApp):
         True,
         help="Run the scheduler loop in this server. Turn off when a headless "
         "`mage-nb-sched scheduler` executes the runs for this store.",
+    ).tag(config=True)
+    freeze_gc = Bool(
+        True,
+        help="Once started, move the objects the server has made so far (its imports, "
+        "handlers, the store) into the garbage collector's permanent generation (gc.freeze()): "
+        "a full collection then no longer walks them, so a burst of API calls does not stall "
+        "the server's event loop for ~100 ms at a time. Done once per process; False leaves "
+        "the garbage collector as it is.",
     ).tag(config=True)
     # Dotted names rather than the classes, resolved on first use: importing this module or
     # creating the app (``jupyter server extension list``, server start-up) imports neither
@@ -246,6 +258,7 @@ class MageNbSchedApp(ExtensionApp):
         serverapp.web_app.settings["mage_nb_sched_store"] = store
         if not self.scheduler_enabled:
             self.log.info("mage_nb_sched: scheduler disabled in this server (scheduler_enabled)")
+            self._freeze_gc()
             return
         from mage_nb_sched.scheduling.notifications import jupyter_event_sink
 
@@ -265,6 +278,20 @@ class MageNbSchedApp(ExtensionApp):
             self.scheduler = None
             self.settings.pop("mage_nb_sched_scheduler", None)
             serverapp.web_app.settings.pop("mage_nb_sched_scheduler", None)
+        self._freeze_gc()
+
+    def _freeze_gc(self) -> None:
+        global _GC_FROZEN
+        # Once: a second server in the same process (tests) would freeze the first one's
+        # garbage for good. No gc.collect() first: that full collection is the very stall
+        # this avoids (what is garbage now stays, once, in the permanent generation).
+        if not self.freeze_gc or _GC_FROZEN:
+            return
+        _GC_FROZEN = True
+        gc.freeze()
+        self.log.debug(
+            "mage_nb_sched: %d objects moved out of the collector's way", gc.get_freeze_count()
+        )
 
     async def wait_started(self) -> None:
         """Wait until the store is open and the scheduler started (or failed to: logged)."""

@@ -120,6 +120,29 @@ def test_extension_loads_and_its_scheduler_leads(
     assert on_server_loop(scenario()) == 200
 
 
+def test_a_started_server_freezes_the_collector_once_and_can_be_told_not_to(
+    mage_app: MageNbSchedApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc
+
+    from mage_nb_sched import extension
+
+    # The server above started: it froze what it had made (once per process, whoever first).
+    assert extension._GC_FROZEN is True
+    assert gc.get_freeze_count() > 0
+    # What it does, counted, as a fresh process would see it.
+    calls: list[str] = []
+    monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
+    monkeypatch.setattr(extension, "_GC_FROZEN", False)
+    mage_app._freeze_gc()
+    mage_app._freeze_gc()
+    assert calls == ["freeze"]  # once, not per server
+    monkeypatch.setattr(extension, "_GC_FROZEN", False)
+    monkeypatch.setattr(mage_app, "freeze_gc", False)
+    mage_app._freeze_gc()
+    assert calls == ["freeze"] and extension._GC_FROZEN is False
+
+
 @pytest.mark.kernel
 def test_once_schedule_made_with_the_python_api_fires_and_completes(
     mage_app: MageNbSchedApp, jp_root_dir: Path, on_server_loop: Any
