@@ -318,16 +318,19 @@ def test_the_ingest_token_is_rate_limited(
         return [
             await api.post("events", S3_NOTIFICATION, auth=False, headers=bearer(INGEST)),
             await api.post("events", notification("b.csv"), auth=False, headers=bearer(INGEST)),
-            # Jupyter-authenticated calls are not the ingest token's.
+            # Jupyter-authenticated calls are not the ingest token's: a bucket of their own…
             await api.post("events", notification("c.csv")),
+            # …limited too.
+            await api.post("events", notification("d.csv")),
         ]
 
-    first, limited, jupyter = on_server_loop(scenario())
+    first, limited, jupyter, jupyter_limited = on_server_loop(scenario())
     assert first.status == 200
     # 0.01 calls a second, a burst of 1: the second call waits ~100 s.
     assert limited.status == 429, limited.text
     assert int(limited.headers["Retry-After"]) >= 1
     assert jupyter.status == 200
+    assert jupyter_limited.status == 429, jupyter_limited.text
     assert run_count(mage_app.store) == 2
 
 

@@ -7,9 +7,9 @@ authorized), or the ingest token configured with ``c.MageNbSchedApp.ingest_token
 forwarders and scripts that hold no Jupyter credential. The route is therefore open to the
 server's authentication layer (``@allow_unauthenticated``) and checks the credential itself;
 the XSRF check is skipped only for a request that carries the valid ingest token (its token is
-the credential, as with Jupyter's own token). Calls with the ingest token are rate limited per
-token (429 + ``Retry-After``). The token is compared in constant time and appears in no log
-line or error.
+the credential, as with Jupyter's own token). Calls are rate limited (429 + ``Retry-After``):
+the ingest token's in one bucket, Jupyter-authenticated ones in another. The token is compared
+in constant time and appears in no log line or error.
 """
 
 from __future__ import annotations
@@ -87,6 +87,10 @@ class EventsHandler(MageApiHandler):
                 self.authorizer.is_authorized(self, user, "write", self.auth_resource)
             )
             if allowed:
+                # Jupyter-authenticated calls share one bucket, apart from the ingest token's:
+                # a runaway script cannot flood the scheduler, nor starve the forwarders. (Not
+                # per user: jupyter_server names a token-authenticated caller anew each call.)
+                limiter_for(self.settings).check("jupyter-users")
                 return
             raise ForbiddenError(
                 f"This Jupyter user is not authorized to write {self.auth_resource}. Ask the "
