@@ -371,6 +371,34 @@ def test_deactivating_an_in_code_schedule_survives_a_sync(
     assert rows(store)[("my_pipeline", "hourly_sync")].status == "inactive"
 
 
+def test_pause_and_resume_write_no_activation_stamp_unless_the_file_has_one(
+    store: Store, project_dir: Path
+) -> None:
+    path = write(project_dir / "my_pipeline.triggers.yaml", MY_PIPELINE_FILE)
+    sync_triggers(project_dir)
+    before = path.read_text(encoding="utf-8")
+    schedule = PipelineSchedule.query.filter_by(name="hourly_sync").one()
+    schedule.update(status=ScheduleStatus.INACTIVE)
+    schedule.update(status=ScheduleStatus.ACTIVE, last_enabled_at=datetime.now(tz=UTC))
+    # The store has the stamp; the file (under version control) is as it was.
+    assert rows(store)[("my_pipeline", "hourly_sync")].last_enabled_at is not None
+    assert all("last_enabled_at" not in e for e in entries(path))
+    assert {e["name"]: e for e in entries(path)}["hourly_sync"]["status"] == "active"
+    assert path.read_text(encoding="utf-8") == before
+    # A file that does track it gets the new stamp.
+    tracked = [
+        {**e, "last_enabled_at": "2024-01-01T00:00:00+00:00"} if e["name"] == "hourly_sync" else e
+        for e in entries(path)
+    ]
+    path.write_text(yaml.safe_dump({"triggers": tracked}), encoding="utf-8")
+    sync_triggers(project_dir)
+    stamp = datetime(2026, 12, 1, 12, tzinfo=UTC)
+    schedule = PipelineSchedule.query.filter_by(name="hourly_sync").one()
+    schedule.update(last_enabled_at=stamp)
+    written = {e["name"]: e for e in entries(path)}["hourly_sync"]["last_enabled_at"]
+    assert datetime.fromisoformat(str(written)) == stamp
+
+
 def test_delete_of_an_in_code_schedule_removes_its_entry(
     store: Store, project_dir: Path
 ) -> None:

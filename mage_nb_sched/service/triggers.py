@@ -172,15 +172,30 @@ def persist_trigger(store: Store, root: Path, trigger: Trigger, pipeline_uuid: s
     schedule = apply_trigger(store, trigger)
     path = triggers_path(root, uuid)
     entries = read_triggers_file(path) if path.exists() else []
-    written = Trigger.from_schedule(schedule).to_yaml_entry()
-    for index, entry in enumerate(entries):
-        if isinstance(entry, dict) and entry.get("name") == trigger.name:
-            entries[index] = written
-            break
-    else:
-        entries.append(written)
+    written = _put_entry(entries, Trigger.from_schedule(schedule).to_yaml_entry())
     write_triggers_file(path, entries)
     return Trigger.from_yaml_entry(written, uuid)
+
+
+def _put_entry(
+    entries: list[Any], written: dict[str, Any], keep_matchers: bool = False
+) -> dict[str, Any]:
+    """Replace the entry of ``written``'s name in ``entries`` (else append it); what was put.
+
+    ``last_enabled_at`` is written only where the file already tracks it: the store stamps it
+    at every activation, and a stamp in a file under version control would make every pause
+    and resume a diff. ``keep_matchers`` keeps the file's own ``event_matchers``."""
+    for index, entry in enumerate(entries):
+        if isinstance(entry, dict) and entry.get("name") == written.get("name"):
+            if "last_enabled_at" not in entry:
+                written.pop("last_enabled_at", None)
+            if keep_matchers and "event_matchers" in entry:
+                written["event_matchers"] = entry["event_matchers"]
+            entries[index] = written
+            return written
+    written.pop("last_enabled_at", None)
+    entries.append(written)
+    return written
 
 
 def apply_trigger(store: Store, trigger: Trigger) -> ScheduleRecord:
@@ -406,15 +421,7 @@ def write_back(
     entries = read_triggers_file(path) if path.exists() else []
     trigger = Trigger.from_schedule(schedule)
     trigger.event_matchers = event_matchers
-    written = trigger.to_yaml_entry()
-    for index, entry in enumerate(entries):
-        if isinstance(entry, dict) and entry.get("name") == schedule.name:
-            if event_matchers is None and "event_matchers" in entry:
-                written["event_matchers"] = entry["event_matchers"]
-            entries[index] = written
-            break
-    else:
-        entries.append(written)
+    _put_entry(entries, trigger.to_yaml_entry(), keep_matchers=event_matchers is None)
     write_triggers_file(path, entries)
 
 
