@@ -4,7 +4,7 @@ real SQLite), every answer checked against the OpenAPI document by the client.""
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -256,9 +256,17 @@ def test_status_without_a_scheduler_here_then_with_one_elsewhere(
     assert headless["active"] is True and headless["scheduler_status"] == "running"
     assert headless["instance_id"] == elsewhere and headless["in_this_server"] is False
     assert headless["instances"] == [elsewhere]
-    assert headless["last_pass_at"] is None  # only a scheduler in this server tells it
+    assert headless["last_pass_at"] is None  # it has not told one yet
     assert datetime.fromisoformat(headless["last_heartbeat_at"]) == now
     assert "elsewhere" in headless["message"]
+    # Its heartbeat carries its last pass (as Scheduler._heartbeat writes it): told here.
+    passed = now - timedelta(seconds=3)
+    details = {"last_pass_at": passed.isoformat(), "last_pass_seconds": 0.012, "passes": 7}
+    assert leases.acquire(
+        store, leases.instance_lease_name(elsewhere), elsewhere, now, 60.0, details
+    )
+    told = on_server_loop(api.get("status")).json["status"]
+    assert datetime.fromisoformat(told["last_pass_at"]) == passed
 
     # Its lease runs out: nobody is active any more.
     leases.release(store, leases.LEADER, elsewhere)
@@ -288,3 +296,19 @@ def test_every_route_refuses_a_call_without_credentials(
         assert reply.status == 403, (path, reply.text)
         assert reply.error["type"] == "forbidden"
         assert "blocks" not in reply.text and "queue_depth" not in reply.text
+
+
+def test_a_headless_scheduler_tells_its_last_pass_through_its_heartbeat(
+    store: Any, headless_scheduler: Any
+) -> None:
+    """A real ``mage-nb-sched scheduler`` process: the store's status (what the REST API of a
+    server without a scheduler answers) has its last pass, from its heartbeat."""
+    from mage_nb_sched.scheduling.passes import store_status
+
+    def told() -> Any:
+        status = store_status(store, utcnow())
+        return status if status.leader_active and status.leader_last_pass_at else None
+
+    status = asyncio.run(until(told, 60.0, "the scheduler's heartbeat tells a pass"))
+    assert status.leader_last_pass_at <= utcnow()
+    assert status.leader_last_pass_seconds is not None and status.leader_last_pass_seconds >= 0

@@ -54,7 +54,7 @@ class ExecutorWithoutKill(Executor):
 
 
 class CoordinatorWithoutRelease(Coordinator):
-    def heartbeat(self, now: datetime) -> None: ...
+    def heartbeat(self, now: datetime, details: dict[str, Any] | None = None) -> None: ...
 
     def acquire(self, now: datetime) -> bool:
         return True
@@ -91,9 +91,9 @@ class RecordingCoordinator(LeaderLeaseCoordinator):
         super().__init__(store, **kwargs)
         self.calls: list[str] = []
 
-    def heartbeat(self, now: datetime) -> None:
+    def heartbeat(self, now: datetime, details: dict[str, Any] | None = None) -> None:
         self.calls.append("heartbeat")
-        super().heartbeat(now)
+        super().heartbeat(now, details)
 
     def acquire(self, now: datetime) -> bool:
         self.calls.append("acquire")

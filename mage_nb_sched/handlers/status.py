@@ -102,7 +102,13 @@ class StatusHandler(MageApiHandler):
                     "in_this_server": here,
                     "lease_expires_at": _iso(state.leader_expires_at),
                     "last_heartbeat_at": _iso(state.leader_renewed_at),
-                    "last_pass_at": local["last_pass_at"] if here and local else None,
+                    "last_pass_at": (
+                        local["last_pass_at"]
+                        if here and local
+                        else _iso(state.leader_last_pass_at)
+                        if state.leader_active
+                        else None
+                    ),
                     "scheduler_enabled": enabled,
                     "this_server": local,
                     "instances": list(state.live_instances),

@@ -522,7 +522,19 @@ class Scheduler(LoggingConfigurable):
         return await asyncio.get_running_loop().run_in_executor(self._db, function, *args)
 
     def _heartbeat(self, now: datetime) -> bool:
-        self.coordinator.heartbeat(now)
+        # The last pass goes with the heartbeat: a status read from another process (the
+        # REST API of a server whose scheduler is off) can say when this one last passed.
+        report = self.last_report
+        details = (
+            None
+            if report is None
+            else {
+                "last_pass_at": report.now.isoformat(),
+                "last_pass_seconds": report.seconds,
+                "passes": int(self.passes),
+            }
+        )
+        self.coordinator.heartbeat(now, details)
         return self.coordinator.acquire(now)
 
     def _release_leases(self) -> None:

@@ -205,6 +205,10 @@ class StoreStatus:
     queue_depth: int
     running: int
     problems: tuple[RowProblem, ...]
+    #: The leader's last pass as its heartbeat tells it (None: not told yet, or an older
+    #: scheduler that does not tell): when it began and how long it took (seconds).
+    leader_last_pass_at: datetime | None = None
+    leader_last_pass_seconds: float | None = None
 
     @property
     def leader_active(self) -> bool:
@@ -229,6 +233,16 @@ def store_status(store: Store, now: datetime) -> StoreStatus:
         ).first()
         live = sorted(leases.live_instances(connection, now))
         by_status = {status_value(row[0]): int(row[1]) for row in connection.execute(counts)}
+        heartbeat = (
+            None
+            if leader is None
+            else connection.execute(
+                select(table.c.details).where(
+                    table.c.name == leases.instance_lease_name(str(leader[0]))
+                )
+            ).scalar()
+        )
+    last_pass_at, last_pass_seconds = _last_pass(heartbeat)
     return StoreStatus(
         now=now,
         leader=None if leader is None else str(leader[0]),
@@ -238,7 +252,24 @@ def store_status(store: Store, now: datetime) -> StoreStatus:
         queue_depth=by_status.get(PipelineRunStatus.INITIAL.value, 0),
         running=by_status.get(PipelineRunStatus.RUNNING.value, 0),
         problems=tuple(row_problems(store)),
+        leader_last_pass_at=last_pass_at,
+        leader_last_pass_seconds=last_pass_seconds,
     )
+
+
+def _last_pass(details: Any) -> tuple[datetime | None, float | None]:
+    """``(last_pass_at, last_pass_seconds)`` of a heartbeat's details; ``(None, None)`` for
+    anything else (no details, another scheduler's own keys, a value that does not parse)."""
+    if not isinstance(details, dict):
+        return None, None
+    at, seconds = details.get("last_pass_at"), details.get("last_pass_seconds")
+    try:
+        when = _utc(datetime.fromisoformat(at)) if isinstance(at, str) else None
+    except ValueError:
+        when = None
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        return when, None
+    return when, float(seconds)
 
 
 astore_status = twin(store_status)

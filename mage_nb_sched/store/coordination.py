@@ -69,9 +69,10 @@ class Coordinator(LoggingConfigurable, metaclass=_CoordinatorMeta):
         return leases.new_instance_id()
 
     @abstractmethod
-    def heartbeat(self, now: datetime) -> None:
+    def heartbeat(self, now: datetime, details: dict[str, Any] | None = None) -> None:
         """Record that this instance is alive until ``now + lease_seconds``: while it is, other
-        instances leave the runs it owns alone."""
+        instances leave the runs it owns alone. ``details`` (JSON) go with it, for anyone
+        reading the store's status (the scheduler's last pass)."""
 
     @abstractmethod
     def acquire(self, now: datetime) -> bool:
@@ -116,13 +117,14 @@ class LeaderLeaseCoordinator(Coordinator):
         super().__init__(store, **kwargs)
         self._leading = False
 
-    def heartbeat(self, now: datetime) -> None:
+    def heartbeat(self, now: datetime, details: dict[str, Any] | None = None) -> None:
         leases.acquire(
             self.store,
             leases.instance_lease_name(self.instance_id),
             self.instance_id,
             now,
             self.lease_seconds,
+            details,
         )
 
     def acquire(self, now: datetime) -> bool:
