@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
@@ -607,6 +607,34 @@ def _held_for_retry(step: str, row_id: Any, now: Any) -> ColumnElement[bool]:
         PROBLEMS.c.row_id == row_id,
         PROBLEMS.c.retry_at > now,
     )
+
+
+_Parsed = TypeVar("_Parsed")
+
+
+def _waiting_settings(
+    connection: Connection,
+    table: Any,
+    runs_column: Any,
+    kind: str,
+    parse: Callable[[Any], _Parsed],
+    step: _Step,
+) -> dict[int | None, _Parsed]:
+    """``{id: parse(settings)}`` of every ``table`` row (schedules, backfills) that has a
+    waiting run. A row whose settings cannot be parsed is flagged in ``step`` and left out, so
+    its runs wait rather than start with default limits."""
+    statement = select(table.c.id, table.c.settings).where(
+        table.c.id.in_(select(runs_column).where(*_WAITING))
+    )
+    parsed: dict[int | None, _Parsed] = {}
+    for row_id, raw in _fetch(connection, statement, table.c.id, step, kind):
+        try:
+            parsed[row_id] = parse(raw)
+        except Exception as error:
+            # A schedule's problem is its own; a backfill's belongs to no schedule.
+            if not step.skip(kind, row_id, row_id if kind == "schedule" else None, error):
+                raise
+    return parsed
 
 
 def _fetch(
@@ -1217,25 +1245,17 @@ def plan_starts(store: Store, now: datetime, owner: str, capacity: int) -> Start
         # Settings of every schedule and backfill with a waiting run: two queries, not one
         # per run.
         settings_of: dict[int | None, dict[str, Any]] = {None: with_defaults(None)}
-        schedules = select(SCHEDULES.c.id, SCHEDULES.c.settings).where(
-            SCHEDULES.c.id.in_(select(RUNS.c.pipeline_schedule_id).where(*_WAITING))
+        settings_of.update(
+            _waiting_settings(
+                connection, SCHEDULES, RUNS.c.pipeline_schedule_id, "schedule", with_defaults, step
+            )
         )
-        for schedule_id, raw in _fetch(connection, schedules, SCHEDULES.c.id, step, "schedule"):
-            try:
-                settings_of[schedule_id] = with_defaults(raw)
-            except Exception as error:
-                if not step.skip("schedule", schedule_id, schedule_id, error):
-                    raise
         backfill_limit_of: dict[int | None, int | None] = {None: None}
-        backfills = select(BACKFILLS.c.id, BACKFILLS.c.settings).where(
-            BACKFILLS.c.id.in_(select(RUNS.c.backfill_id).where(*_WAITING))
+        backfill_limit_of.update(
+            _waiting_settings(
+                connection, BACKFILLS, RUNS.c.backfill_id, "backfill", _backfill_limit, step
+            )
         )
-        for backfill_id, raw in _fetch(connection, backfills, BACKFILLS.c.id, step, "backfill"):
-            try:
-                backfill_limit_of[backfill_id] = _backfill_limit(raw)
-            except Exception as error:
-                if not step.skip("backfill", backfill_id, None, error):
-                    raise
         waiting = connection.execute(
             select(
                 RUNS.c.id,
