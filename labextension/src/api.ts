@@ -10,6 +10,7 @@ import type {
   IListMetadata,
   IPipelineRun,
   IPipelineSchedule,
+  ISchedulerStatus,
   ScheduleStatus
 } from './types';
 
@@ -368,5 +369,11 @@ export class ApiClient {
       { pipeline_run: change }
     );
     return answer.pipeline_run;
+  }
+
+  /** `GET status`: whether a scheduler serves the store (runs wait when none does). */
+  async status(): Promise<ISchedulerStatus> {
+    const answer = await this.json<{ status: ISchedulerStatus }>('GET', 'status');
+    return answer.status;
   }
 }

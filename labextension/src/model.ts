@@ -5,7 +5,13 @@
 import { ApiClient, ILogs, errorMessage } from './api';
 import { parseVariablesText } from './json';
 import type { IPollResult } from './poller';
-import type { IBlockRun, IPipelineRun, IPipelineSchedule, ScheduleStatus } from './types';
+import type {
+  IBlockRun,
+  IPipelineRun,
+  IPipelineSchedule,
+  ISchedulerStatus,
+  ScheduleStatus
+} from './types';
 
 export type ScheduleFilter = 'notebook' | 'all';
 
@@ -194,6 +200,8 @@ export interface IPanelState {
   error: string | null;
   /** Why the last refresh failed (cleared by the next refresh that succeeds). */
   connectionError: string | null;
+  /** Who schedules for the store (`GET status`; null until read, or when it cannot be). */
+  scheduler: ISchedulerStatus | null;
   /** Ids of schedules with a request under way (toggle, run now). */
   busy: number[];
   /** API tokens seen this session (the server shows a token once: at creation or rotation). */
@@ -220,6 +228,7 @@ export function initialState(): IPanelState {
     blocksLoading: false,
     error: null,
     connectionError: null,
+    scheduler: null,
     busy: [],
     tokens: {},
     loading: false,
@@ -389,6 +398,9 @@ export class PanelModel {
     this.set({ loading: true });
     try {
       const s = this._state;
+      // Whether a scheduler serves the store, read beside the schedules: runs only wait when
+      // none does, and the panel says so. A server that cannot tell is not an error here.
+      const scheduler = this.api.status().catch(() => null);
       let schedules: IPipelineSchedule[];
       if (s.filter === 'notebook' && !s.notebookUuid) {
         schedules = [];
@@ -397,6 +409,7 @@ export class PanelModel {
           pipelineUuid: s.filter === 'notebook' ? s.notebookUuid : null
         });
       }
+      const schedulerStatus = await scheduler;
       if (stale()) {
         // Something changed while this refresh was reading (a selection, an action): its
         // answer may be older than that; the poller reads again at once (see Poller.now).
@@ -479,6 +492,7 @@ export class PanelModel {
         logsError,
         runsLoading: false,
         blocksLoading: false,
+        scheduler: schedulerStatus,
         loading: false,
         connectionError: null,
         lastUpdated: this.now()
@@ -504,7 +518,13 @@ export class PanelModel {
 
   private signature(): string {
     const s = this._state;
-    return JSON.stringify([s.schedules, s.runs, s.blockRuns, s.logs?.text ?? null]);
+    return JSON.stringify([
+      s.schedules,
+      s.runs,
+      s.blockRuns,
+      s.logs?.text ?? null,
+      s.scheduler?.active ?? null
+    ]);
   }
 
   /** Select a schedule (its run history is read); the same id again unselects it. */

@@ -610,6 +610,21 @@ export class SchedulesPanel extends Widget {
       parts.push(this.renderNotebookActions(s.notebookUuid));
     }
 
+    if (s.scheduler && !s.scheduler.active) {
+      // Runs are made and started by a scheduler: without one they only wait. The server's
+      // message says whether this server runs none and how to start one.
+      parts.push(
+        el(
+          'div',
+          {
+            class: 'jp-MageNbSched-warning',
+            role: 'status',
+            'data-scheduler': 'inactive'
+          },
+          s.scheduler.message
+        )
+      );
+    }
     for (const [message, kind] of [
       [s.error, 'action'],
       [s.connectionError, 'connection']

@@ -72,3 +72,16 @@ export interface IErrorBody {
   field: string | null;
   fix: string | null;
 }
+
+/** `GET status`: who schedules for the store (only the fields the panel reads). */
+export interface ISchedulerStatus {
+  active: boolean;
+  in_this_server: boolean;
+  scheduler_enabled: boolean;
+  queue_depth: number;
+  running: number;
+  /** In words: who schedules, or that nobody does and how to start one. */
+  message: string;
+  problems: { step: string; row_kind: string; row_id: number | null; error: string }[];
+  [key: string]: unknown;
+}

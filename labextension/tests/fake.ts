@@ -33,6 +33,7 @@ export function apiError(
 
 export class FakeServer {
   calls: IRecorded[] = [];
+  statusCalls: IRecorded[] = [];
   routes = new Map<string, Handler>();
 
   on(method: string, path: string, handler: Handler): this {
@@ -60,6 +61,14 @@ export class FakeServer {
         body: init.body ? JSON.parse(String(init.body)) : undefined,
         headers
       };
+      // The panel reads `status` beside every refresh: kept apart, so the tests of other
+      // calls count only those, and answered "a scheduler is active" unless a test routes it.
+      if (req.method === 'GET' && path === 'status') {
+        this.statusCalls.push(req);
+        const routed = this.routes.get('GET status');
+        const answer = routed ? await routed(req) : { status: schedulerStatus() };
+        return answer instanceof Response ? answer : json(answer);
+      }
       this.calls.push(req);
       const handler = this.routes.get(`${req.method} ${path}`);
       if (!handler) {
@@ -151,4 +160,27 @@ export function blockRun(overrides: Record<string, unknown> = {}): any {
 
 export function list(key: string, items: unknown[], next: number | null = null): unknown {
   return { [key]: items, metadata: { count: items.length, next } };
+}
+
+/** `GET status`'s answer (an active scheduler in this server by default). */
+export function schedulerStatus(overrides: Record<string, unknown> = {}): any {
+  return {
+    scheduler_status: 'running',
+    active: true,
+    instance_id: 'sched:test',
+    in_this_server: true,
+    lease_expires_at: '2026-12-01T12:00:10+00:00',
+    last_heartbeat_at: '2026-12-01T12:00:00+00:00',
+    last_pass_at: '2026-12-01T12:00:00+00:00',
+    scheduler_enabled: true,
+    this_server: null,
+    instances: ['sched:test'],
+    queue_depth: 0,
+    running: 0,
+    workers: null,
+    problems: [],
+    checked_at: '2026-12-01T12:00:00+00:00',
+    message: 'The scheduler in this server (sched:test) is active for this store.',
+    ...overrides
+  };
 }

@@ -13,7 +13,17 @@ import {
   scheduleTimezone,
   slaState
 } from '../src/model';
-import { BASE, FakeServer, apiError, blockRun, json, list, run, schedule } from './fake';
+import {
+  BASE,
+  FakeServer,
+  apiError,
+  blockRun,
+  json,
+  list,
+  run,
+  schedule,
+  schedulerStatus
+} from './fake';
 
 function setup(server: FakeServer): PanelModel {
   return new PanelModel(
@@ -469,5 +479,35 @@ describe('races with the user', () => {
     status = 'running'; // retried elsewhere (the CLI, another browser)
     await model.refresh();
     expect(restarted).toEqual([9]);
+  });
+});
+
+describe('scheduler status', () => {
+  it('reads whether a scheduler serves the store, and keeps refreshing when it cannot', async () => {
+    let active = false;
+    const server = new FakeServer()
+      .on('GET', 'pipeline_schedules', () => list('pipeline_schedules', []))
+      .on('GET', 'status', () => ({
+        status: schedulerStatus({
+          active,
+          message: active ? 'active' : 'No scheduler is active for this store'
+        })
+      }));
+    const model = setup(server);
+    model.setFilter('all');
+    const first = await model.refresh();
+    expect(model.state.scheduler?.active).toBe(false);
+    expect(model.state.scheduler?.message).toContain('No scheduler');
+    active = true;
+    const second = await model.refresh();
+    expect(model.state.scheduler?.active).toBe(true);
+    // A scheduler coming up is a change (the poller's backoff starts again).
+    expect(first.changed && second.changed).toBe(true);
+    expect(server.statusCalls).toHaveLength(2);
+    // A server that cannot tell (an error) is no failure of the refresh.
+    server.on('GET', 'status', () => apiError(503, 'store_unavailable', 'busy'));
+    await model.refresh();
+    expect(model.state.scheduler).toBeNull();
+    expect(model.state.connectionError).toBeNull();
   });
 });

@@ -9,7 +9,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ApiClient } from '../src/api';
 import { PanelModel } from '../src/model';
 import { SchedulesPanel } from '../src/panel';
-import { BASE, FakeServer, blockRun, json, list, run, schedule } from './fake';
+import { BASE, FakeServer, blockRun, json, list, run, schedule, schedulerStatus } from './fake';
 
 interface IHostLog {
   infos: string[];
@@ -487,5 +487,21 @@ describe('SchedulesPanel accessibility and keys', () => {
     expect(t.panel.openCreateForm(null)).toBe(false);
     expect(t.panel.hasSheet).toBe(false);
     expect(t.errors).toHaveLength(1);
+  });
+});
+
+describe('scheduler status', () => {
+  it('says, with the server’s words, when no scheduler serves the store', async () => {
+    const t = setup([schedule({ id: 1, name: 'nightly' })]);
+    const message =
+      'No scheduler is active for this store: this server runs none (scheduler_enabled is False)';
+    t.server.on('GET', 'status', () => ({ status: schedulerStatus({ active: false, message }) }));
+    await t.panel.model.refresh();
+    const banner = q('[data-scheduler="inactive"]', t.panel.node);
+    expect(banner.getAttribute('role')).toBe('status');
+    expect(banner.textContent).toBe(message);
+    t.server.on('GET', 'status', () => ({ status: schedulerStatus() }));
+    await t.panel.model.refresh();
+    expect(t.panel.node.querySelector('[data-scheduler="inactive"]')).toBeNull();
   });
 });
