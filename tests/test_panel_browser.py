@@ -35,8 +35,7 @@ SKIP_REASON = (
 #: Screenshots of every step: ``$MAGE_NB_SCHED_UI_ARTIFACTS`` (``.ci/run`` sets it to the clone's
 #: ``test-artifacts/ui``), else ``$TMPDIR/mage-nb-sched-ui``.
 ARTIFACTS = Path(
-    os.environ.get("MAGE_NB_SCHED_UI_ARTIFACTS")
-    or Path(tempfile.gettempdir()) / "mage-nb-sched-ui"
+    os.environ.get("MAGE_NB_SCHED_UI_ARTIFACTS") or Path(tempfile.gettempdir()) / "mage-nb-sched-ui"
 )
 #: Generous: a cold JupyterLab page in a shared 2-core machine.
 PAGE_TIMEOUT_MS = 90_000
@@ -486,5 +485,67 @@ def test_api_trigger_url_sla_toast_edit_keyboard_and_palette(lab: LiveServer, th
             expect(form).to_contain_text(name)
         finally:
             browser.close()
+    ours = [error for error in errors if "mage" in error.lower() or "schedul" in error.lower()]
+    assert not ours, ours
+
+
+def test_without_a_scheduler_the_panel_says_runs_wait(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A lab whose server runs no scheduler (and none elsewhere): the panel shows the server's
+    own words about it, and a run made from the panel stays waiting."""
+    from playwright.sync_api import expect, sync_playwright
+
+    if not CHROMIUM.exists():
+        if browser_required():
+            pytest.fail(SKIP_REASON, pytrace=False)
+        pytest.skip(SKIP_REASON)
+    expect.set_options(timeout=PAGE_TIMEOUT_MS)
+    base = tmp_path_factory.mktemp("lab-idle")
+    root = base / "project"
+    write_notebook(root / "idle.ipynb", ["print('never runs here')"])
+    settings = base / "settings"
+    news = settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    news.parent.mkdir(parents=True, exist_ok=True)
+    news.write_text(json.dumps({"fetchNews": "false"}), "utf-8")
+    env = {
+        "JUPYTER_CONFIG_DIR": str(base / "config"),
+        "JUPYTERLAB_SETTINGS_DIR": str(settings),
+        "JUPYTERLAB_WORKSPACES_DIR": str(base / "workspaces"),
+    }
+    shots = ARTIFACTS / "light" / "no-scheduler"
+    shots.mkdir(parents=True, exist_ok=True)
+    errors: list[str] = []
+    with live_server(
+        root, "--MageNbSchedApp.scheduler_enabled=False", app="jupyterlab", env=env
+    ) as server:
+        server.settings_dir = settings
+        schedule = call(
+            server,
+            "POST",
+            "pipeline_schedules",
+            {
+                "pipeline_schedule": {
+                    "name": "idle",
+                    "pipeline_uuid": "idle",
+                    "schedule_interval": "@daily",
+                }
+            },
+        )["pipeline_schedule"]
+        with sync_playwright() as playwright:
+            browser, page = _open_lab(playwright, server, "light", "idle.ipynb", errors)
+            try:
+                page.locator('.lm-TabBar-tab[data-id="mage-nb-sched-panel"]').click()
+                panel = page.locator("#mage-nb-sched-panel")
+                banner = panel.locator('[data-scheduler="inactive"]')
+                expect(banner).to_contain_text("No scheduler is active for this store")
+                expect(banner).to_contain_text("mage-nb-sched scheduler")
+                row = panel.locator(f'[data-schedule-id="{schedule["id"]}"]')
+                row.locator('[data-action="run-now"]').click()
+                waiting = panel.locator("li[data-run-id]").first
+                expect(waiting).to_have_attribute("data-status", "initial")
+                page.screenshot(path=str(shots / "1-runs-wait.png"))
+            finally:
+                browser.close()
     ours = [error for error in errors if "mage" in error.lower() or "schedul" in error.lower()]
     assert not ours, ours
