@@ -142,6 +142,10 @@ export class SchedulesPanel extends Widget {
   private lastDrawn = '';
   private updatedLine: HTMLElement | null = null;
   private renderDeferred = false;
+  private headNode: HTMLElement;
+  private noticesNode: HTMLElement;
+  private listsNode: HTMLElement;
+  private noticesShown = '';
   private hiddenRefresh: Promise<void> | null = null;
   private hiddenRefreshAgain = false;
   private readonly onSelectionChange = (): void => {
@@ -164,6 +168,13 @@ export class SchedulesPanel extends Widget {
     // the list below it updates.
     this.sheetNode = el('div', { class: 'jp-MageNbSched-sheet' });
     this.body = el('div', { class: 'jp-MageNbSched-body' });
+    // Three parts of the body: notices (alerts, the scheduler banner) are only replaced when
+    // what they say changes — a live region redrawn on every poll would be announced again
+    // and again; the head and the lists are redrawn from the state.
+    this.headNode = el('div', { class: 'jp-MageNbSched-head' });
+    this.noticesNode = el('div', { class: 'jp-MageNbSched-notices' });
+    this.listsNode = el('div', { class: 'jp-MageNbSched-lists' });
+    this.body.append(this.headNode, this.noticesNode, this.listsNode);
     this.node.append(this.sheetNode, this.body);
     // A text selection defers renders (so it is not lost); but a click on a control, or a
     // key pressed on one, is the user moving on: drop the selection so their action shows.
@@ -545,7 +556,13 @@ export class SchedulesPanel extends Widget {
       scrolls.set(node.dataset.scrollKey as string, node.scrollTop);
     });
 
-    this.body.replaceChildren(...this.renderParts());
+    const drawnParts = this.renderParts();
+    this.headNode.replaceChildren(...drawnParts.head);
+    if (drawnParts.noticesKey !== this.noticesShown) {
+      this.noticesShown = drawnParts.noticesKey;
+      this.noticesNode.replaceChildren(...drawnParts.notices);
+    }
+    this.listsNode.replaceChildren(...drawnParts.lists);
 
     this.body.querySelectorAll<HTMLElement>('[data-scroll-key]').forEach(node => {
       const top = scrolls.get(node.dataset.scrollKey as string);
@@ -562,9 +579,16 @@ export class SchedulesPanel extends Widget {
     }
   }
 
-  private renderParts(): HTMLElement[] {
+  private renderParts(): {
+    head: HTMLElement[];
+    notices: HTMLElement[];
+    noticesKey: string;
+    lists: HTMLElement[];
+  } {
     const s = this.model.state;
-    const parts: HTMLElement[] = [];
+    const head: HTMLElement[] = [];
+    const notices: HTMLElement[] = [];
+    let parts = head;
 
     // Header: title, filter, refresh.
     const filter = el(
@@ -610,6 +634,7 @@ export class SchedulesPanel extends Widget {
       parts.push(this.renderNotebookActions(s.notebookUuid));
     }
 
+    parts = notices;
     if (s.scheduler && !s.scheduler.active) {
       // Runs are made and started by a scheduler: without one they only wait. The server's
       // message says whether this server runs none and how to start one.
@@ -647,6 +672,8 @@ export class SchedulesPanel extends Widget {
       );
     }
 
+    const lists: HTMLElement[] = [];
+    parts = lists;
     // Schedules.
     const list = el('ul', { class: 'jp-MageNbSched-schedules', 'aria-label': 'Schedules' });
     for (const schedule of this.model.visibleSchedules) {
@@ -681,7 +708,12 @@ export class SchedulesPanel extends Widget {
       s.lastUpdated ? `Updated ${s.lastUpdated.toLocaleTimeString()}` : ''
     );
     parts.push(this.updatedLine);
-    return parts;
+    const noticesKey = JSON.stringify([
+      s.scheduler && !s.scheduler.active ? s.scheduler.message : null,
+      s.error,
+      s.connectionError
+    ]);
+    return { head, notices, noticesKey, lists };
   }
 
   /** A JSON variables field whose error is shown under it (`key`: whose field it is). */

@@ -505,3 +505,26 @@ describe('scheduler status', () => {
     expect(t.panel.node.querySelector('[data-scheduler="inactive"]')).toBeNull();
   });
 });
+
+describe('notices', () => {
+  it('keeps an alert node while its words stand, so it is not announced again at each render', async () => {
+    const t = setup([schedule({ id: 1, name: 'nightly', status: 'active' })]);
+    await t.panel.model.refresh();
+    t.server.on('PUT', 'pipeline_schedules/1', () =>
+      json({ error: { type: 'conflict', message: 'schedule busy', field: null, fix: null } }, 409)
+    );
+    q<HTMLButtonElement>('[data-action="toggle"]', t.panel.node).click();
+    await new Promise(r => setTimeout(r, 0));
+    await new Promise(r => setTimeout(r, 0));
+    const alert = q('[data-error-kind="action"]', t.panel.node);
+    expect(alert.textContent).toContain('schedule busy');
+    // Another render (the list changed), the same words: the same node.
+    t.schedules = [schedule({ id: 1, name: 'nightly renamed', status: 'active' })];
+    await t.panel.model.refresh();
+    expect(t.panel.node.textContent).toContain('nightly renamed');
+    expect(q('[data-error-kind="action"]', t.panel.node)).toBe(alert);
+    // Dismissed: gone.
+    q<HTMLButtonElement>('[aria-label="Dismiss error"]', t.panel.node).click();
+    expect(t.panel.node.querySelector('[data-error-kind="action"]')).toBeNull();
+  });
+});
