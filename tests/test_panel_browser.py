@@ -168,7 +168,11 @@ def test_the_panel_lists_toggles_runs_and_shows_errors(lab: LiveServer, theme: s
             # The server's error reaches the panel: the schedule is deleted behind its back.
             call(lab, "DELETE", f"pipeline_schedules/{schedule_id}")
             row.locator('[data-action="toggle"]').click()
-            expect(panel.locator(".jp-MageNbSched-error")).to_contain_text("no such schedule")
+            action_error = panel.locator('.jp-MageNbSched-error[data-error-kind="action"]')
+            expect(action_error).to_contain_text("no such schedule")
+            # The schedule being gone is no failure to refresh (the panel drops its row).
+            expect(panel.locator('[data-error-kind="connection"]')).to_have_count(0)
+            expect(row).to_have_count(0)
             page.screenshot(path=str(shots / "4-error.png"))
             panel.get_by_label("Dismiss error").click()
             expect(panel.locator(".jp-MageNbSched-error")).to_have_count(0)

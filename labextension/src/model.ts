@@ -2,7 +2,7 @@
  * The panel's state and the actions on it, in plain TypeScript (no DOM, no JupyterLab):
  * the widget renders it and calls its actions; the tests drive it with a fake server.
  */
-import { ApiClient, ILogs, errorMessage } from './api';
+import { ApiClient, ApiError, ILogs, errorMessage } from './api';
 import { parseVariablesText } from './json';
 import type { IPollResult } from './poller';
 import type {
@@ -420,8 +420,21 @@ export class PanelModel {
       if (selectedScheduleId !== null && !schedules.some(x => x.id === selectedScheduleId)) {
         selectedScheduleId = null;
       }
-      const runsScope = this.runsScopeFor(selectedScheduleId);
-      const runs = await this.readRuns(runsScope, selectedScheduleId);
+      let runsScope = this.runsScopeFor(selectedScheduleId);
+      let runs: IPipelineRun[];
+      try {
+        runs = await this.readRuns(runsScope, selectedScheduleId);
+      } catch (err) {
+        // Deleted elsewhere between the list and this read: not a failure to refresh, the
+        // schedule is simply gone (the next list will not have it either).
+        if (!(err instanceof ApiError && err.status === 404 && selectedScheduleId !== null)) {
+          throw err;
+        }
+        schedules = schedules.filter(x => x.id !== selectedScheduleId);
+        selectedScheduleId = null;
+        runsScope = this.runsScopeFor(null);
+        runs = await this.readRuns(runsScope, null);
+      }
       const sameScope =
         runsScope === this._state.runsScope &&
         selectedScheduleId === this._state.selectedScheduleId;
@@ -431,7 +444,16 @@ export class PanelModel {
       }
       let blockRuns: IBlockRun[] = [];
       if (selectedRunId !== null) {
-        blockRuns = await this.api.listBlockRuns(selectedRunId);
+        try {
+          blockRuns = await this.api.listBlockRuns(selectedRunId);
+        } catch (err) {
+          // The run was deleted (with its schedule, or by retention) after the list: gone.
+          if (!(err instanceof ApiError && err.status === 404)) {
+            throw err;
+          }
+          runs = runs.filter(r => r.id !== selectedRunId);
+          selectedRunId = null;
+        }
       }
       if (stale()) {
         // Something changed while this refresh was reading (a selection, an action): its

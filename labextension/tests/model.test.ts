@@ -511,3 +511,44 @@ describe('scheduler status', () => {
     expect(model.state.connectionError).toBeNull();
   });
 });
+
+describe('deleted elsewhere', () => {
+  it('drops a schedule deleted between the list and the read of its runs, without an error', async () => {
+    let gone = false;
+    const server = new FakeServer()
+      .on('GET', 'pipeline_schedules', () => list('pipeline_schedules', [schedule({ id: 1 })]))
+      .on('GET', 'pipeline_schedules/1/pipeline_runs', () =>
+        gone
+          ? apiError(404, 'not_found', 'pipeline_schedule_id=1: no such schedule')
+          : list('pipeline_runs', [])
+      );
+    const model = setup(server);
+    model.setFilter('all');
+    await model.refresh();
+    await model.selectSchedule(1);
+    gone = true; // deleted after the list was read (its runs answer 404)
+    await model.refresh();
+    expect(model.state.connectionError).toBeNull();
+    expect(model.state.selectedScheduleId).toBeNull();
+    expect(model.visibleSchedules).toEqual([]);
+  });
+
+  it('drops a run deleted between the run list and the read of its blocks', async () => {
+    const server = new FakeServer()
+      .on('GET', 'pipeline_schedules', () => list('pipeline_schedules', [schedule({ id: 1 })]))
+      .on('GET', 'pipeline_schedules/1/pipeline_runs', () =>
+        list('pipeline_runs', [run({ id: 9, pipeline_schedule_id: 1 })])
+      )
+      .on('GET', 'pipeline_runs/9/block_runs', () => list('block_runs', []));
+    const model = setup(server);
+    model.setFilter('all');
+    await model.refresh();
+    await model.selectSchedule(1);
+    await model.selectRun(9);
+    server.on('GET', 'pipeline_runs/9/block_runs', () => apiError(404, 'not_found', 'no such run'));
+    await model.refresh();
+    expect(model.state.connectionError).toBeNull();
+    expect(model.state.selectedRunId).toBeNull();
+    expect(model.state.selectedScheduleId).toBe(1);
+  });
+});
