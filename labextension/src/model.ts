@@ -636,37 +636,69 @@ export class PanelModel {
     this.set({ busy: busy ? [...others, id] : others });
   }
 
-  /** Activate an inactive schedule or pause an active one. Throws the server's error. */
-  async toggleStatus(id: number): Promise<IPipelineSchedule> {
-    const schedule = this._state.schedules.find(s => s.id === id);
-    const status: ScheduleStatus = schedule?.status === 'active' ? 'inactive' : 'active';
-    this.markBusy(id, true);
+  /**
+   * One change the user asks of the server: `busyId`'s controls are busy meanwhile; on success
+   * the change counts as a mutation (a refresh reading before it is dropped) and `apply`'s
+   * state goes in with the error cleared; a failure is put in `error` and thrown again.
+   */
+  private async write<T>(
+    busyId: number | null,
+    request: () => Promise<T>,
+    apply: (result: T) => Partial<IPanelState>
+  ): Promise<T> {
+    if (busyId !== null) {
+      this.markBusy(busyId, true);
+    }
     try {
-      const updated = await this.api.setScheduleStatus(id, status);
+      const result = await request();
       this.mutations++;
-      this.set({
-        schedules: this._state.schedules.map(s => (s.id === id ? { ...s, ...updated } : s)),
-        error: null
-      });
-      return updated;
+      this.set({ ...apply(result), error: null });
+      return result;
     } catch (err) {
       this.set({ error: errorMessage(err) });
       throw err;
     } finally {
-      this.markBusy(id, false);
+      if (busyId !== null) {
+        this.markBusy(busyId, false);
+      }
     }
   }
 
+  /** The state that shows a new run, selected (nothing of the previous selection left). */
+  private showNewRun(run: IPipelineRun, runs: IPipelineRun[]): Partial<IPanelState> {
+    this.generation++;
+    return {
+      runs: [run, ...runs.filter(r => r.id !== run.id)],
+      runsLoading: false,
+      blocksLoading: false,
+      selectedRunId: run.id,
+      blockRuns: [],
+      selectedBlockRunId: null,
+      logs: null,
+      logsError: null
+    };
+  }
+
+  /** Activate an inactive schedule or pause an active one. Throws the server's error. */
+  toggleStatus(id: number): Promise<IPipelineSchedule> {
+    const schedule = this._state.schedules.find(s => s.id === id);
+    const status: ScheduleStatus = schedule?.status === 'active' ? 'inactive' : 'active';
+    return this.write(
+      id,
+      () => this.api.setScheduleStatus(id, status),
+      updated => ({
+        schedules: this._state.schedules.map(s => (s.id === id ? { ...s, ...updated } : s))
+      })
+    );
+  }
+
   /** Run the schedule's notebook now; the new run is selected. Throws the server's error. */
-  async runNow(id: number, variables?: Record<string, unknown> | null): Promise<IPipelineRun> {
-    this.markBusy(id, true);
-    try {
-      const run = await this.api.runNow(id, { variables });
-      this.mutations++;
-      this.generation++;
-      const sameSchedule = this._state.selectedScheduleId === id;
-      const runs = sameSchedule ? [run, ...this._state.runs.filter(r => r.id !== run.id)] : [run];
-      this.set({
+  runNow(id: number, variables?: Record<string, unknown> | null): Promise<IPipelineRun> {
+    return this.write(
+      id,
+      () => this.api.runNow(id, { variables }),
+      run => ({
+        ...this.showNewRun(run, this._state.selectedScheduleId === id ? this._state.runs : []),
         schedules: this._state.schedules.map(s =>
           s.id === id
             ? {
@@ -677,82 +709,45 @@ export class PanelModel {
             : s
         ),
         selectedScheduleId: id,
-        runs,
-        runsScope: 'schedule',
-        runsLoading: false,
-        blocksLoading: false,
-        selectedRunId: run.id,
-        blockRuns: [],
-        selectedBlockRunId: null,
-        logs: null,
-        error: null
-      });
-      return run;
-    } catch (err) {
-      this.set({ error: errorMessage(err) });
-      throw err;
-    } finally {
-      this.markBusy(id, false);
-    }
+        runsScope: 'schedule'
+      })
+    );
   }
+
   /**
    * Run a notebook on its own (no schedule); its runs are shown and the new one selected when
    * it is the notebook in focus. Throws the server's error.
    */
-  async runNotebook(
+  runNotebook(
     pipelineUuid: string,
     variables?: Record<string, unknown> | null
   ): Promise<IPipelineRun> {
-    try {
-      const run = await this.api.runNotebook(pipelineUuid, variables);
-      this.mutations++;
-      if (this._state.filter === 'notebook' && this._state.notebookUuid === pipelineUuid) {
-        this.generation++;
-        const keep = this._state.runsScope === 'notebook' ? this._state.runs : [];
-        this.set({
-          selectedScheduleId: null,
-          runs: [run, ...keep.filter(r => r.id !== run.id)],
-          runsScope: 'notebook',
-          runsLoading: false,
-          blocksLoading: false,
-          selectedRunId: run.id,
-          blockRuns: [],
-          selectedBlockRunId: null,
-          logs: null,
-          error: null
-        });
-      }
-      return run;
-    } catch (err) {
-      this.set({ error: errorMessage(err) });
-      throw err;
-    }
+    return this.write(
+      null,
+      () => this.api.runNotebook(pipelineUuid, variables),
+      run =>
+        this._state.filter === 'notebook' && this._state.notebookUuid === pipelineUuid
+          ? {
+              ...this.showNewRun(run, this._state.runsScope === 'notebook' ? this._state.runs : []),
+              selectedScheduleId: null,
+              runsScope: 'notebook'
+            }
+          : {}
+    );
   }
 
   /** Cancel a run that has not finished, or run a failed / cancelled one again. */
-  async changeRun(id: number, action: 'cancel' | 'retry'): Promise<IPipelineRun> {
-    try {
-      const updated = await this.api.changeRun(id, action);
-      this.mutations++;
-      if (action === 'retry') {
-        this.restarted(id);
+  changeRun(id: number, action: 'cancel' | 'retry'): Promise<IPipelineRun> {
+    return this.write(
+      null,
+      () => this.api.changeRun(id, action),
+      updated => {
+        if (action === 'retry') {
+          this.restarted(id);
+        }
+        return { runs: this._state.runs.map(r => (r.id === id ? { ...r, ...updated } : r)) };
       }
-      this.set({
-        runs: this._state.runs.map(r => (r.id === id ? { ...r, ...updated } : r)),
-        error: null
-      });
-      return updated;
-    } catch (err) {
-      this.set({ error: errorMessage(err) });
-      throw err;
-    }
-  }
-
-  /** Keep a schedule's API token for this session (the server shows it only once). */
-  rememberToken(id: number, token: string | null | undefined): void {
-    if (token) {
-      this.set({ tokens: { ...this._state.tokens, [id]: token } });
-    }
+    );
   }
 
   /** The schedule's trigger URL, with its token when this session has seen it. */
@@ -763,52 +758,40 @@ export class PanelModel {
 
   /** Give the schedule a new API token (the old one stops working); its trigger URL. */
   async rotateToken(id: number): Promise<string> {
-    this.markBusy(id, true);
-    try {
-      const { schedule, token } = await this.api.rotateToken(id);
-      this.mutations++;
-      this.set({
+    const { token } = await this.write(
+      id,
+      () => this.api.rotateToken(id),
+      ({ schedule, token }) => ({
         schedules: this._state.schedules.map(s => (s.id === id ? { ...s, ...schedule } : s)),
-        tokens: { ...this._state.tokens, [id]: token },
-        error: null
-      });
-      return this.api.triggerUrl(id, token);
-    } catch (err) {
-      this.set({ error: errorMessage(err) });
-      throw err;
-    } finally {
-      this.markBusy(id, false);
-    }
+        tokens: { ...this._state.tokens, [id]: token }
+      })
+    );
+    return this.api.triggerUrl(id, token);
   }
 
-  /** Delete a schedule (its runs stay in the history of the notebook). */
+  /** Delete a schedule, with its runs and backfills (the server deletes them too). */
   async deleteSchedule(id: number): Promise<void> {
-    this.markBusy(id, true);
-    try {
-      await this.api.deleteSchedule(id);
-      this.mutations++;
-      this.generation++;
-      const wasSelected = this._state.selectedScheduleId === id;
-      this.set({
-        schedules: this._state.schedules.filter(s => s.id !== id),
-        ...(wasSelected
-          ? {
-              selectedScheduleId: null,
-              runs: [],
-              runsScope: null,
-              selectedRunId: null,
-              blockRuns: [],
-              logs: null
-            }
-          : {}),
-        error: null
-      });
-    } catch (err) {
-      this.set({ error: errorMessage(err) });
-      throw err;
-    } finally {
-      this.markBusy(id, false);
-    }
+    await this.write(
+      id,
+      () => this.api.deleteSchedule(id),
+      () => {
+        this.generation++;
+        const wasSelected = this._state.selectedScheduleId === id;
+        return {
+          schedules: this._state.schedules.filter(s => s.id !== id),
+          ...(wasSelected
+            ? {
+                selectedScheduleId: null,
+                runs: [],
+                runsScope: null,
+                selectedRunId: null,
+                blockRuns: [],
+                logs: null
+              }
+            : {})
+        };
+      }
+    );
   }
 
   /** A schedule was created or saved elsewhere (the form): show it, selected. */
