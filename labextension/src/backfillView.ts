@@ -29,7 +29,7 @@ import {
   Control,
   DiscardConfirm,
   clearFieldErrors,
-  escapeAction,
+  onEscape,
   fieldRow,
   formChanged,
   showFieldError,
@@ -251,20 +251,7 @@ export class BackfillView {
   }
 
   private handleKey(ev: KeyboardEvent): void {
-    const action = escapeAction(ev, this.isChanged, this.discard.isShown);
-    if (action === 'none') {
-      return;
-    }
-    // No stopPropagation: JupyterLab's shortcuts listen in the capture phase and have seen
-    // the key already, and this view is not inside a schedule row, whose handlers it could reach.
-    ev.preventDefault();
-    if (action === 'keep') {
-      this.discard.hide();
-    } else if (action === 'ask') {
-      this.discard.show();
-    } else {
-      this.close();
-    }
+    onEscape(ev, this.isChanged, this.discard, () => this.close());
   }
 
   private showFieldErrors(errors: IFieldError[]): void {

@@ -50,6 +50,31 @@ export function escapeAction(
   return changed ? 'ask' : 'cancel';
 }
 
+/**
+ * A form's Escape key: keep editing, ask (the discard row), or close — per `escapeAction`.
+ * No stopPropagation: JupyterLab's shortcuts listen in the capture phase and have seen the key
+ * already, and the forms are not inside a schedule row, whose handlers they could reach.
+ */
+export function onEscape(
+  ev: KeyboardEvent,
+  changed: boolean,
+  discard: DiscardConfirm,
+  close: () => void
+): void {
+  const action = escapeAction(ev, changed, discard.isShown);
+  if (action === 'none') {
+    return;
+  }
+  ev.preventDefault();
+  if (action === 'keep') {
+    discard.hide();
+  } else if (action === 'ask') {
+    discard.show();
+  } else {
+    close();
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Field rows
 

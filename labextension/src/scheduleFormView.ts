@@ -10,7 +10,7 @@ import {
   Control,
   DiscardConfirm,
   clearFieldErrors,
-  escapeAction,
+  onEscape,
   fieldRow,
   formChanged,
   showFieldError,
@@ -413,20 +413,7 @@ export class ScheduleFormView {
   }
 
   private readonly onKeyDown = (event: KeyboardEvent): void => {
-    const action = escapeAction(event, this.isChanged, this.discard.isShown);
-    if (action === 'none') {
-      return;
-    }
-    // No stopPropagation: JupyterLab's shortcuts listen in the capture phase and have seen
-    // the key already, and the form is not inside a schedule row, whose handlers it could reach.
-    event.preventDefault();
-    if (action === 'keep') {
-      this.discard.hide();
-    } else if (action === 'ask') {
-      this.discard.show();
-    } else {
-      this.options.onCancel();
-    }
+    onEscape(event, this.isChanged, this.discard, () => this.options.onCancel());
   };
 
   private readonly onChange = (event: Event): void => {

@@ -7,7 +7,6 @@ import {
   BackfillWatcher,
   IBackfill,
   IBackfillFormValues,
-  IBackfillProgress,
   backfillBody,
   cancelBackfill,
   defaultBackfillValues,
@@ -23,8 +22,17 @@ import {
   wallToIso
 } from '../src/backfill';
 import { formChanged } from '../src/formParts';
-import type { ITimer } from '../src/poller';
-import { BASE, FakeServer, apiError, json, schedule } from './fake';
+import {
+  BASE,
+  FakeServer,
+  FakeTimer,
+  apiError,
+  backfill,
+  backfillProgress as progress,
+  json,
+  schedule,
+  settle
+} from './fake';
 
 // ---------------------------------------------------------------------------------------------
 // The request schema, read from the OpenAPI fragment the server serves (no YAML library here:
@@ -107,36 +115,6 @@ function values(overrides: Partial<IBackfillFormValues> = {}): IBackfillFormValu
     interval_type: 'day',
     interval_units: '1',
     variables: '',
-    ...overrides
-  };
-}
-
-function progress(overrides: Partial<IBackfillProgress> = {}): IBackfillProgress {
-  const p = { initial: 0, running: 0, completed: 0, failed: 0, cancelled: 0, ...overrides };
-  const total = p.initial + p.running + p.completed + p.failed + p.cancelled;
-  return { total, done: p.completed, ...p };
-}
-
-/** A backfill with every field the yaml's `Backfill` requires. */
-function backfill(overrides: Partial<IBackfill> = {}): IBackfill {
-  return {
-    id: 7,
-    name: 'backfill etl/daily',
-    pipeline_uuid: 'etl/daily',
-    pipeline_schedule_id: 3,
-    start_datetime: '2024-01-01T00:00:00+00:00',
-    end_datetime: '2024-01-03T00:00:00+00:00',
-    interval_type: 'day',
-    interval_units: 1,
-    status: 'initial',
-    started_at: null,
-    completed_at: null,
-    failed_at: null,
-    variables: null,
-    settings: null,
-    created_at: '2024-02-01T00:00:00+00:00',
-    updated_at: '2024-02-01T00:00:00+00:00',
-    progress: progress(),
     ...overrides
   };
 }
@@ -519,35 +497,6 @@ describe('progress', () => {
 });
 
 // ---------------------------------------------------------------------------------------------
-
-class FakeTimer implements ITimer {
-  pending: { fn: () => void; ms: number; id: number }[] = [];
-  private id = 0;
-  setTimeout(fn: () => void, ms: number): unknown {
-    const id = ++this.id;
-    this.pending.push({ fn, ms, id });
-    return id;
-  }
-  clearTimeout(handle: unknown): void {
-    this.pending = this.pending.filter(p => p.id !== handle);
-  }
-  /** Fire the next timer and let the request it makes finish. */
-  async fire(): Promise<number> {
-    const next = this.pending.shift();
-    if (!next) {
-      throw new Error('nothing armed');
-    }
-    next.fn();
-    await settle();
-    return next.ms;
-  }
-}
-
-async function settle(): Promise<void> {
-  for (let i = 0; i < 5; i++) {
-    await new Promise(r => setTimeout(r, 0));
-  }
-}
 
 describe('BackfillWatcher', () => {
   function serverWith(answers: IBackfill[]): FakeServer {

@@ -1,5 +1,7 @@
 /** A fake REST server: records each request and answers from handlers keyed by "METHOD path". */
 import type { RequestFn } from '../src/api';
+import type { IBackfill, IBackfillProgress } from '../src/backfill';
+import type { ITimer } from '../src/poller';
 
 export interface IRecorded {
   method: string;
@@ -183,4 +185,66 @@ export function schedulerStatus(overrides: Record<string, unknown> = {}): any {
     message: 'The scheduler in this server (sched:test) is active for this store.',
     ...overrides
   };
+}
+
+/** A backfill's `progress` from its run counts (`total` and `done` derived as the server does). */
+export function backfillProgress(overrides: Partial<IBackfillProgress> = {}): IBackfillProgress {
+  const p = { initial: 0, running: 0, completed: 0, failed: 0, cancelled: 0, ...overrides };
+  const total = p.initial + p.running + p.completed + p.failed + p.cancelled;
+  return { total, done: p.completed, ...p };
+}
+
+/** A backfill with every field the yaml's `Backfill` requires. */
+export function backfill(overrides: Partial<IBackfill> = {}): IBackfill {
+  return {
+    id: 7,
+    name: 'backfill etl/daily',
+    pipeline_uuid: 'etl/daily',
+    pipeline_schedule_id: 3,
+    start_datetime: '2024-01-01T00:00:00+00:00',
+    end_datetime: '2024-01-03T00:00:00+00:00',
+    interval_type: 'day',
+    interval_units: 1,
+    status: 'initial',
+    started_at: null,
+    completed_at: null,
+    failed_at: null,
+    variables: null,
+    settings: null,
+    created_at: '2024-02-01T00:00:00+00:00',
+    updated_at: '2024-02-01T00:00:00+00:00',
+    progress: backfillProgress(),
+    ...overrides
+  };
+}
+
+/** Let pending promises (a request a timer started) finish: a few macrotask turns. */
+export async function settle(): Promise<void> {
+  for (let i = 0; i < 5; i++) {
+    await new Promise(r => setTimeout(r, 0));
+  }
+}
+
+/** A timer whose callbacks run when a test says (`fire`), for pollers and watchers. */
+export class FakeTimer implements ITimer {
+  pending: { fn: () => void; ms: number; id: number }[] = [];
+  private id = 0;
+  setTimeout(fn: () => void, ms: number): unknown {
+    const id = ++this.id;
+    this.pending.push({ fn, ms, id });
+    return id;
+  }
+  clearTimeout(handle: unknown): void {
+    this.pending = this.pending.filter(p => p.id !== handle);
+  }
+  /** Fire the next timer and let the work it starts finish; its delay. */
+  async fire(): Promise<number> {
+    const next = this.pending.shift();
+    if (!next) {
+      throw new Error('nothing armed');
+    }
+    next.fn();
+    await settle();
+    return next.ms;
+  }
 }

@@ -1,27 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_BACKOFF, ITimer, Poller, nextDelay } from '../src/poller';
-
-class FakeTimer implements ITimer {
-  pending: { fn: () => void; ms: number; id: number }[] = [];
-  private id = 0;
-  setTimeout(fn: () => void, ms: number): unknown {
-    const id = ++this.id;
-    this.pending.push({ fn, ms, id });
-    return id;
-  }
-  clearTimeout(handle: unknown): void {
-    this.pending = this.pending.filter(p => p.id !== handle);
-  }
-  async fire(): Promise<number> {
-    const next = this.pending.shift();
-    if (!next) {
-      throw new Error('nothing armed');
-    }
-    next.fn();
-    await new Promise(r => setTimeout(r, 0));
-    return next.ms;
-  }
-}
+import { DEFAULT_BACKOFF, Poller, nextDelay } from '../src/poller';
+import { FakeTimer } from './fake';
 
 describe('nextDelay', () => {
   it('polls fast while something runs', () => {

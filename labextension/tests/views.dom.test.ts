@@ -6,12 +6,20 @@
  */
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ApiClient } from '../src/api';
-import type { IBackfill, IBackfillProgress } from '../src/backfill';
+import type { IBackfill } from '../src/backfill';
 import { BackfillView } from '../src/backfillView';
 import type { ISaveResult } from '../src/scheduleForm';
 import { ScheduleFormView } from '../src/scheduleFormView';
 import { renderTimeline } from '../src/timeline';
-import { BASE, FakeServer, apiError, run, schedule } from './fake';
+import {
+  BASE,
+  FakeServer,
+  apiError,
+  backfill as backfillRecord,
+  backfillProgress as progress,
+  run,
+  schedule
+} from './fake';
 
 afterEach(() => {
   vi.useRealTimers();
@@ -119,31 +127,14 @@ describe('ScheduleFormView', () => {
   });
 });
 
-function progress(overrides: Partial<IBackfillProgress> = {}): IBackfillProgress {
-  const p = { initial: 0, running: 0, completed: 0, failed: 0, cancelled: 0, ...overrides };
-  const total = p.initial + p.running + p.completed + p.failed + p.cancelled;
-  return { total, done: p.completed, ...p };
-}
-
+/** The backfill these views make: id 11, the last three days before the test's "now". */
 function backfill(overrides: Partial<IBackfill> = {}): IBackfill {
-  return {
+  return backfillRecord({
     id: 11,
-    name: 'backfill etl/daily',
-    pipeline_uuid: 'etl/daily',
-    pipeline_schedule_id: 3,
     start_datetime: '2026-11-28T00:00:00+00:00',
     end_datetime: '2026-11-30T00:00:00+00:00',
-    interval_type: 'day',
-    interval_units: 1,
-    status: 'initial',
-    started_at: null,
-    completed_at: null,
-    failed_at: null,
-    variables: null,
-    settings: null,
-    progress: progress(),
     ...overrides
-  };
+  });
 }
 
 describe('BackfillView', () => {
