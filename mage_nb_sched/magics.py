@@ -277,6 +277,23 @@ class Report:
         return f"<div><b>{html.escape(self.title)}</b><table>{body}</table>{notes}</div>"
 
 
+class _SchedulerWatch:
+    """Whether the scheduler serving a store went away while ``--wait`` follows its work:
+    the store is asked at most every :data:`SCHEDULER_CHECK_SECONDS`."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.checked = time.monotonic()
+
+    def gone(self) -> bool:
+        from mage_nb_sched.service import api_triggers
+
+        if time.monotonic() - self.checked <= SCHEDULER_CHECK_SECONDS:
+            return False
+        self.checked = time.monotonic()
+        return not api_triggers.scheduler_active(self.store)
+
+
 class _Progress:
     """A live progress bar (``tqdm.auto``: a widget in a notebook, text in a terminal)."""
 
@@ -756,7 +773,7 @@ class ScheduleMagics(Magics):
         from mage_nb_sched.service import api_triggers
 
         bar = _Progress(f"run {run_id}", unit="block")
-        checked = time.monotonic()
+        watch = _SchedulerWatch(store)
         try:
             while True:
                 progress = api_triggers.run_progress(store, run_id)
@@ -769,16 +786,14 @@ class ScheduleMagics(Magics):
                 bar.show(done, len(blocks) or None, text)
                 if progress.finished:
                     break
-                if time.monotonic() - checked > SCHEDULER_CHECK_SECONDS:
-                    checked = time.monotonic()
-                    if not api_triggers.scheduler_active(store):
-                        bar.close()
-                        print(
-                            f"The scheduler serving this store stopped; run {run_id} is "
-                            f"{progress.run.status!s} and goes on when one serves it again. "
-                            "Not waiting any longer."
-                        )
-                        return None
+                if watch.gone():
+                    bar.close()
+                    print(
+                        f"The scheduler serving this store stopped; run {run_id} is "
+                        f"{progress.run.status!s} and goes on when one serves it again. "
+                        "Not waiting any longer."
+                    )
+                    return None
                 time.sleep(POLL_SECONDS)
         except KeyboardInterrupt:
             bar.close()
@@ -834,10 +849,10 @@ class ScheduleMagics(Magics):
     def _follow_backfill(self, store: Any, backfill_id: int) -> bool:
         """Poll a backfill until every run has ended, with a live progress bar; False when
         waiting stopped first."""
-        from mage_nb_sched.service import api_triggers, backfills
+        from mage_nb_sched.service import backfills
 
         bar = _Progress(f"backfill {backfill_id}", unit="run")
-        checked = time.monotonic()
+        watch = _SchedulerWatch(store)
         try:
             while True:
                 record, progress = backfills.backfill_detail(store, backfill_id)
@@ -851,15 +866,13 @@ class ScheduleMagics(Magics):
                 bar.show(ended, total or None, f"backfill {backfill_id} {counts}".rstrip())
                 if ended >= total or str(record.status) in _FINISHED_RUN:
                     break
-                if time.monotonic() - checked > SCHEDULER_CHECK_SECONDS:
-                    checked = time.monotonic()
-                    if not api_triggers.scheduler_active(store):
-                        bar.close()
-                        print(
-                            f"The scheduler serving this store stopped; backfill {backfill_id} "
-                            "goes on when one serves it again. Not waiting any longer."
-                        )
-                        return False
+                if watch.gone():
+                    bar.close()
+                    print(
+                        f"The scheduler serving this store stopped; backfill {backfill_id} "
+                        "goes on when one serves it again. Not waiting any longer."
+                    )
+                    return False
                 time.sleep(POLL_SECONDS)
         except KeyboardInterrupt:
             bar.close()
